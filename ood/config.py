@@ -1,0 +1,277 @@
+"""Reading and validating ``params.yaml``, and the parameters of the notebooks.
+
+``params.yaml`` holds every knob of the pipeline. Its top level:
+
+* ``profile``: the benchmark profile the pipeline runs (``synthetic`` by default; the paper profiles
+  ``cifar10``, ``cifar100``, ``imagenet`` and the stand-in ``cifar10-offline``). Switch with
+  ``dvc exp run -S profile=cifar10`` (or edit the line and ``dvc repro``).
+* ``seed``, ``device`` (``auto`` | ``cpu`` | ``cuda``).
+* ``pipeline``: which methods train from scratch and which fine-tune from which checkpoint
+  (this is what ``dvc.yaml`` iterates over).
+* one block per profile, each with the same sub-blocks: ``benchmark`` (data), ``model``, ``recipes``
+  (training schedules), ``method`` (one entry per training method: its recipe, its loss terms, its
+  sampler and overrides), ``evaluate`` (scorers and their parameters).
+
+A method's effective training configuration is its recipe with the method's overrides applied
+(:func:`method_config`). Everything is validated here so that a typo fails at the start of a stage,
+with a one-line message naming the key and the allowed values.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import yaml
+
+__all__ = [
+    "ParamError", "repo_root", "load_params", "profile_params", "method_config", "TrainConfig",
+    "NotebookParams", "NOTEBOOK_SCHEMAS", "check_notebook_params", "resolve_device",
+]
+
+
+class ParamError(ValueError):
+    """A parameter has an unknown name or an invalid value. The message is one line."""
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The repository root: the first parent of ``start`` (default: this package) holding params.yaml."""
+    here = Path(start or Path(__file__).resolve().parent).resolve()
+    for p in (here, *here.parents):
+        if (p / "params.yaml").is_file():
+            return p
+    raise FileNotFoundError(f"no params.yaml found above {here}; run from a checkout of the repository")
+
+
+def load_params(path: str | Path | None = None) -> dict:
+    path = Path(path) if path else repo_root() / "params.yaml"
+    with open(path) as f:
+        params = yaml.safe_load(f)
+    if not isinstance(params, dict) or "profile" not in params:
+        raise ParamError(f"{path} must be a mapping with a top-level 'profile' key")
+    return params
+
+
+def profiles(params: dict) -> list[str]:
+    reserved = {"profile", "seed", "device", "pipeline"}
+    return sorted(k for k, v in params.items() if k not in reserved and isinstance(v, dict))
+
+
+def profile_params(params: dict, profile: str | None = None) -> dict:
+    profile = profile or params["profile"]
+    allowed = profiles(params)
+    if profile not in allowed:
+        raise ParamError(f"unknown profile {profile!r}; allowed: {', '.join(allowed)}")
+    block = params[profile]
+    for key in ("benchmark", "model", "recipes", "method", "evaluate"):
+        if key not in block:
+            raise ParamError(f"profile {profile!r} lacks its {key!r} block in params.yaml")
+    return block
+
+
+def pipeline_methods(params: dict) -> list[str]:
+    """All methods the pipeline trains, scratch ones first, in params order."""
+    pipe = params.get("pipeline", {})
+    return list(pipe.get("scratch", [])) + list(pipe.get("finetune", {}))
+
+
+def init_of(params: dict, method: str) -> str | None:
+    """The method whose checkpoint ``method`` fine-tunes from (None: from scratch)."""
+    return dict(params.get("pipeline", {}).get("finetune", {})).get(method)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training configuration
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    """Everything the training loop needs for one method; every field has a source in params.yaml."""
+
+    method: str
+    terms: dict[str, dict] = field(default_factory=lambda: {"ce": {}})
+    sampler: dict | None = None          # {"name": ..., **params}; None: random outliers (if any term needs them)
+    init: str | None = None              # name of the method whose checkpoint this one fine-tunes from
+    epochs: int = 10
+    batch_size: int = 128                # ID batch
+    out_batch_size: int = 0              # outlier batch (0: no outliers)
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"             # cosine | step | constant
+    milestones: list[int] = field(default_factory=list)   # epochs at which step decays by gamma
+    gamma: float = 0.1
+    warmup_epochs: int = 0               # linear warm-up of the learning rate (0: none)
+    augment: bool = True                 # random crop (pad 4) + horizontal flip
+    seed: int = 0
+    amp: bool = True                     # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True
+    nan_check_every: int = 0             # steps between NaN checks (0: every step on CPU, 50 on CUDA)
+
+    def __post_init__(self):
+        _check(self.epochs, "epochs", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+        _check(self.batch_size, "batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0")
+        _check(self.out_batch_size, "out_batch_size", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+        _check(self.lr, "lr", lambda v: _num(v) and v > 0, "a number > 0")
+        _check(self.weight_decay, "weight_decay", lambda v: _num(v) and v >= 0, "a number >= 0")
+        _check(self.momentum, "momentum", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
+        _check(self.optimizer, "optimizer", lambda v: v in ("sgd", "adamw"), "one of sgd, adamw")
+        _check(self.schedule, "schedule", lambda v: v in ("cosine", "step", "constant"), "one of cosine, step, constant")
+        if not isinstance(self.terms, dict) or not self.terms:
+            raise ParamError(f"method {self.method!r}: 'terms' must be a non-empty mapping of loss term -> parameters")
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check(value, name: str, ok: Callable[[Any], bool], allowed: str):
+    if not ok(value):
+        raise ParamError(f"invalid value {value!r} for {name!r}; allowed: {allowed}")
+
+
+_TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+
+
+def method_config(params: dict, method: str, profile: str | None = None, **overrides) -> TrainConfig:
+    """The effective :class:`TrainConfig` of ``method``: its recipe, then its own keys, then ``overrides``.
+
+    ``overrides`` with value None are ignored (the notebooks pass their parameters that way).
+    """
+    block = profile_params(params, profile)
+    methods = block["method"]
+    if method not in methods:
+        raise ParamError(f"unknown method {method!r}; allowed: {', '.join(methods)}")
+    spec = copy.deepcopy(methods[method])
+    recipe_name = spec.pop("recipe", "scratch")
+    recipes = block["recipes"]
+    if recipe_name not in recipes:
+        raise ParamError(f"method {method!r}: unknown recipe {recipe_name!r}; allowed: {', '.join(recipes)}")
+    merged: dict[str, Any] = copy.deepcopy(recipes[recipe_name])
+    merged.update(spec)
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    merged.setdefault("seed", params.get("seed", 0))
+    merged.setdefault("init", init_of(params, method))
+    unknown = sorted(set(merged) - _TRAIN_FIELDS)
+    if unknown:
+        raise ParamError(
+            f"method {method!r}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TRAIN_FIELDS - {'method'}))}")
+    return TrainConfig(method=method, **merged)
+
+
+def resolve_device(device: str = "auto"):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ParamError(f"invalid value {device!r} for 'device'; allowed: auto, cpu, cuda")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ParamError(f"device {device!r} requested but CUDA is not available here; allowed: auto, cpu")
+    return torch.device(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook parameters (papermill)
+# ---------------------------------------------------------------------------------------------
+
+def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _pos_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _nonneg_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _pos_num(v) -> bool:
+    return _num(v) and v > 0
+
+
+# name -> (check, allowed-values text). Checks that depend on params.yaml (profile, method, scorer
+# names) are added in check_notebook_params.
+_COMMON = {
+    "profile": (None, "a profile of params.yaml"),
+    "device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu, cuda"),
+}
+NOTEBOOK_SCHEMAS: dict[str, dict[str, tuple]] = {
+    "data": {
+        **_COMMON,
+        "n_show": (_pos_int, "an integer > 0"),
+    },
+    "train": {
+        **_COMMON,
+        "method": (None, "a method of the profile"),
+        "epochs": (_opt(_nonneg_int), "None or an integer >= 0"),
+        "lr": (_opt(_pos_num), "None or a number > 0"),
+        "batch_size": (_opt(_pos_int), "None or an integer > 0"),
+        "seed": (_opt(_nonneg_int), "None or an integer >= 0"),
+        "run_dir": (_opt(lambda v: isinstance(v, str) and v != ""), "None or a path"),
+    },
+    "evaluate": {
+        **_COMMON,
+        "method": (None, "a method of the profile"),
+        "scorers": (_opt(lambda v: isinstance(v, list)), "None or a list of scorer names"),
+        "run_dir": (_opt(lambda v: isinstance(v, str) and v != ""), "None or a path"),
+    },
+    "tables": {**_COMMON},
+    "figures": {**_COMMON},
+}
+
+
+@dataclass
+class NotebookParams:
+    notebook: str
+    values: dict
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def check_notebook_params(notebook: str, namespace: dict, before: Iterable[str], params: dict | None = None) -> NotebookParams:
+    """Validate a notebook's parameters after papermill injected its own.
+
+    ``before`` is the set of global names that existed before the parameters cell; every new
+    global must be a parameter of ``notebook`` (so a misspelled ``-p`` fails instead of being
+    silently ignored, as papermill itself only warns). Raises :class:`ParamError` (one line).
+    """
+    if notebook not in NOTEBOOK_SCHEMAS:
+        raise ParamError(f"unknown notebook {notebook!r}; allowed: {', '.join(NOTEBOOK_SCHEMAS)}")
+    schema = NOTEBOOK_SCHEMAS[notebook]
+    new = [k for k in namespace if k not in set(before) and not k.startswith("_")]
+    unknown = sorted(k for k in new if k not in schema)
+    if unknown:
+        raise ParamError(f"unknown parameter {unknown[0]!r} for notebook {notebook!r}; allowed: {', '.join(schema)}")
+    missing = [k for k in schema if k not in namespace]
+    if missing:
+        raise ParamError(f"notebook {notebook!r} lacks parameter(s) {', '.join(missing)} in its parameters cell")
+    values = {k: namespace[k] for k in schema}
+    params = params if params is not None else load_params()
+    allowed_profiles = profiles(params)
+    if values["profile"] not in allowed_profiles:
+        raise ParamError(f"invalid value {values['profile']!r} for parameter 'profile'; allowed: {', '.join(allowed_profiles)}")
+    block = profile_params(params, values["profile"])
+    for name, (check, allowed) in schema.items():
+        v = values[name]
+        if name == "method":
+            if v not in block["method"]:
+                raise ParamError(f"invalid value {v!r} for parameter 'method'; allowed: {', '.join(block['method'])}")
+        elif name == "scorers" and v is not None:
+            from ood.scorers import SCORERS
+
+            bad = [s for s in v if s not in SCORERS]
+            if bad:
+                raise ParamError(f"invalid value {bad[0]!r} in parameter 'scorers'; allowed: {', '.join(SCORERS)}")
+        elif check is not None and not check(v):
+            raise ParamError(f"invalid value {v!r} for parameter {name!r}; allowed: {allowed}")
+    return NotebookParams(notebook, values)

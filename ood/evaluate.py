@@ -1,0 +1,100 @@
+"""Score one checkpoint with every post-hoc scorer over a benchmark, into one tidy table.
+
+One pass over ID-train (for the scorers that fit statistics), ID-test and each OOD set collects the
+logits and penultimate features once; every scorer runs off those, except the ones that must run
+the network again on a perturbed input (ODIN). The result is one row per (scorer, OOD set) with
+FPR95, AUROC, AUPR-In and AUPR-Out in percent (``ood.metrics.summarize``), plus an ``average`` row
+per scorer (the mean over the OOD sets, as both papers report), and the ID accuracy.
+
+Scores are written to ``scores.npz`` (key ``"<scorer>/<set>"``, the ID test set is ``"id"``) so that
+tables and figures are re-made without running the network.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from ood.data import ArrayDataset, Loader
+from ood.metrics import summarize
+from ood.models import OODNet
+from ood.scorers import build_scorer, extract
+
+__all__ = ["EvalResult", "evaluate", "METRIC_COLUMNS", "save_scores", "load_scores"]
+
+METRIC_COLUMNS = ["benchmark", "method", "scorer", "ood_set", "fpr95", "auroc", "aupr_in", "aupr_out"]
+
+
+@dataclass
+class EvalResult:
+    metrics: pd.DataFrame          # METRIC_COLUMNS
+    id_accuracy: float             # percent, on the ID test set
+    scores: dict[str, np.ndarray]  # "<scorer>/<set>" -> scores (higher = more ID)
+
+
+def _features(model, ds: ArrayDataset, device, batch_size: int, progress: bool):
+    loader = Loader(ds, batch_size, device=device)
+    if progress:
+        loader = tqdm(loader, desc=f"features {ds.name}", leave=False, file=sys.stdout, mininterval=2.0)
+    return extract(model, loader, device=device)
+
+
+def evaluate(model: OODNet, *, id_train: ArrayDataset, id_test: ArrayDataset, ood_sets: dict[str, ArrayDataset],
+             scorers: dict[str, dict], benchmark: str, method: str, device="cpu", batch_size: int = 500,
+             progress: bool = True) -> EvalResult:
+    """Run every scorer of ``scorers`` (name -> parameters) on ``model``; see the module docstring."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    built = {name: build_scorer(name, **(p or {})) for name, p in scorers.items()}
+    train_pen, train_logits, train_y = _features(model, id_train, device, batch_size, progress)
+    sets = {"id": id_test, **ood_sets}
+    feats = {name: _features(model, ds, device, batch_size, progress) for name, ds in sets.items()}
+    pen_id, logits_id, y_id = feats["id"]
+    id_accuracy = 100.0 * (logits_id.argmax(1) == y_id).float().mean().item()
+
+    scores: dict[str, np.ndarray] = {}
+    for sname, scorer in built.items():
+        if scorer.needs_fit:
+            scorer.fit_features(train_pen, train_logits, train_y, model)
+        for set_name, ds in sets.items():
+            if scorer.needs_network:
+                parts = [scorer.score(model, x).detach() for x, _ in Loader(ds, batch_size, device=device)]
+                s = torch.cat(parts)
+            else:
+                pen, logits, _ = feats[set_name]
+                s = scorer.score_features(pen, logits, model)
+            scores[f"{sname}/{set_name}"] = s.float().cpu().numpy()
+    rows = []
+    for sname in built:
+        sid = scores[f"{sname}/id"]
+        per_set = []
+        for set_name in ood_sets:
+            m = summarize(sid, scores[f"{sname}/{set_name}"])
+            per_set.append(m)
+            rows.append({"benchmark": benchmark, "method": method, "scorer": sname, "ood_set": set_name, **m})
+        avg = {k: float(np.mean([m[k] for m in per_set])) for k in per_set[0]}
+        rows.append({"benchmark": benchmark, "method": method, "scorer": sname, "ood_set": "average", **avg})
+    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    return EvalResult(metrics=metrics, id_accuracy=id_accuracy, scores=scores)
+
+
+def save_scores(scores: dict[str, np.ndarray], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **scores)
+    os.replace(tmp, path)
+
+
+def load_scores(path: str | Path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no score cache at {path}; run the evaluate stage first (dvc repro)")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,280 @@
+"""One training loop for every method: a method is a list of loss terms plus an optional sampler.
+
+Per step (``train_step``)::
+
+    x   = cat(x_id, x_out)                     # x_out: auxiliary outliers, random or picked by a sampler
+    xn  = model.normalize(x)                   # requires grad iff a term penalizes input gradients (GReg)
+    fmap = model.body(xn); pen = model.pool(fmap); logits = model.head(pen)
+    loss = sum(term(StepOutputs(...)) for term in terms)   # each term is already weighted
+
+BatchNorm sees the ID and outlier images in one batch, as in the Outlier Exposure and Energy-OE
+code. The schedule is stepped per iteration (cosine, as in the Energy-OE code's ``cosine_annealing``,
+or step decay at epoch milestones).
+
+Reproducibility and safety:
+
+* every random draw of epoch ``e`` (shuffling, augmentation, outlier draws, k-means) comes from a
+  generator seeded with ``(seed, e)``, so resuming from the checkpoint of epoch ``e - 1`` gives the
+  same weights as an uninterrupted run (CPU; tested);
+* a checkpoint is written atomically (temporary file + ``os.replace``) after every epoch and a rerun
+  resumes from it, if it was written by the same configuration (a hash of it is stored);
+* a NaN or infinite loss stops the run with a message naming the method, epoch and step; the last
+  good checkpoint is kept;
+* checkpoints hold only tensors and plain Python values: ``torch.load(weights_only=True)`` reads them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ood.config import TrainConfig
+from ood.data import ArrayDataset, Loader, augment_batch
+from ood.losses import StepOutputs, build_term
+from ood.models import OODNet, build_model
+
+__all__ = ["train", "TrainingError", "load_model", "save_atomic", "config_hash", "accuracy"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss, an incompatible checkpoint). The message says what to do."""
+
+
+def save_atomic(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash leaves the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def config_hash(cfg: TrainConfig, model_spec: dict) -> str:
+    blob = json.dumps({"cfg": asdict(cfg), "model": model_spec}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def _lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if warm and step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "cosine":
+        # Energy-OE code: lr_min = 1e-6 / lr_max, cosine over all iterations.
+        lo = 1e-6 / cfg.lr
+        return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    if cfg.schedule == "step":
+        epoch = step // steps_per_epoch
+        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    return 1.0
+
+
+@torch.no_grad()
+def accuracy(model: OODNet, ds: ArrayDataset, device, batch_size: int = 500) -> float:
+    """Top-1 accuracy (percent) of ``model`` on a labelled ArrayDataset."""
+    was = model.training
+    model.eval()
+    correct = torch.zeros((), device=device)
+    for x, y in Loader(ds, batch_size, device=device):
+        correct += (model(x).argmax(1) == y).sum()
+    model.train(was)
+    return 100.0 * correct.item() / len(ds)
+
+
+def _draw_outliers(aux: ArrayDataset, n: int, g: torch.Generator, augment: bool) -> torch.Tensor:
+    idx = torch.randint(len(aux), (n,), generator=g).to(aux.images.device)
+    x = aux.images[idx]
+    if augment:
+        x = augment_batch(x, g)
+    return x.float().div_(255)
+
+
+def _make_optimizer(model, cfg: TrainConfig):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def load_model(run_dir: str | Path, device="cpu") -> OODNet:
+    """The trained model of a run folder (``model.pt``), in eval mode."""
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained model at {path}; run its training stage first (dvc repro) or the train notebook")
+    blob = torch.load(path, map_location=device, weights_only=True)
+    spec = blob["model"]
+    model = build_model(spec["name"], spec["num_classes"], spec["mean"], spec["std"], **spec.get("kwargs", {}))
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device).eval()
+
+
+def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: str | Path, *,
+          aux: ArrayDataset | None = None, id_test: ArrayDataset | None = None, init_dir: str | Path | None = None,
+          device="cpu", progress: bool = True, stop_after_epochs: int | None = None) -> pd.DataFrame:
+    """Train ``cfg.method`` and write ``checkpoint.pt`` (each epoch), ``history.csv`` and ``model.pt`` in ``run_dir``.
+
+    ``model_spec``: ``{"name", "num_classes", "mean", "std", "kwargs"}`` for :func:`ood.models.build_model`.
+    ``init_dir``: run folder of the checkpoint to fine-tune from (required when ``cfg.init`` is set).
+    ``stop_after_epochs``: stop (as if interrupted) after this many epochs of this call - for tests.
+    Returns the per-epoch history (also in ``history.csv``).
+    """
+    device = torch.device(device)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, model_path, hist_path = run_dir / "checkpoint.pt", run_dir / "model.pt", run_dir / "history.csv"
+    chash = config_hash(cfg, model_spec)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_spec["name"], model_spec["num_classes"], model_spec["mean"], model_spec["std"],
+                        **model_spec.get("kwargs", {}))
+    terms = [build_term(name, **(p or {})) for name, p in cfg.terms.items()]
+    needs_out = any(t.needs_outliers for t in terms)
+    needs_grad = any(t.needs_input_grad for t in terms)
+    if needs_out and (aux is None or cfg.out_batch_size <= 0):
+        raise TrainingError(f"method {cfg.method!r} has outlier terms but no auxiliary data or out_batch_size is 0; "
+                            "set the profile's benchmark.aux and the method's out_batch_size in params.yaml")
+    sampler = None
+    if cfg.sampler:
+        from ood.sampling import build_sampler
+
+        sp = dict(cfg.sampler)
+        sampler = build_sampler(sp.pop("name"), **sp)
+
+    start_epoch, history = 0, []
+    if ckpt_path.is_file():
+        blob = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if blob.get("config_hash") == chash:
+            model.load_state_dict(blob["state_dict"])
+            start_epoch, history = blob["epoch"], blob["history"]
+            print(f"resuming {cfg.method!r} from {ckpt_path} after epoch {start_epoch}/{cfg.epochs}")
+        else:
+            print(f"ignoring {ckpt_path}: written by another configuration; training {cfg.method!r} from the start")
+            blob = None
+    else:
+        blob = None
+    if blob is None and cfg.init:
+        if init_dir is None:
+            raise TrainingError(f"method {cfg.method!r} fine-tunes from {cfg.init!r}: pass init_dir (its run folder)")
+        init = torch.load(Path(init_dir) / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(init["state_dict"])
+
+    model.to(device)
+    cl = cfg.channels_last
+    if cl:
+        model.to(memory_format=torch.channels_last)
+    opt = _make_optimizer(model, cfg)
+    if blob is not None:
+        opt.load_state_dict(blob["optimizer"])
+
+    id_train = id_train.to(device)
+    aux = aux.to(device) if aux is not None else None
+    loader = Loader(id_train, cfg.batch_size, device=device, shuffle=True, augment=cfg.augment, drop_last=True)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise TrainingError(f"batch_size {cfg.batch_size} is larger than the training set ({len(id_train)} images)")
+    amp = cfg.amp and device.type == "cuda"
+    check_every = cfg.nan_check_every or (1 if device.type == "cpu" else 50)
+    epochs_this_call = 0
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+            break
+        g = _epoch_generator(cfg.seed, epoch)
+        loader.generator = g
+        model.train()
+        t0 = time.time()
+        sums = {t.name: torch.zeros((), device=device) for t in terms}
+        correct = torch.zeros((), device=device)
+        seen = 0
+        bar = tqdm(loader, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False,
+                   file=sys.stdout, mininterval=2.0)
+        for step, (x_id, y) in enumerate(bar):
+            gstep = epoch * steps_per_epoch + step
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * _lr_factor(cfg, gstep, steps_per_epoch)
+            n_id = x_id.shape[0]
+            if needs_out:
+                if sampler is not None:
+                    cand = _draw_outliers(aux, sampler.pool_factor * n_id, g, cfg.augment)
+                    if cl:
+                        cand = cand.contiguous(memory_format=torch.channels_last)
+                    pick = sampler.select(model, cand, cfg.out_batch_size, g)
+                    x_out = cand[pick]
+                else:
+                    x_out = _draw_outliers(aux, cfg.out_batch_size, g, cfg.augment)
+                x = torch.cat([x_id, x_out])
+            else:
+                x = x_id
+            if cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                xn = model.normalize(x)
+                if needs_grad:
+                    xn.requires_grad_(True)
+                fmap = model.body(xn)
+                pen = model.pool(fmap)
+                logits = model.head(pen)
+                out = StepOutputs(model=model, xn=xn, fmap=fmap, pen=pen, logits=logits.float(), y=y, n_id=n_id,
+                                  epoch=epoch)
+                values = [t(out) for t in terms]
+            loss = torch.stack([v.float() for v in values]).sum()
+            if (step + 1) % check_every == 0 or step == steps_per_epoch - 1:
+                if not bool(torch.isfinite(loss)):
+                    detail = ", ".join(f"{t.name}={float(v):.4g}" for t, v in zip(terms, values))
+                    raise TrainingError(
+                        f"non-finite loss in method {cfg.method!r} at epoch {epoch + 1}, step {step + 1} ({detail}); "
+                        f"training stopped, the last good checkpoint (epoch {epoch}) is kept at {ckpt_path}; "
+                        "lower the learning rate or the term weights in params.yaml and rerun")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for t, v in zip(terms, values):
+                    sums[t.name] += v.detach().float()
+                correct += (logits[:n_id].argmax(1) == y).sum()
+                seen += n_id
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
+        row.update({f"loss_{k}": (v / steps_per_epoch).item() for k, v in sums.items()})
+        row["train_accuracy"] = 100.0 * correct.item() / max(seen, 1)
+        if id_test is not None:
+            row["test_accuracy"] = accuracy(model, id_test, device)
+        row["seconds"] = time.time() - t0
+        history.append(row)
+        if not all(math.isfinite(v) for v in row.values()):
+            raise TrainingError(f"non-finite loss in method {cfg.method!r} in epoch {epoch + 1}: {row}; the last good "
+                                f"checkpoint (epoch {epoch}) is kept at {ckpt_path}; lower the learning rate or the weights")
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_atomic({"state_dict": state, "optimizer": opt.state_dict(), "epoch": epoch + 1, "history": history,
+                     "config_hash": chash, "config": asdict(cfg), "model": model_spec}, ckpt_path)
+        pd.DataFrame(history).to_csv(hist_path, index=False)
+        epochs_this_call += 1
+        if progress:
+            acc = f", test acc {row['test_accuracy']:.2f}%" if "test_accuracy" in row else ""
+            print(f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}: " +
+                  ", ".join(f"{k[5:]} {v:.4f}" for k, v in row.items() if k.startswith("loss_")) +
+                  f", train acc {row['train_accuracy']:.2f}%{acc} ({row['seconds']:.1f} s)")
+
+    done = len(history) >= cfg.epochs
+    if done and (epochs_this_call > 0 or not model_path.is_file()):
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        meta = {"method": cfg.method, "epochs": cfg.epochs, "config": asdict(cfg)}
+        if history and "test_accuracy" in history[-1]:
+            meta["test_accuracy"] = history[-1]["test_accuracy"]
+        save_atomic({"state_dict": state, "model": model_spec, "meta": meta}, model_path)
+        pd.DataFrame(history).to_csv(hist_path, index=False)
+    model.eval()
+    return pd.DataFrame(history)

@@ -1,0 +1,84 @@
+"""params.yaml validation and the notebooks' parameter checks."""
+import copy
+
+import pytest
+
+from ood import config as C
+
+
+@pytest.fixture(scope="module")
+def params():
+    return C.load_params()
+
+
+def test_every_pipeline_method_resolves_in_every_profile(params):
+    methods = C.pipeline_methods(params)
+    assert sorted(methods) == sorted(params["pipeline"]["evaluate"]), "pipeline.evaluate must list every trained method"
+    for profile in C.profiles(params):
+        for m in methods:
+            cfg = C.method_config(params, m, profile)
+            assert cfg.method == m and cfg.terms
+            assert cfg.init == C.init_of(params, m)
+
+
+def test_finetune_sources_are_trained_methods(params):
+    methods = set(C.pipeline_methods(params))
+    for m, src in params["pipeline"]["finetune"].items():
+        assert src in methods, f"{m} fine-tunes from {src}, which the pipeline does not train"
+
+
+def test_overrides_apply_and_none_is_ignored(params):
+    base = C.method_config(params, "ce", "synthetic")
+    cfg = C.method_config(params, "ce", "synthetic", epochs=1, lr=None)
+    assert cfg.epochs == 1 and cfg.lr == base.lr
+
+
+@pytest.mark.parametrize("kw, word", [({"epochs": -1}, "epochs"), ({"lr": 0}, "lr"), ({"batch_size": 0}, "batch_size"),
+                                      ({"schedule": "linear"}, "schedule"), ({"bogus": 1}, "bogus")])
+def test_bad_training_values_name_the_key(params, kw, word):
+    with pytest.raises(C.ParamError, match=word):
+        C.method_config(params, "ce", "synthetic", **kw)
+
+
+def test_unknown_method_and_profile_list_allowed(params):
+    with pytest.raises(C.ParamError, match="allowed: .*greg"):
+        C.method_config(params, "gregg", "synthetic")
+    with pytest.raises(C.ParamError, match="allowed: .*synthetic"):
+        C.profile_params(params, "cifar11")
+
+
+def _ns(**kw):
+    ns = {"profile": "synthetic", "device": "auto", "method": "ce", "epochs": None, "lr": None, "batch_size": None,
+          "seed": None, "run_dir": None}
+    ns.update(kw)
+    return ns
+
+
+def test_notebook_params_accept_defaults(params):
+    P = C.check_notebook_params("train", _ns(), before=set(), params=params)
+    assert P.method == "ce" and P.epochs is None
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"method": "sgd"}, r"'method'; allowed: ce, bfm"),
+    ({"epochs": -3}, r"'epochs'; allowed: None or an integer >= 0"),
+    ({"profile": "mnist"}, r"'profile'; allowed: .*synthetic"),
+    ({"device": "tpu"}, r"'device'; allowed: auto, cpu, cuda"),
+    ({"epoch": 3}, r"unknown parameter 'epoch' for notebook 'train'; allowed: profile, device, method, epochs"),
+])
+def test_notebook_params_reject_with_one_line(params, kw, msg):
+    with pytest.raises(C.ParamError, match=msg) as e:
+        C.check_notebook_params("train", _ns(**kw), before=set(), params=params)
+    assert "\n" not in str(e.value)
+
+
+def test_names_defined_before_the_parameters_cell_are_not_parameters(params):
+    ns = _ns(pipeline=object())
+    C.check_notebook_params("train", ns, before={"pipeline"}, params=params)
+
+
+def test_unknown_recipe_key_is_reported(params):
+    bad = copy.deepcopy(params)
+    bad["synthetic"]["method"]["ce"]["epochs_"] = 3
+    with pytest.raises(C.ParamError, match="epochs_"):
+        C.method_config(bad, "ce", "synthetic")
