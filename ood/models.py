@@ -17,13 +17,15 @@ background-feature loss (``ood.losses``) uses that.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["OODNet", "SmallNet", "MODELS", "build_model", "register_model", "count_parameters"]
+__all__ = ["OODNet", "SmallNet", "WideResNet", "DenseNet3", "ResNet18", "TorchvisionNet", "MODELS", "build_model",
+           "register_model", "count_parameters"]
 
 
 class OODNet(nn.Module):
@@ -112,3 +114,221 @@ def build_model(name: str, num_classes: int, mean: Sequence[float], std: Sequenc
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------------
+# Architectures of the papers' CIFAR experiments (32x32 input)
+# ----------------------------------------------------------------------------------------------
+
+def _he_init(module: nn.Module) -> None:
+    """Init of the Outlier-Exposure / Energy-OE code: convs N(0, 2 / (k*k*out)) (He, fan-out), BN weight 1 and
+    bias 0, linear bias 0 (linear weight keeps PyTorch's default)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            m.weight.data.normal_(0, math.sqrt(2.0 / n))
+            if m.bias is not None:
+                m.bias.data.zero_()
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.data.fill_(1)
+            m.bias.data.zero_()
+        elif isinstance(m, nn.Linear):
+            m.bias.data.zero_()
+
+
+class _WRNBlock(nn.Module):
+    """Pre-activation basic block of the OE WideResNet: BN-ReLU-conv3x3-BN-ReLU-conv3x3 (+ 1x1 conv shortcut
+    when the width changes; the shortcut then starts from the activated input, as in that code)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, drop: float):
+        super().__init__()
+        self.bn1, self.relu1 = nn.BatchNorm2d(cin), nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2, self.relu2 = nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.drop = drop
+        self.equal = cin == cout
+        self.shortcut = None if self.equal else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+
+    def forward(self, x):
+        o = self.relu1(self.bn1(x))
+        out = self.conv1(o)
+        out = self.relu2(self.bn2(out))
+        if self.drop > 0:
+            out = F.dropout(out, p=self.drop, training=self.training)
+        out = self.conv2(out)
+        return out + (x if self.equal else self.shortcut(o))
+
+
+class WideResNet(OODNet):
+    """WideResNet-``depth``-``widen`` (Zagoruyko & Komodakis 2016) as in the Outlier-Exposure and Energy-OE code
+    (and GReg's ``wrn40_2``): conv3x3(16) -> 3 groups of (depth-4)/6 pre-activation blocks, widths
+    16k/32k/64k, strides 1/2/2 -> BN-ReLU. ``body`` returns the map after that final BN-ReLU
+    (``(B, 64k, 8, 8)`` for 32x32 input). WRN-40-2, dropout 0 [OE/Energy-OE/GReg code]: 2,243,546
+    parameters for 10 classes."""
+
+    def __init__(self, num_classes: int = 10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), depth: int = 40,
+                 widen: int = 2, drop: float = 0.0):
+        super().__init__(mean, std)
+        if (depth - 4) % 6 != 0:
+            raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
+        n = (depth - 4) // 6
+        w = [16, 16 * widen, 32 * widen, 64 * widen]
+        self.conv1 = nn.Conv2d(3, w[0], 3, 1, 1, bias=False)
+        blocks = []
+        for g, stride in zip(range(3), (1, 2, 2)):
+            for i in range(n):
+                blocks.append(_WRNBlock(w[g] if i == 0 else w[g + 1], w[g + 1], stride if i == 0 else 1, drop))
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(w[3])
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(w[3], num_classes)
+        _he_init(self)
+
+    def body(self, xn):
+        return self.relu(self.bn(self.blocks(self.conv1(xn))))
+
+
+class _DenseBottleneck(nn.Module):
+    def __init__(self, cin: int, growth: int):
+        super().__init__()
+        inter = 4 * growth
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, inter, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(inter), nn.Conv2d(inter, growth, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        out = self.conv1(F.relu(self.bn1(x)))
+        out = self.conv2(F.relu(self.bn2(out)))
+        return torch.cat([x, out], 1)
+
+
+class _DenseTransition(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.bn, self.conv = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x):
+        return F.avg_pool2d(self.conv(F.relu(self.bn(x))), 2)
+
+
+class DenseNet3(OODNet):
+    """DenseNet-BC (Huang et al. 2017) as ``DenseNet3`` of the OE / Energy-OE / GReg code (GReg and DOS call
+    it "DenseNet-101"): conv3x3(2*growth) -> 3 dense blocks of bottleneck layers with transitions
+    (compression ``reduction``) -> BN-ReLU; ``body`` returns that last map (``(B, 342, 8, 8)`` for
+    DenseNet-BC-100, growth 12). About 0.77M parameters for 10 classes [OE code]."""
+
+    def __init__(self, num_classes: int = 10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), depth: int = 100,
+                 growth: int = 12, reduction: float = 0.5):
+        super().__init__(mean, std)
+        if (depth - 4) % 6 != 0:
+            raise ValueError(f"DenseNet-BC depth must be 6n+4, got {depth}")
+        n = (depth - 4) // 6
+        c = 2 * growth
+        self.conv1 = nn.Conv2d(3, c, 3, padding=1, bias=False)
+        stages = []
+        for b in range(3):
+            layers = []
+            for i in range(n):
+                layers.append(_DenseBottleneck(c + i * growth, growth))
+            stages.append(nn.Sequential(*layers))
+            c = c + n * growth
+            if b < 2:
+                cout = int(math.floor(c * reduction))
+                stages.append(_DenseTransition(c, cout))
+                c = cout
+        self.stages = nn.Sequential(*stages)
+        self.bn = nn.BatchNorm2d(c)
+        self.fc = nn.Linear(c, num_classes)
+        _he_init(self)
+
+    def body(self, xn):
+        return F.relu(self.bn(self.stages(self.conv1(xn))))
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(OODNet):
+    """ResNet-18 for 32x32 input (He et al. 2016; the CIFAR variant of the DOS / GReg / OpenOOD code):
+    3x3 stem conv, stride 1, no max-pool; 4 stages of 2 basic blocks, widths 64-512, strides 1/2/2/2.
+    ``body`` returns layer4's output (post-ReLU, ``(B, 512, 4, 4)``). 11,173,962 parameters for 10 classes."""
+
+    def __init__(self, num_classes: int = 10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)):
+        super().__init__(mean, std)
+        self.conv1, self.bn1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64)
+        layers, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [_ResBlock(cin, cout, stride), _ResBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(512, num_classes)
+        _he_init(self)
+
+    def body(self, xn):
+        return self.layers(F.relu(self.bn1(self.conv1(xn))))
+
+
+# ----------------------------------------------------------------------------------------------
+# torchvision models for 224 px input (ImageNet benchmarks)
+# ----------------------------------------------------------------------------------------------
+
+class TorchvisionNet(OODNet):
+    """A torchvision ResNet or DenseNet behind the OODNet interface.
+
+    ResNet: ``body`` = stem + layer1..layer4 (the last block ends in ReLU), ``fc`` = ``model.fc``.
+    DenseNet: ``body`` = ``relu(features(x))`` (torchvision's forward applies the same ReLU before pooling),
+    ``fc`` = ``model.classifier``. ``pretrained=True`` loads torchvision's IMAGENET1K_V1 weights through
+    torchvision's own API (download on first use); with ``num_classes != 1000`` the classifier is then
+    replaced by a fresh ``nn.Linear`` (bias 0). Default: ``weights=None`` (torchvision's init).
+    """
+
+    def __init__(self, arch: str, num_classes: int = 1000, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                 pretrained: bool = False):
+        super().__init__(mean, std)
+        import torchvision
+
+        archs = {"resnet50": "ResNet50_Weights", "densenet121": "DenseNet121_Weights"}
+        if arch not in archs:
+            raise ValueError(f"unknown torchvision arch {arch!r}; allowed: {', '.join(archs)}")
+        if pretrained:
+            weights = getattr(torchvision.models, archs[arch]).IMAGENET1K_V1
+            net = getattr(torchvision.models, arch)(weights=weights)
+        else:
+            net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+        self.arch = arch
+        if arch.startswith("resnet"):
+            self.trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
+                                       net.layer4)
+            fc = net.fc
+        else:
+            self.trunk = net.features
+            fc = net.classifier
+        if fc.out_features != num_classes:
+            fc = nn.Linear(fc.in_features, num_classes)
+            nn.init.zeros_(fc.bias)
+        self.fc = fc
+
+    def body(self, xn):
+        out = self.trunk(xn)
+        return out if self.arch.startswith("resnet") else F.relu(out)
+
+
+register_model("wrn40_2")(lambda num_classes, mean, std, **kw: WideResNet(num_classes, mean, std, depth=40, widen=2, **kw))
+register_model("densenet_bc100")(lambda num_classes, mean, std, **kw: DenseNet3(num_classes, mean, std, depth=100,
+                                                                                growth=12, **kw))
+register_model("resnet18")(ResNet18)
+register_model("resnet50")(lambda num_classes, mean, std, **kw: TorchvisionNet("resnet50", num_classes, mean, std, **kw))
+register_model("densenet121")(lambda num_classes, mean, std, **kw: TorchvisionNet("densenet121", num_classes, mean, std,
+                                                                                  **kw))

@@ -1,0 +1,97 @@
+"""The DVC pipeline on the default (synthetic) profile, end to end.
+
+The first test runs `dvc repro` in the checkout (a no-op when the pipeline is up to date, the whole
+pipeline from a fresh clone), so the notebooks checked by nbval afterwards find its outputs.
+"""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def run(*args, check=True, timeout=1800):
+    p = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def repro():
+    return run(str(BIN / "dvc"), "repro")
+
+
+@pytest.fixture(scope="session")
+def params():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_pipeline_writes_the_tables_with_every_method_and_scorer(repro, params):
+    prof = params["profile"]
+    res = ROOT / "results" / prof
+    m = pd.read_csv(res / "metrics.csv")
+    assert list(m.columns) == ["benchmark", "method", "scorer", "ood_set", "fpr95", "auroc", "aupr_in", "aupr_out"]
+    methods = params["pipeline"]["evaluate"]
+    scorers = params[prof]["evaluate"]["scorers"]
+    sets = list(params[prof]["benchmark"]["ood"]) + ["average"]
+    assert set(m.method) == set(methods) and set(m.scorer) == set(scorers) and set(m.ood_set) == set(sets)
+    assert len(m) == len(methods) * len(scorers) * len(sets)
+    assert m[["fpr95", "auroc", "aupr_in", "aupr_out"]].apply(lambda c: c.between(0, 100)).all().all()
+    avg = m[m.ood_set == "average"].set_index(["method", "scorer"])
+    per = m[m.ood_set != "average"].groupby(["method", "scorer"])[["fpr95", "auroc"]].mean()
+    assert ((avg[["fpr95", "auroc"]] - per.loc[avg.index]).abs() < 0.02).all().all()
+    acc = pd.read_csv(res / "accuracy.csv")
+    assert list(acc.columns) == ["benchmark", "method", "id_accuracy"] and set(acc.method) == set(methods)
+    assert (acc.id_accuracy > 50).all()
+    for metric in ("fpr95", "auroc", "aupr_in", "aupr_out"):
+        assert "FPR95" in (res / f"{metric}.md").read_text()  # every caption states the convention
+        assert "\\begin{table}" in (res / f"{metric}.tex").read_text()
+    for fig in ("samples", "heatmap_fpr95", "histograms", "roc", "training_curves"):
+        assert (ROOT / "figures" / prof / f"{fig}.png").stat().st_size > 5000
+
+
+def test_second_repro_does_nothing(repro):
+    p = run(str(BIN / "dvc"), "repro")
+    assert "Data and pipelines are up to date." in p.stdout
+    assert "Running stage" not in p.stdout
+
+
+def test_dvc_metrics_show_prints_headline_numbers(repro):
+    p = run(str(BIN / "dvc"), "metrics", "show")
+    assert "summary.json" in p.stdout and "id_accuracy" in p.stdout
+
+
+def test_changing_one_method_parameter_reruns_only_that_method(repro):
+    path = ROOT / "params.yaml"
+    text = path.read_text()
+    new, n = re.subn(r"(\n    greg: \{recipe: finetune,)", r"\1 epochs: 3,", text, count=1)
+    assert n == 1, "params.yaml layout changed: update this test"
+    try:
+        path.write_text(new)
+        p = run(str(BIN / "dvc"), "repro", "--dry")
+    finally:
+        path.write_text(text)
+    stages = set(re.findall(r"Running stage '([^']+)'", p.stdout))
+    assert stages == {"finetune@greg"}, p.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "epochz", "3"], "unknown parameter 'epochz' for notebook 'train'"),
+    (["-p", "method", "sgd"], "invalid value 'sgd' for parameter 'method'; allowed: ce, bfm"),
+    (["-p", "epochs", "-2"], "invalid value -2 for parameter 'epochs'"),
+    (["-p", "profile", "mnist"], "invalid value 'mnist' for parameter 'profile'"),
+])
+def test_papermill_rejects_bad_parameters_in_the_first_cell(tmp_path, args, message):
+    p = run(str(BIN / "papermill"), "notebooks/02_train.ipynb", str(tmp_path / "out.ipynb"), *args, check=False,
+            timeout=300)
+    assert p.returncode != 0
+    assert message in p.stdout + p.stderr

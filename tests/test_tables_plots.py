@@ -1,0 +1,95 @@
+"""Tables and figure helpers: content (rows, captions, axes, labels), not pixels."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ood import plots, tables
+from ood.data import ArrayDataset
+
+import torch
+
+
+@pytest.fixture
+def metrics():
+    rows = []
+    for m in ["ce", "greg"]:
+        for s in ["msp", "energy"]:
+            vals = []
+            for i, o in enumerate(["a", "b"]):
+                v = {"fpr95": 10.0 * (i + 1) + (m == "ce") * 5, "auroc": 90.0 - i, "aupr_in": 80.0, "aupr_out": 70.0}
+                vals.append(v)
+                rows.append({"benchmark": "toy", "method": m, "scorer": s, "ood_set": o, **v})
+            rows.append({"benchmark": "toy", "method": m, "scorer": s, "ood_set": "average",
+                         **{k: np.mean([v[k] for v in vals]) for k in vals[0]}})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def accuracy():
+    return pd.DataFrame({"benchmark": ["toy", "toy"], "method": ["ce", "greg"], "id_accuracy": [95.0, 94.5]})
+
+
+def test_pivot_orders_rows_and_puts_average_last(metrics):
+    t = tables.pivot(metrics, "fpr95", methods=["greg", "ce"], scorers=["energy", "msp"])
+    assert list(t.index) == [("greg", "energy"), ("greg", "msp"), ("ce", "energy"), ("ce", "msp")]
+    assert list(t.columns) == ["a", "b", "average"]
+    assert t.loc[("ce", "msp"), "average"] == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="allowed: fpr95"):
+        tables.pivot(metrics, "fpr96")
+
+
+def test_write_tables_and_summary(tmp_path, metrics, accuracy):
+    written = tables.write_tables(metrics, accuracy, tmp_path, label="(toy)")
+    names = {p.name for p in written}
+    assert {"metrics.csv", "accuracy.csv", "fpr95.md", "fpr95.tex", "aupr_out.tex", "accuracy.md"} <= names
+    md = (tmp_path / "fpr95.md").read_text()
+    assert "ID positive" in md and "(toy)" in md and "| greg" in md
+    assert "\\caption" in (tmp_path / "auroc.tex").read_text()
+    back = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(back.columns) == list(metrics.columns) and len(back) == len(metrics)
+    p = tables.write_summary(metrics, accuracy, tmp_path / "summary.json")
+    s = json.loads(p.read_text())
+    assert s["greg"]["energy_fpr95"] == pytest.approx(15.0) and s["ce"]["id_accuracy"] == 95.0
+
+
+def _scores(rng):
+    return {"energy/id": rng.normal(2, 1, 300), "energy/a": rng.normal(0, 1, 200), "energy/b": rng.normal(-2, 1, 100)}
+
+
+def test_score_figures_have_panels_labels_and_files(tmp_path):
+    rng = np.random.default_rng(0)
+    sc = _scores(rng)
+    fig = plots.score_histograms(sc, "energy", ["a", "b"], path=tmp_path / "h")
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
+    assert "higher = more ID" in fig.axes[0].get_xlabel()
+    assert (tmp_path / "h.png").stat().st_size > 1000
+    fig = plots.roc_curves(sc, "energy", ["a", "b"], path=tmp_path / "r", pdf=True)
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("FPR") and ax.get_ylabel().startswith("TPR")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+    assert (tmp_path / "r.pdf").is_file()
+    fig = plots.score_histogram_grid({"ce": sc, "greg": sc}, "energy", ["a", "b"])
+    assert len(fig.axes) == 4 and fig.axes[0].get_ylabel() == "ce"
+    # the FPR95 printed in each panel is the fraction of OOD at or above the 5th ID percentile
+    want = 100 * np.mean(sc["energy/a"] >= np.percentile(sc["energy/id"], 5))
+    assert fig.axes[0].texts[0].get_text() == f"FPR95 {want:.1f}%"
+    fig = plots.roc_grid({"ce": sc, "greg": sc}, "energy", ["a", "b"])
+    assert [ax.get_title() for ax in fig.axes] == ["ce", "greg"]
+
+
+def test_heatmap_training_curves_and_sample_grid(tmp_path, metrics):
+    fig = plots.heatmap(metrics, "fpr95", path=tmp_path / "hm", methods=["greg", "ce"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["greg", "ce"]
+    assert ax.get_xlabel() == "post-hoc scorer" and "lower is better" in ax.get_title()
+    hist = pd.DataFrame({"epoch": [1, 2], "loss_ce": [1.0, 0.5], "test_accuracy": [50.0, 70.0]})
+    fig = plots.training_curves({"ce": hist}, path=tmp_path / "tc")
+    assert fig.axes[1].get_ylabel() == "ID test accuracy (%)"
+    ds = ArrayDataset(name="x", images=torch.zeros(5, 3, 32, 32, dtype=torch.uint8), labels=torch.tensor([0, 1, 0, 1, 0]),
+                      classes=("p", "q"))
+    fig = plots.sample_grid({"ID": ds, "OOD": ds}, n=3, path=tmp_path / "g")
+    assert len(fig.axes) == 6 and fig.axes[0].get_ylabel() == "ID" and fig.axes[1].get_title() == "q"
+    for name in ("hm", "tc", "g"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
