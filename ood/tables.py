@@ -53,7 +53,7 @@ def write_tables(metrics: pd.DataFrame, accuracy: pd.DataFrame, out_dir: str | P
     note = f" {label}" if label else ""
     for metric, name in _LABELS.items():
         t = pivot(metrics, metric, methods, scorers)
-        md = f"**{name}** per OOD set.{note} {CAPTION}\n\n" + t.round(2).to_markdown(floatfmt=".2f") + "\n"
+        md = f"**{name}** per OOD set.{note} {CAPTION}\n\n" + t.round(2).reset_index().to_markdown(index=False, floatfmt=".2f") + "\n"
         _write(out / f"{metric}.md", md)
         tex = t.round(2).to_latex(float_format="%.2f", caption=f"{name}.{note} {CAPTION}",
                                    label=f"tab:{metric}", multirow=True)

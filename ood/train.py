@@ -234,7 +234,7 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
             loss = torch.stack([v.float() for v in values]).sum()
             if (step + 1) % check_every == 0 or step == steps_per_epoch - 1:
                 if not bool(torch.isfinite(loss)):
-                    detail = ", ".join(f"{t.name}={float(v):.4g}" for t, v in zip(terms, values))
+                    detail = ", ".join(f"{t.name}={float(v.detach()):.4g}" for t, v in zip(terms, values))
                     raise TrainingError(
                         f"non-finite loss in method {cfg.method!r} at epoch {epoch + 1}, step {step + 1} ({detail}); "
                         f"training stopped, the last good checkpoint (epoch {epoch}) is kept at {ckpt_path}; "
