@@ -97,6 +97,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128                # ID batch
     out_batch_size: int = 0              # outlier batch (0: no outliers)
+    steps_per_epoch: int | None = None   # cap on the steps of an epoch (a fresh random subset each epoch); None: a full pass
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
@@ -115,6 +116,8 @@ class TrainConfig:
     def __post_init__(self):
         _check(self.epochs, "epochs", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
         _check(self.batch_size, "batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0")
+        _check(self.steps_per_epoch, "steps_per_epoch", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
+               "null or an integer > 0")
         _check(self.out_batch_size, "out_batch_size", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
         _check(self.lr, "lr", lambda v: _num(v) and v > 0, "a number > 0")
         _check(self.weight_decay, "weight_decay", lambda v: _num(v) and v >= 0, "a number >= 0")

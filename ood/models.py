@@ -83,14 +83,17 @@ class SmallNet(OODNet):
     positions for the background-feature loss to select from (BFM uses the last map of WRN-40-2, also 8x8).
     """
 
-    def __init__(self, num_classes: int = 10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), width: int = 16):
+    def __init__(self, num_classes: int = 10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), width: int = 16,
+                 depth: int = 1):
         super().__init__(mean, std)
+        if width < 1 or depth < 1:
+            raise ValueError(f"SmallNet width and depth must be >= 1, got width={width}, depth={depth}")
         w = width
-        self.stem = nn.Sequential(
-            _conv_bn(3, w), nn.MaxPool2d(2),
-            _conv_bn(w, 2 * w), nn.MaxPool2d(2),
-            _conv_bn(2 * w, 4 * w),
-        )
+
+        def stage(cin, cout):
+            return [_conv_bn(cin, cout)] + [_conv_bn(cout, cout) for _ in range(depth - 1)]
+
+        self.stem = nn.Sequential(*stage(3, w), nn.MaxPool2d(2), *stage(w, 2 * w), nn.MaxPool2d(2), *stage(2 * w, 4 * w))
         self.fc = nn.Linear(4 * w, num_classes)
 
     def body(self, xn: torch.Tensor) -> torch.Tensor:

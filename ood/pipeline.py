@@ -60,6 +60,12 @@ def load_benchmark(params: dict, profile: str | None = None, *, with_aux: bool =
     root = data_root or paths(profile)["data_root"]
     seed = b.get("data_seed", 0)
     sizes = b.get("sizes", {}) or {}
+    if b.get("image_size", 32) != 32:
+        raise NotImplementedError(
+            f"profile {profile!r}: {b['image_size']}px images ({b['id']}) need the streaming ImageFolder training path, "
+            "which is not built yet (the training loop holds 32x32 sets in memory). The profile's settings are in "
+            "params.yaml and its data can be checked with ood.data.load_folder; allowed profiles to run now: "
+            + ", ".join(p for p in C.profiles(params) if C.profile_params(params, p)["benchmark"].get("image_size", 32) == 32))
 
     def get(name, split, size_key):
         return load(name, split, root, seed=seed, n=sizes.get(size_key))
@@ -140,7 +146,8 @@ def evaluate_method(params: dict, method: str, profile: str | None = None, *, de
     sparams = ev.get("params", {}) or {}
     res = evaluate(model, id_train=bench.id_train, id_test=bench.id_test, ood_sets=bench.ood,
                    scorers={n: sparams.get(n, {}) for n in names}, benchmark=profile, method=method, device=dev,
-                   batch_size=ev.get("batch_size", 500), progress=progress)
+                   batch_size=ev.get("batch_size", 500), progress=progress,
+                   average_over=block["benchmark"].get("average_over"))
     out = res.metrics.copy()
     out["id_accuracy"] = res.id_accuracy
     p["method_metrics"].parent.mkdir(parents=True, exist_ok=True)

@@ -217,9 +217,11 @@ class EnergyClusterSampler(Sampler):
         return keep[prio.topk(n_out).indices]
 
     def select(self, model, candidates, n_out, generator=None):
+        """Score the pool (under the caller's autocast, if any), then pick in fp32 (k-means distances need it)."""
         self._check_pool(candidates, n_out)
         e, z = self.score(model, candidates)
-        return self.pick(e, z, n_out, generator)
+        with torch.autocast(candidates.device.type, enabled=False):
+            return self.pick(e.float(), z.float(), n_out, generator)
 
 
 class DOSSampler(EnergyClusterSampler):

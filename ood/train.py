@@ -43,11 +43,22 @@ from ood.data import ArrayDataset, Loader, augment_batch
 from ood.losses import StepOutputs, build_term
 from ood.models import OODNet, build_model
 
-__all__ = ["train", "TrainingError", "load_model", "save_atomic", "config_hash", "accuracy"]
+__all__ = ["train", "train_step", "TrainingError", "NonFiniteLoss", "load_model", "save_atomic", "config_hash", "accuracy"]
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a NaN loss, an incompatible checkpoint). The message says what to do."""
+
+
+class NonFiniteLoss(TrainingError):
+    """Raised by :func:`train_step` (when asked to check) before the backward of a NaN or infinite loss;
+    ``values`` holds the term values of that step. :func:`train` turns it into a :class:`TrainingError` naming
+    the method, epoch, step and the last good checkpoint."""
+
+    def __init__(self, values: list[torch.Tensor]):
+        """Keep the term values of the failing step."""
+        super().__init__("non-finite loss")
+        self.values = values
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -110,6 +121,61 @@ def _make_optimizer(model, cfg: TrainConfig):
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def train_step(model: OODNet, opt: torch.optim.Optimizer, terms: list, x_id: torch.Tensor, y: torch.Tensor, *,
+               epoch: int = 0, aux: ArrayDataset | None = None, out_batch_size: int = 0, sampler=None,
+               generator: torch.Generator | None = None, augment: bool = True, channels_last: bool = False,
+               amp: bool = False, check_finite: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One optimisation step of the loss ``sum(terms)`` on the ID batch ``(x_id, y)`` (x float in [0, 1], on the
+    model's device); the body of :func:`train`'s loop, also used by ``benchmarks/train_speed.py``.
+
+    If a term needs outliers, ``out_batch_size`` of them are drawn from ``aux`` (on the same device; augmented when
+    ``augment``), directly or, with a ``sampler``, picked from ``sampler.pool_factor * n_id`` candidates. Then one
+    forward of ``cat(x_id, x_out)`` (``channels_last`` memory format, bf16 autocast when ``amp``), the weighted
+    terms are summed, and one ``zero_grad`` / ``backward`` / ``opt.step()`` follows. All random draws come from
+    ``generator``. ``epoch`` is passed to the terms (warm-ups). ``check_finite``: raise :class:`NonFiniteLoss`
+    before the backward if the loss is NaN or infinite (one host sync). Returns the term values (one scalar per
+    term, attached to the graph) and the logits of the whole batch (ID rows first).
+    """
+    n_id = x_id.shape[0]
+    needs_out = any(t.needs_outliers for t in terms)
+    needs_grad = any(t.needs_input_grad for t in terms)
+    if needs_out:
+        if aux is None or out_batch_size <= 0:
+            raise ValueError(f"terms {', '.join(t.name for t in terms)} need outliers: pass aux (an ArrayDataset) and "
+                             f"out_batch_size > 0 (got aux={'None' if aux is None else aux.name!r}, "
+                             f"out_batch_size={out_batch_size})")
+        if sampler is not None:
+            cand = _draw_outliers(aux, sampler.pool_factor * n_id, generator, augment)
+            if channels_last:
+                cand = cand.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(cand.device.type, dtype=torch.bfloat16, enabled=amp):  # the pool forward in bf16 too
+                pick = sampler.select(model, cand, out_batch_size, generator)
+            x_out = cand[pick]
+        else:
+            x_out = _draw_outliers(aux, out_batch_size, generator, augment)
+        x = torch.cat([x_id, x_out])
+    else:
+        x = x_id
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        xn = model.normalize(x)
+        if needs_grad:
+            xn.requires_grad_(True)
+        fmap = model.body(xn)
+        pen = model.pool(fmap)
+        logits = model.head(pen)
+        out = StepOutputs(model=model, xn=xn, fmap=fmap, pen=pen, logits=logits.float(), y=y, n_id=n_id, epoch=epoch)
+        values = [t(out) for t in terms]
+    loss = torch.stack([v.float() for v in values]).sum()
+    if check_finite and not bool(torch.isfinite(loss)):
+        raise NonFiniteLoss(values)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return values, logits
+
+
 def load_model(run_dir: str | Path, device="cpu") -> OODNet:
     """The trained model of a run folder (``model.pt``), in eval mode."""
     path = Path(run_dir) / "model.pt"
@@ -143,7 +209,6 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
                         **model_spec.get("kwargs", {}))
     terms = [build_term(name, **(p or {})) for name, p in cfg.terms.items()]
     needs_out = any(t.needs_outliers for t in terms)
-    needs_grad = any(t.needs_input_grad for t in terms)
     if needs_out and (aux is None or cfg.out_batch_size <= 0):
         raise TrainingError(f"method {cfg.method!r} has outlier terms but no auxiliary data or out_batch_size is 0; "
                             "set the profile's benchmark.aux and the method's out_batch_size in params.yaml")
@@ -183,9 +248,9 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
     id_train = id_train.to(device)
     aux = aux.to(device) if aux is not None else None
     loader = Loader(id_train, cfg.batch_size, device=device, shuffle=True, augment=cfg.augment, drop_last=True)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
+    if len(loader) == 0:
         raise TrainingError(f"batch_size {cfg.batch_size} is larger than the training set ({len(id_train)} images)")
+    steps_per_epoch = min(len(loader), cfg.steps_per_epoch or len(loader))
     amp = cfg.amp and device.type == "cuda"
     check_every = cfg.nan_check_every or (1 if device.type == "cpu" else 50)
     epochs_this_call = 0
@@ -201,47 +266,26 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
         correct = torch.zeros((), device=device)
         seen = 0
         bar = tqdm(loader, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False,
+                   total=steps_per_epoch,
                    file=sys.stdout, mininterval=2.0)
         for step, (x_id, y) in enumerate(bar):
+            if step >= steps_per_epoch:  # cfg.steps_per_epoch: the shuffled epoch is cut short
+                break
             gstep = epoch * steps_per_epoch + step
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(cfg, gstep, steps_per_epoch)
+            try:
+                values, logits = train_step(
+                    model, opt, terms, x_id, y, epoch=epoch, aux=aux, out_batch_size=cfg.out_batch_size, sampler=sampler,
+                    generator=g, augment=cfg.augment, channels_last=cl, amp=amp,
+                    check_finite=(step + 1) % check_every == 0 or step == steps_per_epoch - 1)
+            except NonFiniteLoss as e:
+                detail = ", ".join(f"{t.name}={float(v.detach()):.4g}" for t, v in zip(terms, e.values))
+                raise TrainingError(
+                    f"non-finite loss in method {cfg.method!r} at epoch {epoch + 1}, step {step + 1} ({detail}); "
+                    f"training stopped, the last good checkpoint (epoch {epoch}) is kept at {ckpt_path}; "
+                    "lower the learning rate or the term weights in params.yaml and rerun") from None
             n_id = x_id.shape[0]
-            if needs_out:
-                if sampler is not None:
-                    cand = _draw_outliers(aux, sampler.pool_factor * n_id, g, cfg.augment)
-                    if cl:
-                        cand = cand.contiguous(memory_format=torch.channels_last)
-                    pick = sampler.select(model, cand, cfg.out_batch_size, g)
-                    x_out = cand[pick]
-                else:
-                    x_out = _draw_outliers(aux, cfg.out_batch_size, g, cfg.augment)
-                x = torch.cat([x_id, x_out])
-            else:
-                x = x_id
-            if cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                xn = model.normalize(x)
-                if needs_grad:
-                    xn.requires_grad_(True)
-                fmap = model.body(xn)
-                pen = model.pool(fmap)
-                logits = model.head(pen)
-                out = StepOutputs(model=model, xn=xn, fmap=fmap, pen=pen, logits=logits.float(), y=y, n_id=n_id,
-                                  epoch=epoch)
-                values = [t(out) for t in terms]
-            loss = torch.stack([v.float() for v in values]).sum()
-            if (step + 1) % check_every == 0 or step == steps_per_epoch - 1:
-                if not bool(torch.isfinite(loss)):
-                    detail = ", ".join(f"{t.name}={float(v.detach()):.4g}" for t, v in zip(terms, values))
-                    raise TrainingError(
-                        f"non-finite loss in method {cfg.method!r} at epoch {epoch + 1}, step {step + 1} ({detail}); "
-                        f"training stopped, the last good checkpoint (epoch {epoch}) is kept at {ckpt_path}; "
-                        "lower the learning rate or the term weights in params.yaml and rerun")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
             with torch.no_grad():
                 for t, v in zip(terms, values):
                     sums[t.name] += v.detach().float()

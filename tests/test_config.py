@@ -18,7 +18,10 @@ def test_every_pipeline_method_resolves_in_every_profile(params):
         for m in methods:
             cfg = C.method_config(params, m, profile)
             assert cfg.method == m and cfg.terms
-            assert cfg.init == C.init_of(params, m)
+            explicit = "init" in params[profile]["method"][m]
+            assert cfg.init == (params[profile]["method"][m]["init"] if explicit else C.init_of(params, m))
+            if cfg.init is not None:  # a fine-tune starts from a method the pipeline trains
+                assert cfg.init in methods and cfg.init != m
 
 
 def test_finetune_sources_are_trained_methods(params):
@@ -82,3 +85,10 @@ def test_unknown_recipe_key_is_reported(params):
     bad["synthetic"]["method"]["ce"]["epochs_"] = 3
     with pytest.raises(C.ParamError, match="epochs_"):
         C.method_config(bad, "ce", "synthetic")
+
+
+def test_imagenet_profile_stops_at_once_with_a_message(params):
+    from ood import pipeline
+
+    with pytest.raises(NotImplementedError, match="streaming ImageFolder training path.*allowed profiles to run now: .*cifar10"):
+        pipeline.load_benchmark(params, "imagenet")

@@ -106,3 +106,18 @@ def test_finetune_starts_from_the_init_checkpoint(tmp_path):
     assert len(h) == 0
     a, b = _weights(tmp_path / "ce"), _weights(tmp_path / "ft0")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_steps_per_epoch_caps_the_epoch(tmp_path, monkeypatch):
+    import ood.train as T
+
+    calls = []
+    real = T.train_step
+    monkeypatch.setattr(T, "train_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train(_cfg(epochs=2, batch_size=16), SPEC, _data(), tmp_path / "full", progress=False)
+    assert len(calls) == 2 * (96 // 16)
+    calls.clear()
+    h = train(_cfg(epochs=2, batch_size=16, steps_per_epoch=2), SPEC, _data(), tmp_path / "cap", progress=False)
+    assert len(calls) == 2 * 2 and len(h) == 2
+    with pytest.raises(Exception, match="steps_per_epoch"):
+        _cfg(steps_per_epoch=0)
