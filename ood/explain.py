@@ -16,6 +16,11 @@ function                       what it computes                                 
 :func:`tpr_threshold`          the threshold keeping 95% of ID samples (the FPR95 operating point)  metrics
 =============================  ===================================================================  ==========
 
+Figures: :func:`feature_norm_figure`, :func:`feature_norm_hist_figure` (BFM), :func:`grad_norm_figure`,
+:func:`energy_line_figure` (GReg), :func:`sampler_picks_figure` (GReg+), :func:`roc_threshold_figure` (FPR95 and
+AUROC). Small tables: :func:`confidence_table`, :func:`background_norm_table`, :func:`grad_norm_table`,
+:func:`metrics_table`; :func:`evaluate_scores` runs ``ood.evaluate`` for them.
+
 Energy, as in ``ood.losses``: :math:`E(x) = -\log\sum_c e^{f_c(x)}` (low = ID-like); the score of the
 ``energy`` scorer is :math:`-E` (higher = more ID, DESIGN.md "Conventions").
 
@@ -53,7 +58,7 @@ from ood.sampling import EnergyClusterSampler, RandomSampler
 
 __all__ = [
     "feature_norm_maps", "feature_norms", "input_grad_norms", "energies", "energy_line", "SamplerPicks",
-    "sampler_picks", "tpr_threshold", "confidence_table", "background_norm_table", "metrics_table", "grad_norm_table",
+    "sampler_picks", "tpr_threshold", "confidence_table", "background_norm_table", "metrics_table", "grad_norm_table", "evaluate_scores",
     "feature_norm_figure", "feature_norm_hist_figure", "grad_norm_figure",
     "energy_line_figure", "sampler_picks_figure", "roc_threshold_figure", "TOUR_SCHEMA", "TourRun", "tour_models",
 ]
@@ -271,15 +276,20 @@ def tpr_threshold(id_scores, tpr: float = 0.95) -> float:
 # Small tables for the tour
 # ----------------------------------------------------------------------------------------------
 
-def confidence_table(scores: Mapping[str, np.ndarray], sets: Sequence[str], threshold: float = 0.9) -> pd.DataFrame:
+def confidence_table(scores: Mapping[str, np.ndarray], sets: Sequence[str], threshold: float = 0.9,
+                     tpr: float = 0.95) -> pd.DataFrame:
     r"""How confident a classifier is on each set: from ``scores["msp/<set>"]`` (max softmax probability
-    :math:`\max_c p_c`, ``"id"`` the ID test set, as ``ood.evaluate`` names them) the mean and the percentage of
-    images with :math:`\max_c p_c \ge` ``threshold``. One row per set, ID first."""
+    :math:`\max_c p_c`, ``"id"`` the ID test set, as ``ood.evaluate`` names them) the mean, the percentage of
+    images with :math:`\max_c p_c \ge` ``threshold``, and the percentage accepted as ID at the threshold that keeps
+    ``tpr`` of the ID test images (:func:`tpr_threshold`; for an OOD set this is its FPR95 under MSP). One row per
+    set, ID first."""
+    t = tpr_threshold(scores["msp/id"], tpr)
     rows = []
     for s in ["id", *sets]:
         v = np.asarray(scores[f"msp/{s}"])
         rows.append({"set": "ID test" if s == "id" else s, "mean max-softmax": float(v.mean()),
-                     f"% with max-softmax >= {threshold:g}": 100.0 * float((v >= threshold).mean())})
+                     f"% with max-softmax >= {threshold:g}": 100.0 * float((v >= threshold).mean()),
+                     f"% accepted at {100 * tpr:g}% TPR": 100.0 * float((v >= t).mean())})
     return pd.DataFrame(rows).set_index("set")
 
 
@@ -308,6 +318,20 @@ def metrics_table(results: Mapping[str, object], metric: str = "fpr95", scorer: 
             row["checkpoint"] = runs[m].source
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
+
+
+def evaluate_scores(model: OODNet, bench, scorers: Mapping[str, dict], name: str, device="cpu"):
+    """``ood.evaluate.evaluate`` of ``model`` on a benchmark's ID test and OOD sets with ``scorers`` (name ->
+    parameters), named ``name``. When no scorer fits statistics on ID-train (MSP, Energy, MaxLogit, ...), only
+    the first 500 ID-train images are passed, since ``evaluate`` extracts their features anyway and none is used;
+    the metrics are the same."""
+    from ood.evaluate import evaluate
+    from ood.scorers import build_scorer
+
+    needs_fit = any(build_scorer(s, **(p or {})).needs_fit for s, p in scorers.items())
+    id_train = bench.id_train if needs_fit else bench.id_train.subset(min(500, len(bench.id_train)))
+    return evaluate(model, id_train=id_train, id_test=bench.id_test, ood_sets=bench.ood, scorers=dict(scorers),
+                    benchmark=bench.name, method=name, device=device, progress=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -562,9 +586,8 @@ TOUR_SCHEMA: dict[str, tuple] = {
     **C._COMMON,
     "use_pipeline_runs": (lambda v: isinstance(v, bool), "True, False"),
     "run_root": (lambda v: isinstance(v, str) and v != "", "a folder (relative to the repository root or absolute)"),
-    "scratch_epochs": (C._pos_int, "an integer > 0"),
-    "finetune_epochs": (C._pos_int, "an integer > 0"),
-    "finetune_subset": (C._opt(C._pos_int), "None or an integer > 0"),
+    "scratch_epochs": (C._opt(C._pos_int), "None or an integer > 0"),
+    "finetune_steps": (C._opt(C._pos_int), "None or an integer > 0"),
     "bfm_ratio": (lambda v: C._num(v) and 0 < v <= 1, "a number in (0, 1]"),
     "grad_weight": (lambda v: C._num(v) and v >= 0, "a number >= 0"),
     "n_show": (C._pos_int, "an integer > 0"),
@@ -611,8 +634,8 @@ def _same_losses(cfg_dict: dict, cfg) -> bool:
 
 
 def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic", *, run_root: str | Path = "runs/tour",
-                use_pipeline_runs: bool = True, scratch_epochs: int = 3, finetune_epochs: int = 1,
-                finetune_subset: int | None = 4000, terms: Mapping[str, Mapping[str, dict]] | None = None,
+                use_pipeline_runs: bool = True, scratch_epochs: int | None = 4, finetune_steps: int | None = None,
+                terms: Mapping[str, Mapping[str, dict]] | None = None,
                 init: Mapping[str, str] | None = None, pipeline_only: Sequence[str] = (), device="cpu", bench=None,
                 seed: int | None = None, pipeline_root: str | Path | None = None) -> dict[str, TourRun]:
     """The tour's models by method: the pipeline's checkpoint ``runs/<profile>/<method>/model.pt`` when it exists
@@ -623,12 +646,12 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
     A method that fine-tunes (``init`` of params.yaml's pipeline block, or ``init[method]``) starts from the
     model this function returned for its init method - the pipeline's or the tour's - so ``methods`` must list
     the init method first. Tour runs (``ood.train.train``) go to ``run_root/<method>-<key>``, the key a hash of
-    the configuration, the training subset and the init checkpoint, so a rerun with the same settings reloads
-    them and a changed setting trains anew. Scratch methods train ``scratch_epochs`` on the full training set;
-    fine-tunes ``finetune_epochs`` on ``finetune_subset`` training images (None: all). Methods in
-    ``pipeline_only`` (too slow for the tour, e.g. GReg+ from scratch) are returned only when the pipeline
-    has them, and left out otherwise. ``bench``: an already loaded ``ood.pipeline.Benchmark`` (default: the
-    profile's); ``pipeline_root``: the repository whose ``runs/`` hold the pipeline's checkpoints (default: this one).
+    the configuration and the init checkpoint, so a rerun with the same settings reloads them and a changed
+    setting trains anew. Scratch methods train ``scratch_epochs`` epochs, fine-tunes ``finetune_steps`` steps per
+    epoch (None: the method's recipe in params.yaml; every other setting is the recipe's). Methods in
+    ``pipeline_only`` (too slow for the tour, e.g. GReg+, whose sampler scores a pool six times the outlier
+    batch at every step) are returned only when the pipeline has them, and left out otherwise. ``bench``: an
+    already loaded ``ood.pipeline.Benchmark`` (default: the profile's); ``pipeline_root``: the repository whose ``runs/`` hold the pipeline's checkpoints (default: this one).
     """
     from ood.pipeline import load_benchmark, model_spec, paths
     from ood.train import load_model, train
@@ -647,8 +670,11 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
             if term not in new_terms:
                 raise ValueError(f"method {method!r} has no loss term {term!r}; its terms: {', '.join(new_terms)}")
             new_terms[term] = {**(new_terms[term] or {}), **over}
-        overrides = {"terms": new_terms, "init": init_method, "seed": seed}
-        overrides["epochs"] = finetune_epochs if init_method else scratch_epochs
+        overrides = {"terms": new_terms, "init": init_method, "seed": seed}  # None values: the recipe's
+        if init_method:
+            overrides["steps_per_epoch"] = finetune_steps
+        else:
+            overrides["epochs"] = scratch_epochs
         cfg = C.method_config(params, method, profile, **overrides)
 
         pipe_dir = paths(profile, method, Path(pipeline_root) if pipeline_root else root)["run"]
@@ -666,22 +692,17 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
 
         if bench is None:
             bench = load_benchmark(params, profile)
-        id_train = bench.id_train
-        subset = None
         if init_method:
             if init_method not in out:
                 raise ValueError(f"method {method!r} fine-tunes from {init_method!r}: list {init_method!r} before it")
             init_dir = out[init_method].run_dir
-            if finetune_subset is not None and finetune_subset < len(id_train):
-                subset = finetune_subset
-                id_train = id_train.subset(subset, seed=cfg.seed)
             init_digest = _file_digest(init_dir / "model.pt")
         else:
             init_dir, init_digest = None, ""
-        key = hashlib.sha256(json.dumps({"cfg": asdict(cfg), "model": spec, "subset": subset, "init": init_digest},
+        key = hashlib.sha256(json.dumps({"cfg": asdict(cfg), "model": spec, "init": init_digest},
                                         sort_keys=True, default=str).encode()).hexdigest()[:10]
         run_dir = run_root / f"{method}-{key}"
-        history = train(cfg, spec, id_train, run_dir, aux=bench.aux if cfg.out_batch_size > 0 else None,
+        history = train(cfg, spec, bench.id_train, run_dir, aux=bench.aux if cfg.out_batch_size > 0 else None,
                         id_test=bench.id_test, init_dir=init_dir, device=device, progress=False)
         acc = float(history["test_accuracy"].iloc[-1]) if len(history) and "test_accuracy" in history else None
         out[method] = TourRun(method, load_model(run_dir, device), "tour", run_dir, acc, history)

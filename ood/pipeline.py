@@ -150,9 +150,12 @@ def evaluate_method(params: dict, method: str, profile: str | None = None, *, de
                    average_over=block["benchmark"].get("average_over"))
     out = res.metrics.copy()
     out["id_accuracy"] = res.id_accuracy
-    p["method_metrics"].parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(p["method_metrics"], index=False, float_format="%.4f")
-    save_scores(res.scores, p["scores"])
+    # the pipeline's run publishes into results/ and cache/; a run of another folder keeps its outputs there
+    metrics_path = p["method_metrics"] if run_dir is None else Path(run_dir) / "metrics.csv"
+    scores_path = p["scores"] if run_dir is None else Path(run_dir) / "scores.npz"
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(metrics_path, index=False, float_format="%.4f")
+    save_scores(res.scores, scores_path)
     return res
 
 

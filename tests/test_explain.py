@@ -128,8 +128,10 @@ def test_energy_line_endpoints_and_midpoint():
     with torch.no_grad():
         ends = energy(m(x))
         mid = energy(m(0.5 * x[:1] + 0.5 * x[1:]))
+        quarter = energy(m(0.75 * x[:1] + 0.25 * x[1:]))  # t = 0.25: closer to x_a
     torch.testing.assert_close(e[[0, -1]], ends, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(e[2:3], mid, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(e[1:2], quarter, rtol=1e-5, atol=1e-5)
     t2, e2 = X.energy_line(m, x[:1], x[1:], n=41)  # (1, 3, H, W) works the same
     assert len(e2) == 41 and e2[0].item() == pytest.approx(e[0].item(), abs=1e-5)
     with pytest.raises(ValueError, match="n=1"):
@@ -282,8 +284,8 @@ def test_roc_threshold_figure(tmp_path):
 # --- the tour's parameters and checkpoints --------------------------------------------------------
 
 def _tour_values(**kw):
-    v = dict(profile="synthetic", device="cpu", use_pipeline_runs=True, run_root="runs/tour", scratch_epochs=3,
-             finetune_epochs=1, finetune_subset=4000, bfm_ratio=0.25, grad_weight=1.0, n_show=4, n_pick=32, seed=0)
+    v = dict(profile="synthetic", device="cpu", use_pipeline_runs=True, run_root="runs/tour", scratch_epochs=4,
+             finetune_steps=None, bfm_ratio=0.25, grad_weight=1.0, n_show=4, n_pick=32, seed=0)
     v.update(kw)
     return v
 
@@ -293,6 +295,8 @@ def test_tour_parameters_are_checked():
     assert P.bfm_ratio == 0.25
     with pytest.raises(config.ParamError, match="bfm_ratio"):
         config.check_notebook_params("tour", _tour_values(bfm_ratio=1.5), before=[])
+    with pytest.raises(config.ParamError, match="scratch_epochs"):
+        config.check_notebook_params("tour", _tour_values(scratch_epochs=0), before=[])
     with pytest.raises(config.ParamError, match="unknown parameter 'ratio'"):
         config.check_notebook_params("tour", {**_tour_values(), "ratio": 0.5}, before=[])
 
@@ -317,11 +321,14 @@ def _tiny_setup():
 
 def test_tour_models_trains_reloads_and_prefers_matching_pipeline_runs(tmp_path):
     params, bench = _tiny_setup()
-    kw = dict(scratch_epochs=1, finetune_epochs=1, finetune_subset=32, bench=bench, pipeline_root=tmp_path / "repo")
+    kw = dict(scratch_epochs=1, finetune_steps=2, bench=bench, pipeline_root=tmp_path / "repo")
     runs = X.tour_models(params, ["ce", "greg"], run_root=tmp_path / "tour", **kw)
     assert [r.source for r in runs.values()] == ["tour", "tour"]
     assert runs["greg"].run_dir.name.startswith("greg-") and (runs["greg"].run_dir / "model.pt").is_file()
     assert len(runs["greg"].history) == 1 and not runs["greg"].model.training
+    assert len(runs["ce"].history) == 1  # scratch_epochs
+    meta = torch.load(runs["greg"].run_dir / "model.pt", weights_only=True)["meta"]["config"]
+    assert meta["steps_per_epoch"] == 2 and meta["init"] == "ce"  # finetune_steps
     # same settings: the same run folders are reloaded
     again = X.tour_models(params, ["ce", "greg"], run_root=tmp_path / "tour", **kw)
     assert again["greg"].run_dir == runs["greg"].run_dir
@@ -342,5 +349,43 @@ def test_tour_models_trains_reloads_and_prefers_matching_pipeline_runs(tmp_path)
     assert got["ce"].source == "pipeline" and got["ce"].run_dir == pipe and "greg_plus" not in got
     got = X.tour_models(params, ["ce"], run_root=tmp_path / "tour", use_pipeline_runs=False, **kw)
     assert got["ce"].source == "tour"
+    got = X.tour_models(params, ["ce"], run_root=tmp_path / "tour", terms={"ce": {"ce": {"weight": 2.0}}}, **kw)
+    assert got["ce"].source == "tour", "a pipeline checkpoint trained with other loss terms must not be used"
+    got = X.tour_models(params, ["ce"], run_root=tmp_path / "tour", terms={"ce": {"ce": {"weight": 1.0}}}, **kw)
+    assert got["ce"].source == "pipeline", "the default value of a term parameter is the same configuration"
+    (pipe.parent / "bfm").mkdir()
+    shutil.copy(pipe / "model.pt", pipe.parent / "bfm" / "model.pt")  # a CE checkpoint where BFM's should be
+    got = X.tour_models(params, ["bfm"], run_root=tmp_path / "tour", **kw)
+    assert got["bfm"].source == "tour"
     with pytest.raises(ValueError, match="no loss term 'background'"):
         X.tour_models(params, ["ce"], run_root=tmp_path / "tour", terms={"ce": {"background": {"ratio": 0.5}}}, **kw)
+
+
+def test_evaluate_scores_same_metrics_with_fewer_train_images():
+    from ood.evaluate import evaluate
+
+    from ood.pipeline import Benchmark
+
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.randint(0, 256, (640, 3, 32, 32), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (640,), generator=g)
+    bench = Benchmark("b", ArrayDataset("train", imgs[:600], labels[:600]), ArrayDataset("test", imgs[600:620], labels[600:620]),
+                      {"other": ArrayDataset("other", imgs[620:], torch.full((20,), -1))}, None, 10)
+    m = _model()
+    full = evaluate(m, id_train=bench.id_train, id_test=bench.id_test, ood_sets=bench.ood,
+                    scorers={"msp": {}, "knn": {"k": 550}}, benchmark="b", method="x", progress=False)
+    got = X.evaluate_scores(m, bench, {"msp": {}}, "x")
+    assert got.metrics["fpr95"].tolist() == full.metrics.query("scorer == 'msp'")["fpr95"].tolist()
+    # a fitted scorer sees all 600 ID-train images (k = 550 > 500 fails on fewer)
+    got = X.evaluate_scores(m, bench, {"knn": {"k": 550}}, "x")
+    assert got.metrics["auroc"].tolist() == full.metrics.query("scorer == 'knn'")["auroc"].tolist()
+
+
+def test_confidence_table_counts_and_fpr95_column():
+    rng = np.random.default_rng(0)
+    scores = {"msp/id": rng.uniform(0.5, 1, 200), "msp/a": rng.uniform(0.1, 1, 100), "msp/b": np.full(50, 0.95)}
+    t = X.confidence_table(scores, ["a", "b"], threshold=0.9)
+    assert list(t.index) == ["ID test", "a", "b"]
+    assert t.loc["b", "% with max-softmax >= 0.9"] == 100.0 and t.loc["b", "mean max-softmax"] == pytest.approx(0.95)
+    assert t.loc["a", "% accepted at 95% TPR"] == pytest.approx(fpr_at_tpr(scores["msp/id"], scores["msp/a"]))
+    assert t.loc["ID test", "% accepted at 95% TPR"] >= 95
