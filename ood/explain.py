@@ -588,8 +588,8 @@ TOUR_SCHEMA: dict[str, tuple] = {
     "run_root": (lambda v: isinstance(v, str) and v != "", "a folder (relative to the repository root or absolute)"),
     "scratch_epochs": (C._opt(C._pos_int), "None or an integer > 0"),
     "finetune_steps": (C._opt(C._pos_int), "None or an integer > 0"),
-    "bfm_ratio": (lambda v: C._num(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "grad_weight": (lambda v: C._num(v) and v >= 0, "a number >= 0"),
+    "bfm_ratio": (C._opt(lambda v: C._num(v) and 0 < v <= 1), "None or a number in (0, 1]"),
+    "grad_weight": (C._opt(lambda v: C._num(v) and v >= 0), "None or a number >= 0"),
     "n_show": (C._pos_int, "an integer > 0"),
     "n_pick": (lambda v: C._pos_int(v) and v >= 2, "an integer >= 2"),
     "seed": (C._nonneg_int, "an integer >= 0"),
@@ -605,6 +605,7 @@ class TourRun:
     model: OODNet
     source: str             # "pipeline" or "tour"
     run_dir: Path
+    terms: dict             # loss term -> every parameter it was trained with (defaults filled in)
     test_accuracy: float | None
     history: pd.DataFrame | None
 
@@ -613,16 +614,20 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def _full_terms(terms: Mapping[str, dict] | None) -> dict:
+    """Loss terms with every parameter, defaults filled in (``ood.losses.build_term``)."""
+    from ood.losses import build_term
+
+    return {n: dict(build_term(n, **(p or {})).params) for n, p in (terms or {}).items()}
+
+
 def _same_losses(cfg_dict: dict, cfg) -> bool:
     """Whether a stored run configuration has the loss terms and sampler of ``cfg``, after filling in each term's
     defaults (so ``{"ratio": 0.25}`` equals ``{}`` when 0.25 is the default); a term that cannot be built
     (a stored configuration from another version) counts as different."""
-    from ood.losses import build_term
-
     def full(terms):
         try:
-            return json.loads(json.dumps({n: build_term(n, **(p or {})).params for n, p in (terms or {}).items()},
-                                         sort_keys=True))
+            return json.loads(json.dumps(_full_terms(terms), sort_keys=True))
         except ValueError:
             return None
 
@@ -642,7 +647,8 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
     and was trained with the loss terms and sampler asked for, else a small run of the tour's own.
 
     ``terms``: per method, per loss term, parameters that override params.yaml (e.g.
-    ``{"bfm": {"background": {"ratio": 0.5}}}``); a pipeline checkpoint trained otherwise is not used.
+    ``{"bfm": {"background": {"ratio": 0.5}}}``; a value None keeps params.yaml's); a pipeline checkpoint
+    trained otherwise is not used.
     A method that fine-tunes (``init`` of params.yaml's pipeline block, or ``init[method]``) starts from the
     model this function returned for its init method - the pipeline's or the tour's - so ``methods`` must list
     the init method first. Tour runs (``ood.train.train``) go to ``run_root/<method>-<key>``, the key a hash of
@@ -669,7 +675,7 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
         for term, over in ((terms or {}).get(method) or {}).items():
             if term not in new_terms:
                 raise ValueError(f"method {method!r} has no loss term {term!r}; its terms: {', '.join(new_terms)}")
-            new_terms[term] = {**(new_terms[term] or {}), **over}
+            new_terms[term] = {**(new_terms[term] or {}), **{k: v for k, v in over.items() if v is not None}}
         overrides = {"terms": new_terms, "init": init_method, "seed": seed}  # None values: the recipe's
         if init_method:
             overrides["steps_per_epoch"] = finetune_steps
@@ -684,8 +690,8 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
             meta = blob.get("meta", {})
             if _same_losses(meta.get("config", {}), cfg) and (not init_method or out.get(init_method, None) is None
                                                               or out[init_method].source == "pipeline"):
-                out[method] = TourRun(method, load_model(pipe_dir, device), "pipeline", pipe_dir, meta.get("test_accuracy"),
-                                      None)
+                out[method] = TourRun(method, load_model(pipe_dir, device), "pipeline", pipe_dir, _full_terms(cfg.terms),
+                                      meta.get("test_accuracy"), None)
                 continue
         if method in pipeline_only:
             continue
@@ -705,5 +711,5 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
         history = train(cfg, spec, bench.id_train, run_dir, aux=bench.aux if cfg.out_batch_size > 0 else None,
                         id_test=bench.id_test, init_dir=init_dir, device=device, progress=False)
         acc = float(history["test_accuracy"].iloc[-1]) if len(history) and "test_accuracy" in history else None
-        out[method] = TourRun(method, load_model(run_dir, device), "tour", run_dir, acc, history)
+        out[method] = TourRun(method, load_model(run_dir, device), "tour", run_dir, _full_terms(cfg.terms), acc, history)
     return out

@@ -35,3 +35,15 @@ def test_ci_runs_the_readme_test_command():
     assert len(blocks) == 1, "README.md must hold exactly one ```bash test block (what .ci/run executes)"
     assert "pytest" in blocks[0]
     assert "```bash test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_results_table_matches_the_committed_summary():
+    import json
+    import re
+
+    summary = json.loads((ROOT / "results" / "synthetic" / "summary.json").read_text())
+    rows = re.findall(r"^\| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", (ROOT / "README.md").read_text(), re.M)
+    assert {r[0] for r in rows} == set(summary), "README's results table must list every method of summary.json"
+    for m, acc, fpr, auroc in rows:
+        s = summary[m]
+        assert (float(acc), float(fpr), float(auroc)) == (s["id_accuracy"], s["energy_fpr95"], s["energy_auroc"]), m

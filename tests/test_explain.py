@@ -285,14 +285,14 @@ def test_roc_threshold_figure(tmp_path):
 
 def _tour_values(**kw):
     v = dict(profile="synthetic", device="cpu", use_pipeline_runs=True, run_root="runs/tour", scratch_epochs=4,
-             finetune_steps=None, bfm_ratio=0.25, grad_weight=1.0, n_show=4, n_pick=32, seed=0)
+             finetune_steps=None, bfm_ratio=None, grad_weight=0.5, n_show=4, n_pick=32, seed=0)
     v.update(kw)
     return v
 
 
 def test_tour_parameters_are_checked():
     P = config.check_notebook_params("tour", _tour_values(), before=[])
-    assert P.bfm_ratio == 0.25
+    assert P.bfm_ratio is None and P.grad_weight == 0.5
     with pytest.raises(config.ParamError, match="bfm_ratio"):
         config.check_notebook_params("tour", _tour_values(bfm_ratio=1.5), before=[])
     with pytest.raises(config.ParamError, match="scratch_epochs"):
@@ -329,13 +329,18 @@ def test_tour_models_trains_reloads_and_prefers_matching_pipeline_runs(tmp_path)
     assert len(runs["ce"].history) == 1  # scratch_epochs
     meta = torch.load(runs["greg"].run_dir / "model.pt", weights_only=True)["meta"]["config"]
     assert meta["steps_per_epoch"] == 2 and meta["init"] == "ce"  # finetune_steps
+    assert runs["greg"].terms["grad_penalty"]["scaling"] == "paper"  # defaults filled in
+    assert runs["greg"].terms["grad_penalty"]["weight"] == params["synthetic"]["method"]["greg"]["terms"]["grad_penalty"]["weight"]
     # same settings: the same run folders are reloaded
     again = X.tour_models(params, ["ce", "greg"], run_root=tmp_path / "tour", **kw)
     assert again["greg"].run_dir == runs["greg"].run_dir
     # a changed loss term trains anew
     other = X.tour_models(params, ["ce", "greg"], run_root=tmp_path / "tour",
                           terms={"greg": {"grad_penalty": {"weight": 0.0}}}, **kw)
-    assert other["greg"].run_dir != runs["greg"].run_dir
+    assert other["greg"].run_dir != runs["greg"].run_dir and other["greg"].terms["grad_penalty"]["weight"] == 0.0
+    same = X.tour_models(params, ["ce", "greg"], run_root=tmp_path / "tour",
+                         terms={"greg": {"grad_penalty": {"weight": None}}}, **kw)  # None: params.yaml's
+    assert same["greg"].run_dir == runs["greg"].run_dir
     with pytest.raises(ValueError, match="list 'ce' before it"):
         X.tour_models(params, ["greg"], run_root=tmp_path / "tour", use_pipeline_runs=False, **kw)
 
