@@ -277,6 +277,17 @@ def _synthetic_entry(name: str, set_name: str, kind: str, title: str, splits) ->
 DATASETS: dict[str, DatasetInfo] = {}
 
 
+def _mos_entry(name: str, folder: str, checksum: str, citation: str) -> DatasetInfo:
+    """One of the ImageNet OOD subsets of Huang & Li 2021 (MOS): 10,000 images, ``<folder>.tar.gz`` from their page."""
+    return DatasetInfo(
+        name=name, kind="ood", title=f"{folder} OOD subset for ImageNet (10,000 images)", splits=None,
+        files=(FileInfo(f"{folder}.tar.gz", _MOS_URL + f"{folder}.tar.gz", checksum, _MOS_SRC, extract_to=""),),
+        folders=(folder,), resolution="full",
+        preprocessing="full resolution; load_folder with the ImageNet test transform",
+        citation=f"{citation}; " + _MOS_CITE, size={"test": 10000},
+    )
+
+
 def _register(*infos: DatasetInfo) -> None:
     for info in infos:
         DATASETS[info.name] = info
@@ -416,29 +427,11 @@ _register(
         notes="Put (or symlink) the ImageFolder layout at <root>/imagenet/train/<wnid>/*.JPEG and "
               "<root>/imagenet/val/<wnid>/*.JPEG.",
     ),
-    DatasetInfo(
-        name="inaturalist", kind="ood", title="iNaturalist OOD subset for ImageNet (10,000 images)", splits=None,
-        files=(FileInfo("iNaturalist.tar.gz", _MOS_URL + "iNaturalist.tar.gz", "md5:5be6ea8aa027d7b631916427b32cb335", _MOS_SRC, extract_to=""),),
-        folders=("iNaturalist",), resolution="full",
-        preprocessing="full resolution; load_folder with the ImageNet test transform",
-        citation="Van Horn et al., The iNaturalist Species Classification and Detection Dataset, CVPR 2018; " + _MOS_CITE,
-        size={"test": 10000},
-    ),
-    DatasetInfo(
-        name="sun", kind="ood", title="SUN OOD subset for ImageNet (10,000 images)", splits=None,
-        files=(FileInfo("SUN.tar.gz", _MOS_URL + "SUN.tar.gz", "md5:8469c3ada62211477954ec1be53b12d0", _MOS_SRC, extract_to=""),),
-        folders=("SUN",), resolution="full",
-        preprocessing="full resolution; load_folder with the ImageNet test transform",
-        citation="Xiao et al., SUN Database: Large-scale Scene Recognition from Abbey to Zoo, CVPR 2010; " + _MOS_CITE,
-        size={"test": 10000},
-    ),
-    DatasetInfo(
-        name="places", kind="ood", title="Places OOD subset for ImageNet (10,000 images)", splits=None,
-        files=(FileInfo("Places.tar.gz", _MOS_URL + "Places.tar.gz", "md5:b5cb5eba2754ae2a28beea8718db699a", _MOS_SRC, extract_to=""),),
-        folders=("Places",), resolution="full",
-        preprocessing="full resolution; load_folder with the ImageNet test transform",
-        citation="Zhou et al., Places, TPAMI 2017; " + _MOS_CITE, size={"test": 10000},
-    ),
+    _mos_entry("inaturalist", "iNaturalist", "md5:5be6ea8aa027d7b631916427b32cb335",
+               "Van Horn et al., The iNaturalist Species Classification and Detection Dataset, CVPR 2018"),
+    _mos_entry("sun", "SUN", "md5:8469c3ada62211477954ec1be53b12d0",
+               "Xiao et al., SUN Database: Large-scale Scene Recognition from Abbey to Zoo, CVPR 2010"),
+    _mos_entry("places", "Places", "md5:b5cb5eba2754ae2a28beea8718db699a", "Zhou et al., Places, TPAMI 2017"),
     DatasetInfo(
         name="imagenet-textures", kind="ood", title="Textures (DTD), all 5,640 images, full resolution (ImageNet profile)",
         splits=None,

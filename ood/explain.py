@@ -30,7 +30,6 @@ the pipeline's when they exist and were trained as asked, otherwise small runs o
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -55,6 +54,7 @@ from ood.metrics import auroc, fpr_at_tpr
 from ood.models import OODNet
 from ood.plots import save
 from ood.sampling import EnergyClusterSampler, RandomSampler
+from ood.scorers import _eval_mode  # eval mode for a block, training flag restored
 
 __all__ = [
     "feature_norm_maps", "feature_norms", "input_grad_norms", "energies", "energy_line", "SamplerPicks",
@@ -70,17 +70,6 @@ COLORS = {"id": "tab:blue", "ood": "tab:red", "background": "tab:orange", "aux":
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _eval(model: torch.nn.Module):
-    """Eval mode (BatchNorm running statistics) for the block; the training flag is restored after."""
-    was = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was)
-
 
 def _as_float_images(x) -> Tensor:
     """Images as float in [0, 1], shape ``(B, 3, H, W)``: uint8 is divided by 255, one image gets a batch axis."""
@@ -133,7 +122,7 @@ def feature_norm_maps(model: OODNet, x, y=None, ratio: float = 0.25) -> tuple[Te
     bool, on the model's device.
     """
     x = _as_float_images(x).to(_device(model))
-    with _eval(model):
+    with _eval_mode(model):
         fmap = model.features(x).float()
         if y is None:
             y = model.head(model.pool(fmap)).argmax(1)
@@ -151,7 +140,7 @@ def feature_norms(model: OODNet, x, batch_size: int = 500) -> Tensor:
     x = _as_float_images(x)
     dev = _device(model)
     out = []
-    with _eval(model):
+    with _eval_mode(model):
         for xb in _batches(x, batch_size):
             out.append(model.features(xb.to(dev)).float().pow(2).sum(1).sqrt().flatten())
     return torch.cat(out)
@@ -166,7 +155,7 @@ def energies(model: OODNet, x, batch_size: int = 500) -> Tensor:
     r""":math:`E(x) = -\log\sum_c e^{f_c(x)}` per image (eval mode; low = ID-like), ``(B,)`` float."""
     x = _as_float_images(x)
     dev = _device(model)
-    with _eval(model):
+    with _eval_mode(model):
         return torch.cat([energy(model(xb.to(dev))) for xb in _batches(x, batch_size)])
 
 
@@ -186,7 +175,7 @@ def input_grad_norms(model: OODNet, x, batch_size: int = 256) -> Tensor:
     x = _as_float_images(x)
     dev = _device(model)
     out = []
-    with _eval(model), torch.enable_grad():
+    with _eval_mode(model), torch.enable_grad():
         for xb in _batches(x, batch_size):
             xn = model.normalize(xb.to(dev)).detach().requires_grad_(True)
             e = energy(model.head(model.pool(model.body(xn))))
