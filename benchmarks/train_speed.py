@@ -6,8 +6,8 @@ ratio from the ``cifar10`` block of ``params.yaml``) and device, two loops train
 initialisation on the same data, and the script prints a Markdown table:
 
 * **ours**: :func:`ood.train.train_step` fed by :class:`ood.data.Loader` - the ID set as uint8 on the device,
-  crop + flip of the whole batch on the device (``augment_batch``), channels_last, bf16 autocast on CUDA (as
-  ``ood.train.train`` runs it), the gradient penalty by one double-backward through the training forward
+  crop + flip of the whole batch on the device (``augment_batch``), channels_last where
+  ``ood.config.uses_channels_last`` says so, bf16 autocast on CUDA (as ``ood.train.train`` runs it), the gradient penalty by one double-backward through the training forward
   (``GradPenalty``), GReg+ outliers by :class:`ood.sampling.EnergyClusterSampler` (torch k-means on the device).
 * **reference** (the authors' code path: ``energy_ood/CIFAR/train.py`` and ``Greg-OOD/train_sea.py``): a
   torchvision-style dataset decoding each image to PIL and applying ``RandomCrop(32, padding=4)``,
@@ -64,7 +64,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ood.config import TrainConfig, load_params, method_config
+from ood.config import TrainConfig, load_params, method_config, uses_channels_last
 from ood.data import DATA_ROOT, SHARED_DATA, ArrayDataset, DataMissingError, Loader, load
 from ood.losses import GradPenalty, StepOutputs, build_term, grad_penalty_reference
 from ood.models import MODELS, OODNet, build_model
@@ -395,9 +395,10 @@ def run_ours(spec: MethodSpec, mspec: dict, data: BenchData, device: torch.devic
     """Time :func:`ood.train.train_step` as :func:`ood.train.train` runs it (data on the device, channels_last
     per the configuration, bf16 autocast on CUDA)."""
     cfg = spec.cfg
+    cl = uses_channels_last(cfg, device)
     torch.manual_seed(seed)
     model = _build(mspec).to(device)
-    if cfg.channels_last:
+    if cl:
         model.to(memory_format=torch.channels_last)
     model.train()
     opt = _make_optimizer(model, cfg)
@@ -419,13 +420,13 @@ def run_ours(spec: MethodSpec, mspec: dict, data: BenchData, device: torch.devic
             """One training step (next ID batch, outliers through sampler ``s``)."""
             x, y = next(batches)
             train_step(model, opt, terms, x, y, epoch=spec.epoch, aux=aux_dev, out_batch_size=spec.n_out, sampler=s,
-                       generator=g, augment=cfg.augment, channels_last=cfg.channels_last, amp=amp)
+                       generator=g, augment=cfg.augment, channels_last=cl, amp=amp)
 
         sec = _time_loop(step, device, warmup, steps)
     res = LoopResult(sec, mem.bytes, mem.note)
     if timed is not None:
         res.sampling_seconds_per_step, res.sampling_share = _sampling_pass(lambda: step(timed), timer, device, steps)
-    res.notes.append(f"ours: channels_last={cfg.channels_last}, bf16 autocast={amp}")
+    res.notes.append(f"ours: channels_last={cl}, bf16 autocast={amp}")
     del model, opt, id_dev, aux_dev
     return res
 

@@ -28,7 +28,7 @@ import yaml
 
 __all__ = [
     "ParamError", "repo_root", "load_params", "profile_params", "method_config", "TrainConfig",
-    "NotebookParams", "NOTEBOOK_SCHEMAS", "check_notebook_params", "resolve_device",
+    "NotebookParams", "NOTEBOOK_SCHEMAS", "check_notebook_params", "resolve_device", "uses_channels_last",
 ]
 
 
@@ -110,7 +110,7 @@ class TrainConfig:
     augment: bool = True                 # random crop (pad 4) + horizontal flip
     seed: int = 0
     amp: bool = True                     # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True
+    channels_last: bool | None = None    # None: auto (uses_channels_last); True/False force it
     nan_check_every: int = 0             # steps between NaN checks (0: every step on CPU, 50 on CUDA)
 
     def __post_init__(self):
@@ -124,8 +124,25 @@ class TrainConfig:
         _check(self.momentum, "momentum", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
         _check(self.optimizer, "optimizer", lambda v: v in ("sgd", "adamw"), "one of sgd, adamw")
         _check(self.schedule, "schedule", lambda v: v in ("cosine", "step", "constant"), "one of cosine, step, constant")
+        _check(self.channels_last, "channels_last", lambda v: v is None or isinstance(v, bool), "null (auto), true or false")
         if not isinstance(self.terms, dict) or not self.terms:
             raise ParamError(f"method {self.method!r}: 'terms' must be a non-empty mapping of loss term -> parameters")
+
+
+def uses_channels_last(cfg: TrainConfig, device) -> bool:
+    """Whether training ``cfg`` on ``device`` keeps the network and its batches in channels_last memory format.
+
+    ``cfg.channels_last`` True or False decides. None (the default) decides by measurement: always on CUDA
+    (faster convolutions with bf16 autocast); on CPU only for methods without a gradient penalty, because the
+    double backward through channels_last convolutions is about 2x slower there. Measured on this project's
+    2-core CPU, synthetic profile: GReg fine-tune (40 steps, 128 + 128 images) 57.6 s channels_last vs 29.7 s
+    NCHW; CE from scratch (5 epochs) 49.3 s vs 53.7 s.
+    """
+    if cfg.channels_last is not None:
+        return cfg.channels_last
+    if str(device).startswith("cuda"):
+        return True
+    return "grad_penalty" not in cfg.terms
 
 
 def _num(v) -> bool:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ood.config import TrainConfig
+from ood.config import TrainConfig, uses_channels_last
 from ood.data import ArrayDataset, Loader, augment_batch
 from ood.losses import StepOutputs, build_term
 from ood.models import OODNet, build_model
@@ -238,7 +238,7 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
         model.load_state_dict(init["state_dict"])
 
     model.to(device)
-    cl = cfg.channels_last
+    cl = uses_channels_last(cfg, device)
     if cl:
         model.to(memory_format=torch.channels_last)
     opt = _make_optimizer(model, cfg)

@@ -92,3 +92,16 @@ def test_imagenet_profile_stops_at_once_with_a_message(params):
 
     with pytest.raises(NotImplementedError, match="streaming ImageFolder training path.*allowed profiles to run now: .*cifar10"):
         pipeline.load_benchmark(params, "imagenet")
+
+
+def test_channels_last_is_auto_by_device_and_method(params):
+    ce = C.method_config(params, "ce", "synthetic")
+    greg = C.method_config(params, "greg", "synthetic")
+    assert ce.channels_last is None and greg.channels_last is None
+    assert C.uses_channels_last(ce, "cpu") and C.uses_channels_last(ce, "cuda")
+    assert not C.uses_channels_last(greg, "cpu")      # double backward: ~2x slower in channels_last on CPU
+    assert C.uses_channels_last(greg, "cuda:0")
+    forced = C.method_config(params, "greg", "synthetic", channels_last=True)
+    assert C.uses_channels_last(forced, "cpu")
+    with pytest.raises(C.ParamError, match="channels_last"):
+        C.method_config(params, "ce", "synthetic", channels_last="yes")

@@ -95,3 +95,24 @@ def test_papermill_rejects_bad_parameters_in_the_first_cell(tmp_path, args, mess
             timeout=300)
     assert p.returncode != 0
     assert message in p.stdout + p.stderr
+
+
+def test_nbrun_stops_on_a_bad_parameter_as_papermill_does(tmp_path):
+    """The stages' runner (python -m ood.nbrun) takes papermill's arguments and reports the first cell's error."""
+    p = run(sys.executable, "-m", "ood.nbrun", "notebooks/02_train.ipynb", str(tmp_path / "out.ipynb"),
+            "-p", "method", "sgd", check=False, timeout=300)
+    assert p.returncode != 0
+    assert "invalid value 'sgd' for parameter 'method'; allowed: ce, bfm" in p.stdout + p.stderr
+    assert (tmp_path / "out.ipynb").is_file()  # papermill writes the failed notebook, with the error, as usual
+
+
+def test_nbrun_skips_the_slow_iri_checker_and_stops_kernels_at_once():
+    code = ("import sys\nfrom ood import nbrun\n"
+            "try:\n    nbrun.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "from papermill.engines import papermill_engines\n"
+            "assert 'nbformat' in sys.modules and 'jsonschema' in sys.modules\n"
+            "assert sys.modules.get('rfc3987_syntax') is None\n"
+            "print(papermill_engines.get_engine(None).__name__)\n")
+    p = run(sys.executable, "-c", code, timeout=120)
+    assert p.stdout.strip().endswith("FastStopEngine")
+    assert "Usage: python -m ood.nbrun" in p.stdout
