@@ -2,7 +2,7 @@
 """Training-step speed: the project's step against a loop written like the authors' code, side by side.
 
 For each method (``ce``, ``bfm``, ``energy_oe``, ``greg``, ``greg_plus``; compositions and the outlier/ID batch
-ratio from the ``cifar10`` block of ``params.yaml``) and device, two loops train the same network from the same
+ratio from ``profiles/cifar10.yaml``) and device, two loops train the same network from the same
 initialisation on the same data, and the script prints a Markdown table:
 
 * **ours**: :func:`ood.train.train_step` fed by :class:`ood.data.Loader` - the ID set as uint8 on the device,
@@ -71,9 +71,9 @@ from ood.models import MODELS, OODNet, build_model
 from ood.sampling import build_sampler
 from ood.train import _make_optimizer, train_step
 
-#: Methods this benchmark knows (compositions from the PROFILE block of params.yaml).
+#: Methods this benchmark knows (compositions from profiles/<PROFILE>.yaml).
 METHODS: tuple[str, ...] = ("ce", "bfm", "energy_oe", "greg", "greg_plus")
-#: The params.yaml profile whose method compositions and outlier/ID batch ratios are benchmarked.
+#: The profile whose method compositions and outlier/ID batch ratios are benchmarked.
 PROFILE = "cifar10"
 #: Defaults per size (each overridable on the command line).
 SIZES: dict[str, dict] = {
@@ -122,7 +122,7 @@ def method_spec(params: dict, method: str, batch_size: int) -> MethodSpec:
     n_out = int(round(batch_size * cfg.out_batch_size / cfg.batch_size)) if needs_out else 0
     if needs_out and n_out < 1:
         raise ValueError(f"method {method!r} needs outliers but its out_batch_size in the {PROFILE!r} block of "
-                         f"params.yaml is {cfg.out_batch_size}; set it > 0")
+                         f"the profile is {cfg.out_batch_size}; set it > 0")
     epoch = max([int(t.params.get("warmup_epochs", 0)) for t in terms] + [0])
     cfg = replace(cfg, batch_size=batch_size, out_batch_size=n_out)
     return MethodSpec(method, cfg, batch_size, n_out, epoch)
@@ -130,7 +130,7 @@ def method_spec(params: dict, method: str, batch_size: int) -> MethodSpec:
 
 def model_spec(params: dict, name: str) -> dict:
     """``{"name", "num_classes", "mean", "std", "kwargs"}`` of ``name``: the model block of the first profile of
-    params.yaml that names this model (synthetic, then PROFILE), else the model's defaults with CIFAR-10 statistics."""
+    profiles/*.yaml that names this model (synthetic, then PROFILE), else the model's defaults with CIFAR-10 statistics."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
     for profile in ("synthetic", PROFILE):
@@ -791,7 +791,7 @@ def _run(args, model_name: str, methods: list[str], devices: list[torch.device],
 
     print(f"# Training-step speed, {args.size} size ({report['date']}; {report['machine']}; torch {report['torch']})")
     print(f"\nModel {model_name}; ID batch {batch}; {warmup} warm-up + {steps} timed steps per loop; "
-          f"{data.description}. Method compositions and outlier/ID ratios: params.yaml '{PROFILE}'. "
+          f"{data.description}. Method compositions and outlier/ID ratios: profiles/{PROFILE}.yaml. "
           f"Epoch times are estimates: {EPOCH_IMAGES:,} // {batch} steps at the measured step time.\n")
     print(markdown(report["rows"], report["bf16_check"]))
     notes = sorted({n for r in report["rows"] for n in r["notes"]})

@@ -1,6 +1,7 @@
-"""Reading and validating ``params.yaml``, and the parameters of the notebooks.
+"""Reading and validating ``params.yaml`` and ``profiles/*.yaml``, and the parameters of the notebooks.
 
-``params.yaml`` holds every knob of the pipeline. Its top level:
+``params.yaml`` and ``profiles/<name>.yaml`` hold every knob of the pipeline; :func:`load_params` merges them into
+one mapping whose top level is:
 
 * ``profile``: the benchmark profile the pipeline runs (``synthetic`` by default; the paper profiles
   ``cifar10``, ``cifar100``, ``imagenet`` and the stand-in ``cifar10-offline``). Switch with
@@ -8,7 +9,8 @@
 * ``seed``, ``device`` (``auto`` | ``cpu`` | ``cuda``).
 * ``pipeline``: which methods train from scratch and which fine-tune from which checkpoint
   (this is what ``dvc.yaml`` iterates over).
-* one block per profile, each with the same sub-blocks: ``benchmark`` (data), ``model``, ``recipes``
+* one block per profile (the file ``profiles/<name>.yaml``, whose single top-level key is ``<name>``),
+  each with the same sub-blocks: ``benchmark`` (data), ``model``, ``recipes``
   (training schedules), ``method`` (one entry per training method: its recipe, its loss terms, its
   sampler and overrides), ``evaluate`` (scorers and their parameters).
 
@@ -46,11 +48,21 @@ def repo_root(start: Path | None = None) -> Path:
 
 
 def load_params(path: str | Path | None = None) -> dict:
+    """``params.yaml`` (default: the repository's) merged with every ``profiles/<name>.yaml`` beside it."""
     path = Path(path) if path else repo_root() / "params.yaml"
     with open(path) as f:
         params = yaml.safe_load(f)
     if not isinstance(params, dict) or "profile" not in params:
         raise ParamError(f"{path} must be a mapping with a top-level 'profile' key")
+    for prof in sorted((path.parent / "profiles").glob("*.yaml")):
+        with open(prof) as f:
+            block = yaml.safe_load(f)
+        if not isinstance(block, dict) or list(block) != [prof.stem]:
+            raise ParamError(f"{prof} must hold one top-level key, {prof.stem!r} (the profile's name), "
+                             f"found {list(block) if isinstance(block, dict) else type(block).__name__}")
+        if prof.stem in params:
+            raise ParamError(f"profile {prof.stem!r} is defined twice: in {path.name} and in {prof}; keep one")
+        params[prof.stem] = block[prof.stem]
     return params
 
 
@@ -67,7 +79,7 @@ def profile_params(params: dict, profile: str | None = None) -> dict:
     block = params[profile]
     for key in ("benchmark", "model", "recipes", "method", "evaluate"):
         if key not in block:
-            raise ParamError(f"profile {profile!r} lacks its {key!r} block in params.yaml")
+            raise ParamError(f"profile {profile!r} lacks its {key!r} block in profiles/{profile}.yaml")
     return block
 
 
@@ -218,7 +230,7 @@ def _pos_num(v) -> bool:
 # name -> (check, allowed-values text). Checks that depend on params.yaml (profile, method, scorer
 # names) are added in check_notebook_params.
 _COMMON = {
-    "profile": (None, "a profile of params.yaml"),
+    "profile": (None, "a profile of profiles/<name>.yaml"),
     "device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu, cuda"),
 }
 NOTEBOOK_SCHEMAS: dict[str, dict[str, tuple]] = {

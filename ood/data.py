@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "DATA_ROOT", "SHARED_DATA", "SYNTHETIC_SIZES", "ArrayDataset", "Loader", "augment_batch", "load",
+    "DATA_ROOT", "SHARED_DATA", "SYNTHETIC_SIZES", "ArrayDataset", "FolderDataset", "folder_dataset", "locate_folder", "Loader",
+    "augment_batch", "load",
     "load_folder", "describe", "DATASETS", "DatasetInfo", "FileInfo", "DataMissingError", "ChecksumError",
     "file_checksum",
 ]
@@ -98,6 +99,16 @@ class ArrayDataset:
     def to(self, device) -> "ArrayDataset":
         """The same set with images and labels on ``device`` (no copy if already there)."""
         return replace(self, images=self.images.to(device), labels=self.labels.to(device))
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first ``n`` images, uint8 ``(n, 3, H, W)`` (sample grids)."""
+        return self.images[:n]
+
+    def fingerprint(self) -> str:
+        """sha256 (16 hex digits) of the images and labels: changes iff the data change."""
+        h = hashlib.sha256(self.images.cpu().numpy().tobytes())
+        h.update(self.labels.cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def subset(self, n: int, seed: int = 0) -> "ArrayDataset":
         """A uniformly random subset of ``n`` images, kept in their original order.
@@ -177,7 +188,8 @@ class Loader:
             raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1")
         self.ds = ds
         self.batch_size = batch_size
-        self.device = torch.device(device) if device is not None else ds.images.device
+        default = ds.images.device if isinstance(ds, ArrayDataset) else torch.device("cpu")
+        self.device = torch.device(device) if device is not None else default
         self.shuffle = shuffle
         self.augment = augment
         self.drop_last = drop_last
@@ -189,6 +201,9 @@ class Loader:
         return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(self.ds, FolderDataset):
+            yield from self.ds.batches(self)
+            return
         n, b = len(self.ds), self.batch_size
         order = None
         if self.shuffle:
@@ -206,6 +221,176 @@ class Loader:
             if self.augment:
                 x = augment_batch(x, self.generator, pad=self.pad)
             yield x.float().div_(255), y
+
+
+class _FolderItems(torch.utils.data.Dataset):
+    """Decoded, transformed items of a FolderDataset for a DataLoader: ``(uint8 (3, S, S), label)``.
+
+    ``seed`` None: the evaluation transform. Otherwise the training transform, its random draws from a generator
+    seeded with ``(seed, index)``, so an epoch's augmentations do not depend on the number of workers.
+    """
+
+    def __init__(self, ds: "FolderDataset", seed: int | None):
+        import torchvision.transforms as T
+
+        self.files, self.labels, self.seed = ds.files, ds.labels, seed
+        if seed is None:   # evaluation: the standard ImageNet protocol, Resize(256) + CenterCrop(224) [code: torchvision]
+            self.tf = T.Compose([T.Resize(ds.resize), T.CenterCrop(ds.image_size), T.PILToTensor()])
+        else:              # training: RandomResizedCrop(224) + RandomHorizontalFlip() [code: torchvision, Greg-OOD]
+            self.tf = T.Compose([T.RandomResizedCrop(ds.image_size), T.RandomHorizontalFlip(), T.PILToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with Image.open(self.files[i]) as im:
+            img = im.convert("RGB")
+        if self.seed is None:
+            x = self.tf(img)
+        else:
+            with torch.random.fork_rng(devices=[]):   # torchvision draws from the global generator
+                torch.manual_seed((self.seed * 1_000_003 + i) % (2 ** 63))
+                x = self.tf(img)
+        return x, self.labels[i]
+
+
+@dataclass
+class FolderDataset:
+    """A set of full-resolution image files read batch by batch: the streaming counterpart of ``ArrayDataset``.
+
+    For sets that do not fit in memory (the ImageNet profile: 1.28M images, or 130,000 auxiliary ones). ``Loader``
+    takes either kind; for a FolderDataset it decodes in a ``torch.utils.data.DataLoader`` with ``workers``
+    processes and moves uint8 batches to the device, where they become float in [0, 1] like every other batch.
+    Training batches (``augment=True``) go through ``RandomResizedCrop(image_size)`` + ``RandomHorizontalFlip()``,
+    evaluation batches through ``Resize(resize)`` + ``CenterCrop(image_size)``, torchvision's ImageNet protocol
+    (224 from 256) [code: torchvision reference scripts, used by the Greg-OOD and MOS ImageNet code]. The shuffled
+    order and every augmentation draw come from the loader's generator, so an epoch is reproducible.
+    """
+
+    name: str
+    files: tuple[str, ...]
+    labels: torch.Tensor                      # int64 (N,), -1: unlabelled
+    classes: tuple[str, ...] | None = None
+    image_size: int = 224
+    resize: int = 256
+    workers: int = 4
+    _streams: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.files = tuple(str(f) for f in self.files)
+        if self.labels.dtype != torch.int64 or self.labels.shape != (len(self.files),):
+            raise ValueError(f"FolderDataset {self.name!r}: labels must be int64 ({len(self.files)},), got "
+                             f"{self.labels.dtype} {tuple(self.labels.shape)}")
+        if not self.files:
+            raise ValueError(f"FolderDataset {self.name!r}: no image files")
+        for key in ("image_size", "resize"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"FolderDataset {self.name!r}: {key}={v!r} must be an integer >= 1")
+        if self.resize < self.image_size:
+            raise ValueError(f"FolderDataset {self.name!r}: resize={self.resize} must be >= image_size={self.image_size}")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def to(self, device) -> "FolderDataset":
+        """The same set: files stay on disk and batches go to the loader's device."""
+        return self
+
+    def subset(self, n: int, seed: int = 0) -> "FolderDataset":
+        """A uniformly random subset of ``n`` files, by the same rule as ``ArrayDataset.subset``."""
+        N = len(self)
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= N:
+            raise ValueError(f"subset size n={n!r} must be an integer in 1..{N} (the size of {self.name!r})")
+        if n == N:
+            return self
+        idx = torch.randperm(N, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        return replace(self, files=tuple(self.files[i] for i in idx.tolist()), labels=self.labels[idx], _streams={})
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first ``n`` images through the evaluation transform, uint8 ``(n, 3, S, S)`` (sample grids)."""
+        items = _FolderItems(self, None)
+        return torch.stack([items[i][0] for i in range(min(n, len(self)))])
+
+    def fingerprint(self) -> str:
+        """sha256 (16 hex digits) of the file names, sizes and labels (the files are not read)."""
+        h = hashlib.sha256()
+        for f in self.files:
+            h.update(f"{f}\0{os.path.getsize(f)}\n".encode())
+        h.update(self.labels.numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def batches(self, loader: "Loader") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of ``loader`` (its batch size, shuffle, drop_last, augment, generator and device)."""
+        n, b = len(self), loader.batch_size
+        g = loader.generator
+        order = torch.randperm(n, generator=g) if loader.shuffle else torch.arange(n)
+        seed = int(torch.randint(2 ** 62, (1,), generator=g)) if loader.augment else None
+        order = order.tolist()
+        groups = [order[i * b:(i + 1) * b] for i in range(len(loader))]
+        dl = torch.utils.data.DataLoader(_FolderItems(self, seed), batch_sampler=groups, num_workers=self.workers,
+                                         pin_memory=loader.device.type == "cuda")
+        for x, y in dl:
+            yield (x.to(loader.device, non_blocking=True).float().div_(255),
+                   y.to(loader.device, non_blocking=True))
+
+    def draw(self, n: int, generator: torch.Generator | None, augment: bool, device) -> torch.Tensor:
+        """``n`` random images as float in [0, 1] on ``device``: the outlier batches of training.
+
+        Draws come from one endless shuffled stream per ``(n, augment, device)``, seeded from ``generator`` at its
+        first use (an ArrayDataset draws with replacement each step; a stream reads each file once per pass).
+        """
+        key = (n, augment, str(device))
+        stream = self._streams.get(key)
+        if stream is None:
+            seed = int(torch.randint(2 ** 62, (1,), generator=generator))
+            loader = Loader(self, n, device=device, shuffle=True, augment=augment, drop_last=True,
+                            generator=torch.Generator().manual_seed(seed))
+            if len(loader) == 0:
+                raise ValueError(f"{self.name!r}: cannot draw {n} images from a set of {len(self)}")
+            stream = self._streams[key] = _endless(loader)
+        return next(stream)[0]
+
+
+def _endless(loader: "Loader") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    while True:
+        yield from loader
+
+
+def folder_dataset(name: str, folder: str | Path, classes: list[str] | None = None, *, labelled: bool = True,
+                   image_size: int = 224, resize: int = 256, workers: int = 4) -> FolderDataset:
+    """A FolderDataset of the images under ``folder``.
+
+    ``classes``: the class sub-folders to read, in label order (label = position; e.g. a GReg ImageNet subset);
+    None: every sub-folder in sorted order (ImageFolder's rule), or, when ``folder`` has no sub-folders with
+    images, the images under it. ``labelled=False``: labels -1 (OOD and auxiliary sets). Only the listed class
+    folders are scanned, so a 10-class subset of ImageNet does not list 1.28M files.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataMissingError(f"{name}: missing folder {folder}")
+    if classes is None:
+        classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and _has_images(d))
+    files, labels = [], []
+    if classes:
+        for k, c in enumerate(classes):
+            d = folder / c
+            found = _find_images(d) if d.is_dir() else []
+            if not found:
+                raise DataMissingError(f"{name}: class folder {d} is missing or has no images "
+                                       f"({len(classes)} class folders expected under {folder})")
+            files += found
+            labels += [k if labelled else -1] * len(found)
+    else:
+        files = _find_images(folder)
+        labels = [-1] * len(files)
+    if not files:
+        raise DataMissingError(f"{name}: no images under {folder}")
+    return FolderDataset(name=name, files=tuple(files), labels=torch.tensor(labels, dtype=torch.int64),
+                         classes=tuple(classes) if (classes and labelled) else None, image_size=image_size,
+                         resize=resize, workers=workers)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -921,6 +1106,16 @@ def _load_image_folder(info: DatasetInfo, root: Path, split: str, image_size: in
             warnings.warn(f"could not write the decoded cache {cache} ({e}); the images will be decoded again next time")
     images = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     return ArrayDataset(info.name, images, torch.full((len(files),), -1, dtype=torch.int64))
+
+
+def locate_folder(name: str, root=None, *, download: bool = False) -> Path:
+    """The image folder of a registry folder set (e.g. ``inaturalist``) under ``root``: extracted from its archive
+    (after its checksum) when needed, downloaded when ``download`` and a URL is known, else ``DataMissingError``."""
+    info = _info(name)
+    if not info.folders or name == "imagenet":
+        raise ValueError(f"dataset {name!r} has no single image folder; allowed: "
+                         f"{', '.join(k for k, v in DATASETS.items() if v.folders and k != 'imagenet')}")
+    return _locate_folder(info, Path(root) if root is not None else DATA_ROOT, download)
 
 
 def load_folder(name: str, root=None, transform=None, *, split: str = "val", download: bool = False):

@@ -11,7 +11,6 @@ Paths (relative to the repository root; ``<p>`` is the profile, ``<m>`` the meth
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,11 +60,7 @@ def load_benchmark(params: dict, profile: str | None = None, *, with_aux: bool =
     seed = b.get("data_seed", 0)
     sizes = b.get("sizes", {}) or {}
     if b.get("image_size", 32) != 32:
-        raise NotImplementedError(
-            f"profile {profile!r}: {b['image_size']}px images ({b['id']}) need the streaming ImageFolder training path, "
-            "which is not built yet (the training loop holds 32x32 sets in memory). The profile's settings are in "
-            "params.yaml and its data can be checked with ood.data.load_folder; allowed profiles to run now: "
-            + ", ".join(p for p in C.profiles(params) if C.profile_params(params, p)["benchmark"].get("image_size", 32) == 32))
+        return _folder_benchmark(b, profile, Path(root), with_aux=with_aux)
 
     def get(name, split, size_key):
         return load(name, split, root, seed=seed, n=sizes.get(size_key))
@@ -84,15 +79,74 @@ def load_benchmark(params: dict, profile: str | None = None, *, with_aux: bool =
     )
 
 
+#: Auxiliary outliers of the ImageNet profile: Greg-OOD's ``imagenetAuxClassAndIndex.pth``, the ImageNet-1k training
+#: classes k (sorted wnid order) with 100 <= perm[k] < 200, perm = numpy.random.RandomState(1993).permutation(1000)
+#: (ood/imagenet_subsets.yaml states the rule and its check against the authors' files) [code: Greg-OOD].
+IMAGENET_AUX_RULE = {"seed": 1993, "low": 100, "high": 200}
+
+
+def imagenet_aux_classes(train_folder: Path) -> list[str]:
+    """The wnids of GReg's ImageNet auxiliary-outlier classes, from the 1,000 class folders of ``train_folder``."""
+    import numpy as np
+
+    wnids = sorted(d.name for d in Path(train_folder).iterdir() if d.is_dir())
+    if len(wnids) != 1000:
+        raise C.ParamError(f"imagenet-aux100 needs the 1,000 ImageNet-1k class folders under {train_folder} (the rule "
+                           f"permutes all of them), found {len(wnids)}; set the profile's benchmark.aux to null to "
+                           "train without outliers")
+    perm = np.random.RandomState(IMAGENET_AUX_RULE["seed"]).permutation(1000)
+    return [w for w, p in zip(wnids, perm) if IMAGENET_AUX_RULE["low"] <= p < IMAGENET_AUX_RULE["high"]]
+
+
+def _folder_benchmark(b: dict, profile: str, root: Path, *, with_aux: bool) -> Benchmark:
+    """A full-resolution benchmark (the ImageNet profile) of FolderDatasets, streamed from ``root``.
+
+    ID: ``<root>/imagenet/{train,val}/<wnid>/`` restricted to ``benchmark.subset`` (a GReg class subset of
+    ood/imagenet_subsets.yaml, labels in its order; null: all 1,000 classes). OOD: the registry's image folders
+    (load_folder's checks and messages). Auxiliary: ``imagenet-aux100`` (IMAGENET_AUX_RULE) or null.
+    """
+    from ood.data import DataMissingError, folder_dataset, load_folder, locate_folder
+    from ood.reference import load_imagenet_subset
+
+    if b["id"] != "imagenet":
+        raise C.ParamError(f"profile {profile!r}: image_size {b['image_size']} needs benchmark.id imagenet (the only "
+                           f"full-resolution ID set), got {b['id']!r}")
+    kw = {"image_size": b["image_size"], "resize": b.get("resize", 256), "workers": b.get("workers", 4)}
+    base = root / "imagenet"
+    for split in ("train", "val"):
+        if not (base / split).is_dir():
+            load_folder("imagenet", root, split=split)   # raises the DataMissingError with where to get it
+    subset = b.get("subset")
+    classes = load_imagenet_subset(subset) if subset else None
+    id_train = folder_dataset("imagenet", base / "train", classes, **kw)
+    id_test = folder_dataset("imagenet", base / "val", list(id_train.classes), **kw)
+    if len(id_test.classes) != b["num_classes"]:
+        raise C.ParamError(f"profile {profile!r}: benchmark.num_classes is {b['num_classes']} but the ID classes are "
+                           f"{len(id_test.classes)}")
+    ood = {}
+    for disp, name in (b["ood"] if isinstance(b["ood"], dict) else {n: n for n in b["ood"]}).items():
+        ood[disp] = folder_dataset(name, locate_folder(name, root), labelled=False, **kw)
+    aux = None
+    if with_aux and b.get("aux"):
+        if b["aux"] != "imagenet-aux100":
+            raise C.ParamError(f"profile {profile!r}: benchmark.aux {b['aux']!r} is not available at "
+                               f"{b['image_size']}px; allowed: imagenet-aux100, null")
+        aux_classes = imagenet_aux_classes(base / "train")
+        if classes and set(aux_classes) & set(classes):
+            raise DataMissingError(f"imagenet-aux100 overlaps the ID subset {subset!r}; check ood/imagenet_subsets.yaml")
+        aux = folder_dataset("imagenet-aux100", base / "train", aux_classes, labelled=False, **kw)
+    return Benchmark(name=profile, id_train=id_train, id_test=id_test, ood=ood, aux=aux,
+                     num_classes=b["num_classes"], notes=b.get("notes", ""))
+
+
 def data_manifest(bench: Benchmark) -> pd.DataFrame:
     """One row per set: role, dataset name, size, shape, and a sha256 of its bytes (so stages rerun iff data change)."""
     rows = []
 
     def add(role, key, ds):
-        h = hashlib.sha256(ds.images.cpu().numpy().tobytes())
-        h.update(ds.labels.cpu().numpy().tobytes())
+        shape = ds.images.shape[1:] if hasattr(ds, "images") else (3, ds.image_size, ds.image_size)
         rows.append({"role": role, "set": key, "dataset": ds.name, "n": len(ds),
-                     "shape": "x".join(map(str, ds.images.shape[1:])), "sha256": h.hexdigest()[:16]})
+                     "shape": "x".join(map(str, shape)), "sha256": ds.fingerprint()})
 
     add("id-train", "train", bench.id_train)
     add("id-test", "test", bench.id_test)

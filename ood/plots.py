@@ -43,7 +43,7 @@ def sample_grid(sets: Mapping[str, object], n: int = 8, path=None, pdf=False, ti
     """One row per set, ``n`` images each (the first ``n``: sets are already in a seeded random order)."""
     fig, axes = plt.subplots(len(sets), n, figsize=(n * 0.9, len(sets) * 1.0 + 0.2), squeeze=False)
     for r, (name, ds) in enumerate(sets.items()):
-        imgs = _to_hwc(ds.images[:n])
+        imgs = _to_hwc(ds.head(n))
         classes = getattr(ds, "classes", None)
         for c in range(n):
             ax = axes[r, c]

@@ -87,13 +87,6 @@ def test_unknown_recipe_key_is_reported(params):
         C.method_config(bad, "ce", "synthetic")
 
 
-def test_imagenet_profile_stops_at_once_with_a_message(params):
-    from ood import pipeline
-
-    with pytest.raises(NotImplementedError, match="streaming ImageFolder training path.*allowed profiles to run now: .*cifar10"):
-        pipeline.load_benchmark(params, "imagenet")
-
-
 def test_channels_last_is_auto_by_device_and_method(params):
     ce = C.method_config(params, "ce", "synthetic")
     greg = C.method_config(params, "greg", "synthetic")
@@ -105,3 +98,21 @@ def test_channels_last_is_auto_by_device_and_method(params):
     assert C.uses_channels_last(forced, "cpu")
     with pytest.raises(C.ParamError, match="channels_last"):
         C.method_config(params, "ce", "synthetic", channels_last="yes")
+
+
+def test_profiles_live_in_their_own_files_and_are_checked(tmp_path):
+    (tmp_path / "params.yaml").write_text("profile: a\nseed: 0\n")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "a.yaml").write_text("a: {benchmark: {}, model: {}, recipes: {}, method: {}, evaluate: {}}\n")
+    params = C.load_params(tmp_path / "params.yaml")
+    assert C.profiles(params) == ["a"] and C.profile_params(params)["model"] == {}
+    (tmp_path / "profiles" / "b.yaml").write_text("c: {}\n")
+    with pytest.raises(C.ParamError, match=r"b.yaml must hold one top-level key, 'b'"):
+        C.load_params(tmp_path / "params.yaml")
+    (tmp_path / "profiles" / "b.yaml").write_text("b: {model: {}}\n")
+    with pytest.raises(C.ParamError, match=r"profile 'b' lacks its 'benchmark' block in profiles/b.yaml"):
+        C.profile_params(C.load_params(tmp_path / "params.yaml"), "b")
+
+
+def test_repository_profiles_are_the_documented_five(params):
+    assert C.profiles(params) == ["cifar10", "cifar10-offline", "cifar100", "imagenet", "synthetic"]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -32,7 +31,9 @@ def repro():
 
 @pytest.fixture(scope="session")
 def params():
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+    from ood.config import load_params
+
+    return load_params(ROOT / "params.yaml")
 
 
 def test_pipeline_writes_the_tables_with_every_method_and_scorer(repro, params):
@@ -71,10 +72,10 @@ def test_dvc_metrics_show_prints_headline_numbers(repro):
 
 
 def test_changing_one_method_parameter_reruns_only_that_method(repro):
-    path = ROOT / "params.yaml"
+    path = ROOT / "profiles" / "synthetic.yaml"
     text = path.read_text()
     new, n = re.subn(r"(\n    greg: \{recipe: finetune,)", r"\1 epochs: 3,", text, count=1)
-    assert n == 1, "params.yaml layout changed: update this test"
+    assert n == 1, "profiles/synthetic.yaml layout changed: update this test"
     try:
         path.write_text(new)
         p = run(str(BIN / "dvc"), "repro", "--dry")
