@@ -118,6 +118,10 @@ def _folder_benchmark(b: dict, profile: str, root: Path, *, with_aux: bool) -> B
             load_folder("imagenet", root, split=split)   # raises the DataMissingError with where to get it
     subset = b.get("subset")
     classes = load_imagenet_subset(subset) if subset else None
+    if with_aux and b.get("aux") and not classes:
+        raise C.ParamError(f"profile {profile!r}: benchmark.aux {b['aux']!r} draws ImageNet-1k classes, which are all "
+                           "ID when benchmark.subset is null; set benchmark.aux to null (CE and BFM need no outliers) "
+                           "or choose a subset (imagenet10, imagenet20)")
     id_train = folder_dataset("imagenet", base / "train", classes, **kw)
     id_test = folder_dataset("imagenet", base / "val", list(id_train.classes), **kw)
     if len(id_test.classes) != b["num_classes"]:
@@ -132,7 +136,7 @@ def _folder_benchmark(b: dict, profile: str, root: Path, *, with_aux: bool) -> B
             raise C.ParamError(f"profile {profile!r}: benchmark.aux {b['aux']!r} is not available at "
                                f"{b['image_size']}px; allowed: imagenet-aux100, null")
         aux_classes = imagenet_aux_classes(base / "train")
-        if classes and set(aux_classes) & set(classes):
+        if set(aux_classes) & set(classes):
             raise DataMissingError(f"imagenet-aux100 overlaps the ID subset {subset!r}; check ood/imagenet_subsets.yaml")
         aux = folder_dataset("imagenet-aux100", base / "train", aux_classes, labelled=False, **kw)
     return Benchmark(name=profile, id_train=id_train, id_test=id_test, ood=ood, aux=aux,

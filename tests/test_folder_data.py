@@ -184,3 +184,10 @@ def test_imagenet_aux_rule_needs_the_1000_classes(tmp_path):
     (tmp_path / "n0").mkdir()
     with pytest.raises(C.ParamError, match="1,000 ImageNet-1k class folders.*found 1"):
         pipeline.imagenet_aux_classes(tmp_path)
+
+
+def test_imagenet_1k_as_id_refuses_imagenet_auxiliary_classes(imagenet_root):
+    params = _tiny_imagenet_params()
+    params["imagenet"]["benchmark"]["subset"] = None
+    with pytest.raises(C.ParamError, match="all ID when benchmark.subset is null; set benchmark.aux to null"):
+        pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)
