@@ -76,6 +76,15 @@ class ChecksumError(ValueError):
 # ArrayDataset, Loader, augmentation
 # ----------------------------------------------------------------------------------------------------------
 
+def _subset_indices(name: str, N: int, n: int, seed: int) -> torch.Tensor | None:
+    """Sorted indices of a uniformly random ``n`` of ``N`` items (None: all of them), the subset rule of both datasets."""
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= N:
+        raise ValueError(f"subset size n={n!r} must be an integer in 1..{N} (the size of {name!r})")
+    if n == N:
+        return None
+    return torch.randperm(N, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
 @dataclass
 class ArrayDataset:
     """A set of small images held as one uint8 tensor ``(N, 3, H, W)`` and int64 labels ``(N,)`` (-1: unlabelled)."""
@@ -116,12 +125,9 @@ class ArrayDataset:
         The indices are ``sorted(torch.randperm(N, generator=torch.Generator().manual_seed(seed))[:n])``,
         so a subset is reproducible from ``(n, seed)`` and a smaller ``n`` with the same seed is not nested [ours].
         """
-        N = len(self)
-        if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= N:
-            raise ValueError(f"subset size n={n!r} must be an integer in 1..{N} (the size of {self.name!r})")
-        if n == N:
+        idx = _subset_indices(self.name, len(self), n, seed)
+        if idx is None:
             return self
-        idx = torch.randperm(N, generator=torch.Generator().manual_seed(seed))[:n].sort().values
         idx = idx.to(self.images.device)
         return replace(self, images=self.images[idx], labels=self.labels[idx])
 
@@ -301,12 +307,9 @@ class FolderDataset:
 
     def subset(self, n: int, seed: int = 0) -> "FolderDataset":
         """A uniformly random subset of ``n`` files, by the same rule as ``ArrayDataset.subset``."""
-        N = len(self)
-        if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= N:
-            raise ValueError(f"subset size n={n!r} must be an integer in 1..{N} (the size of {self.name!r})")
-        if n == N:
+        idx = _subset_indices(self.name, len(self), n, seed)
+        if idx is None:
             return self
-        idx = torch.randperm(N, generator=torch.Generator().manual_seed(seed))[:n].sort().values
         return replace(self, files=tuple(self.files[i] for i in idx.tolist()), labels=self.labels[idx], _streams={})
 
     def head(self, n: int) -> torch.Tensor:
