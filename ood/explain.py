@@ -42,7 +42,6 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 from matplotlib.collections import LineCollection
 from matplotlib.patches import Patch
@@ -50,7 +49,7 @@ from torch import Tensor
 
 from ood import config as C
 from ood.losses import background_mask, energy
-from ood.metrics import auroc, fpr_at_tpr
+from ood.metrics import auroc, fpr_at_tpr, roc_curve
 from ood.models import OODNet
 from ood.plots import save
 from ood.sampling import EnergyClusterSampler, RandomSampler
@@ -441,6 +440,8 @@ def grad_norm_figure(models: Mapping[str, OODNet], sets: Mapping[str, Tensor], p
     and outliers above the outlier margin, so after GReg the boxes move down: the energy is flatter around
     the training data and a small perturbation cannot flip the decision. ``table``: the output of
     :func:`grad_norm_table` when already computed (``models`` and ``sets`` then only give the order)."""
+    import seaborn as sns  # on use: seaborn imports scipy.stats (about 1 s), which no other figure needs
+
     df = grad_norm_table(models, sets) if table is None else table
     fig, ax = plt.subplots(figsize=(0.55 * len(sets) * max(2, len(models)) + 2.2, 3.0))
     with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated `vert` to boxplot
@@ -532,8 +533,6 @@ def roc_threshold_figure(id_scores, ood_scores, score_name: str = "score", ood_n
     samples (:func:`tpr_threshold`); the OOD mass right of :math:`t` is the FPR at 95% TPR. Right: the ROC
     curve (TPR = ID accepted, FPR = OOD accepted, as the threshold sweeps), the area under it shaded
     (AUROC) and the operating point at 95% TPR marked. The numbers come from :mod:`ood.metrics`."""
-    from sklearn.metrics import roc_curve
-
     sid = np.asarray(torch.as_tensor(id_scores).detach().cpu().double()).ravel()
     sood = np.asarray(torch.as_tensor(ood_scores).detach().cpu().double()).ravel()
     thr = tpr_threshold(sid, tpr)
@@ -549,8 +548,7 @@ def roc_threshold_figure(id_scores, ood_scores, score_name: str = "score", ood_n
     a1.set_ylabel("density")
     a1.set_title(f"Scores: ID test vs {ood_name}; OOD accepted (≥ t): FPR{100 * tpr:.0f} = {fpr95:.1f}%")
     a1.legend(frameon=False, fontsize=7, loc="upper right")
-    y = np.r_[np.ones(sid.size), np.zeros(sood.size)]
-    f, t, _ = roc_curve(y, np.r_[sid, sood])
+    f, t, _ = roc_curve(sid, sood)
     a2.plot(f, t, color="k", lw=1.3)
     a2.fill_between(f, 0, t, color=COLORS["id"], alpha=0.12, step="post")
     a2.plot([0, 1], [0, 1], color="0.7", lw=0.6)

@@ -9,17 +9,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ood.metrics import roc_curve
+
 __all__ = ["save", "sample_grid", "score_histograms", "score_histogram_grid", "roc_curves", "roc_grid", "training_curves", "heatmap", "STYLE"]
 
 STYLE = {"figure.dpi": 100, "savefig.dpi": 120, "axes.spines.top": False, "axes.spines.right": False,
          "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8}
 plt.rcParams.update(STYLE)
-
-
-def _roc_curve(y, s):
-    from sklearn.metrics import roc_curve  # imported on use: sklearn and scipy slow every notebook's start
-
-    return roc_curve(y, s)
 
 
 def save(fig, path: str | Path | None, pdf: bool = False):
@@ -89,8 +85,7 @@ def roc_curves(scores: Mapping[str, np.ndarray], scorer: str, ood_sets: Sequence
     fig, ax = plt.subplots(figsize=(3.4, 3.2))
     for name in ood_sets:
         so = scores[f"{scorer}/{name}"]
-        y = np.r_[np.ones(len(sid)), np.zeros(len(so))]
-        fpr, tpr, _ = _roc_curve(y, np.r_[sid, so])
+        fpr, tpr, _ = roc_curve(sid, so)
         line, = ax.plot(fpr, tpr, lw=1.2, label=name)
         i = np.searchsorted(tpr, 0.95)
         ax.plot(fpr[min(i, len(fpr) - 1)], 0.95, "o", color=line.get_color(), ms=4)
@@ -180,7 +175,7 @@ def roc_grid(scores_by_method: Mapping[str, Mapping[str, np.ndarray]], scorer: s
         sid = sc[f"{scorer}/id"]
         for name in ood_sets:
             so = sc[f"{scorer}/{name}"]
-            fpr, tpr, _ = _roc_curve(np.r_[np.ones(len(sid)), np.zeros(len(so))], np.r_[sid, so])
+            fpr, tpr, _ = roc_curve(sid, so)
             line, = ax.plot(fpr, tpr, lw=1.1, label=name)
             i = min(np.searchsorted(tpr, 0.95), len(fpr) - 1)
             ax.plot(fpr[i], 0.95, "o", color=line.get_color(), ms=3.5)

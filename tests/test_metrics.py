@@ -1,8 +1,12 @@
 """OOD metrics on hand-computed cases (higher score = more ID; FPR95 and AUPR-In with ID positive)."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
+from ood import metrics as M
 from ood.metrics import aupr_in, aupr_out, auroc, fpr_at_tpr, summarize
 
 
@@ -104,3 +108,43 @@ def test_rejects_empty_and_bad_shapes_and_tpr():
         fpr_at_tpr([1.0], [0.0], tpr=0.0)
     with pytest.raises(ValueError, match="tpr"):
         fpr_at_tpr([1.0], [0.0], tpr=95)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_auroc_and_aupr_equal_scikit_learn_with_ties_and_imbalance(seed):
+    """Our numpy AUROC/AUPR are scikit-learn's estimators (roc_auc_score, average_precision_score)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    n_id, n_ood = int(rng.integers(1, 400)), int(rng.integers(1, 400))
+    levels = int(rng.integers(2, 30)) if seed % 2 else 10**6  # odd seeds: few distinct values, many ties
+    s_id = rng.integers(0, levels, n_id) / 7 + 0.3
+    s_ood = rng.integers(0, levels, n_ood) / 7
+    y = np.r_[np.ones(n_id), np.zeros(n_ood)]
+    s = np.r_[s_id, s_ood]
+    assert M.auroc(s_id, s_ood) == pytest.approx(100 * roc_auc_score(y, s), abs=1e-9)
+    assert M.aupr_in(s_id, s_ood) == pytest.approx(100 * average_precision_score(y, s), abs=1e-9)
+    assert M.aupr_out(s_id, s_ood) == pytest.approx(100 * average_precision_score(1 - y, -s), abs=1e-9)
+
+
+def test_scoring_and_plotting_do_not_import_scikit_learn():
+    """scikit-learn and SciPy cost about 1.5 s of import in every evaluate stage; only the tests use them."""
+    code = ("import sys, numpy as np\nfrom ood import evaluate, explain, metrics, plots\n"
+            "metrics.summarize(np.arange(5.0), np.arange(3.0)); metrics.roc_curve([1.0, 2.0], [0.5])\n"
+            "assert 'sklearn' not in sys.modules and 'scipy.stats' not in sys.modules, 'sklearn imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_roc_curve_points_equal_scikit_learn(seed):
+    from sklearn.metrics import roc_curve as sk_roc
+
+    rng = np.random.default_rng(seed)
+    s_id = rng.integers(0, 12 if seed % 2 else 10**6, 150) / 3.0 + 0.2
+    s_ood = rng.integers(0, 12 if seed % 2 else 10**6, 90) / 3.0
+    fpr, tpr, thr = M.roc_curve(s_id, s_ood)
+    f2, t2, th2 = sk_roc(np.r_[np.ones(150), np.zeros(90)], np.r_[s_id, s_ood], drop_intermediate=False)
+    np.testing.assert_allclose(fpr, f2, atol=1e-12)
+    np.testing.assert_allclose(tpr, t2, atol=1e-12)
+    np.testing.assert_array_equal(thr[1:], th2[1:])
+    assert thr[0] == np.inf and fpr[-1] == 1.0 and tpr[-1] == 1.0

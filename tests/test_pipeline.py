@@ -1,7 +1,8 @@
 """The DVC pipeline on the default (synthetic) profile, end to end.
 
-The first test runs `dvc repro` in the checkout (a no-op when the pipeline is up to date, the whole
-pipeline from a fresh clone), so the notebooks checked by nbval afterwards find its outputs.
+The ``repro`` fixture (conftest.py) is `dvc repro` of the checkout: a no-op when the pipeline is up to date, the
+whole pipeline from a fresh clone. It starts in the background at the end of collection; the tests that take it,
+and the notebooks checked by nbval, run after it has finished.
 """
 import os
 import re
@@ -22,11 +23,6 @@ def run(*args, check=True, timeout=1800):
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p
-
-
-@pytest.fixture(scope="session")
-def repro():
-    return run(str(BIN / "dvc"), "repro")
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +112,13 @@ def test_nbrun_skips_the_slow_iri_checker_and_stops_kernels_at_once():
     p = run(sys.executable, "-c", code, timeout=120)
     assert p.stdout.strip().endswith("FastStopEngine")
     assert "Usage: python -m ood.nbrun" in p.stdout
+
+
+def test_pipeline_runs_in_the_background_and_its_tests_run_last(request):
+    """conftest.py: the tests that need `dvc repro` come after every other test, and `dvc repro` was started at
+    collection exactly when some collected test needs it."""
+    import conftest
+
+    flags = [conftest.needs_pipeline(i) for i in request.session.items]
+    assert flags == sorted(flags), "a test that needs the pipeline is collected before a unit test"
+    assert any(flags) == ("proc" in conftest._bg or "result" in conftest._bg)
