@@ -6,8 +6,10 @@ needs the pipeline's outputs, ``dvc repro`` starts in the background at the end 
 
 * the tests that need it run last, each after ``dvc repro`` has finished: a test taking the ``repro`` fixture, a
   test marked ``pipeline``, and every notebook under nbval (they read the pipeline's checkpoints and scores);
-* every other test runs first, meanwhile, with one torch thread, leaving the other core to the pipeline
-  (restored when the pipeline is waited for).
+* every other test runs first, meanwhile, with one torch thread and at the lowest CPU priority (``os.nice(19)``):
+  the pipeline keeps both cores when it computes, and the unit tests fill the gaps when it does not. The thread
+  count is restored when the pipeline is waited for; the priority stays low for the rest of the session (an
+  unprivileged process cannot raise it again), which costs nothing once nothing else runs.
 
 A failed ``dvc repro`` fails the ``repro`` fixture and every test that needs it, with the end of its output. If the
 session ends first (``-x``, Ctrl-C), the background pipeline is stopped; DVC reruns the interrupted stage next time.
@@ -63,6 +65,11 @@ def pytest_collection_finish(session):
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
+    if hasattr(os, "nice"):  # not on Windows
+        try:
+            os.nice(19)
+        except OSError:  # pragma: no cover - a platform that refuses
+            pass
 
 
 def wait_for_pipeline() -> subprocess.CompletedProcess:

@@ -62,7 +62,8 @@ def evaluate(model: OODNet, *, id_train: ArrayDataset, id_test: ArrayDataset, oo
     # vs 4.5 s NCHW at batch 500) and use the tensor-core layout on CUDA; the model is left in eval mode and this format
     model = model.to(device).eval().to(memory_format=torch.channels_last)
     built = {name: build_scorer(name, **(p or {})) for name, p in scorers.items()}
-    train_pen, train_logits, train_y = _features(model, id_train, device, batch_size, progress)
+    if any(s.needs_fit for s in built.values()):  # ID-train features only for the scorers fitted on them
+        train_pen, train_logits, train_y = _features(model, id_train, device, batch_size, progress)
     sets = {"id": id_test, **ood_sets}
     feats = {name: _features(model, ds, device, batch_size, progress) for name, ds in sets.items()}
     pen_id, logits_id, y_id = feats["id"]

@@ -49,7 +49,7 @@ from torch import Tensor
 
 from ood import config as C
 from ood.losses import background_mask, energy
-from ood.metrics import auroc, fpr_at_tpr, roc_curve
+from ood.metrics import auroc, fpr_at_tpr, roc_curve, tpr_threshold  # tpr_threshold: re-exported for the tour
 from ood.models import OODNet
 from ood.plots import save
 from ood.sampling import EnergyClusterSampler, RandomSampler
@@ -248,18 +248,6 @@ def sampler_picks(model: OODNet, aux_images, n_pick: int, seed: int = 0, **sampl
 # Metrics: the FPR95 operating point
 # ----------------------------------------------------------------------------------------------
 
-def tpr_threshold(id_scores, tpr: float = 0.95) -> float:
-    r"""The threshold :math:`t` of :func:`ood.metrics.fpr_at_tpr`: with the :math:`n` ID scores sorted in
-    decreasing order, :math:`t = s_{(m)}`, :math:`m = \lceil \text{tpr}\cdot n\rceil` - the largest threshold
-    that accepts (score :math:`\ge t`) at least ``tpr`` of the ID samples (ID positive). FPR95 is then
-    the fraction of OOD scores :math:`\ge t`."""
-    s = np.sort(np.asarray(torch.as_tensor(id_scores).detach().cpu().double()).ravel())[::-1]
-    if s.size == 0:
-        raise ValueError("id_scores is empty")
-    m = max(1, min(s.size, int(math.ceil(round(tpr * s.size, 9)))))
-    return float(s[m - 1])
-
-
 # ----------------------------------------------------------------------------------------------
 # Small tables for the tour
 # ----------------------------------------------------------------------------------------------
@@ -415,7 +403,7 @@ def feature_norm_hist_figure(models: Mapping[str, OODNet], x_id, x_bg, y_id=None
         hi = max(np.percentile(v, 99.5) for v, _ in groups.values()) or 1.0
         bins = np.linspace(0, hi, 40)
         for label, (v, col) in groups.items():
-            ax.hist(v, bins=bins, density=True, alpha=0.5, color=col, label=label)
+            ax.hist(v, bins=bins, density=True, alpha=0.5, color=col, label=label, histtype="stepfilled")
         ax.set_title(m)
         ax.set_xlabel("local feature norm ‖f_hw‖₂")
     axes[0, 0].set_ylabel("density")
@@ -540,8 +528,8 @@ def roc_threshold_figure(id_scores, ood_scores, score_name: str = "score", ood_n
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(7.4, 2.9), gridspec_kw={"width_ratios": [1.4, 1]})
     lo, hi = np.percentile(np.r_[sid, sood], [0.5, 99.5])
     bins = np.linspace(lo, hi if hi > lo else lo + 1, 50)
-    a1.hist(sid, bins=bins, density=True, alpha=0.55, color=COLORS["id"], label="ID test")
-    a1.hist(sood, bins=bins, density=True, alpha=0.55, color=COLORS["ood"], label=ood_name)
+    a1.hist(sid, bins=bins, density=True, alpha=0.55, color=COLORS["id"], label="ID test", histtype="stepfilled")
+    a1.hist(sood, bins=bins, density=True, alpha=0.55, color=COLORS["ood"], label=ood_name, histtype="stepfilled")
     a1.axvline(thr, color="k", lw=1.0, ls="--", label=f"threshold t (keeps {100 * tpr:.0f}% of ID)")
     a1.axvspan(thr, bins[-1], color="0.5", alpha=0.08, label="accepted as ID (score ≥ t)")
     a1.set_xlabel(f"{score_name} score (higher = more ID)")

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-__all__ = ["fpr_at_tpr", "auroc", "aupr_in", "aupr_out", "summarize", "roc_curve"]
+__all__ = ["fpr_at_tpr", "tpr_threshold", "auroc", "aupr_in", "aupr_out", "summarize", "roc_curve"]
 
 
 def _as_array(x, name: str) -> np.ndarray:
@@ -108,13 +108,20 @@ def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95) -> float:
     scores instead of ``sklearn.metrics.roc_curve`` so that the threshold and the tie rule are explicit.
     """
     s_id, s_ood = _pair(id_scores, ood_scores)
+    return 100.0 * float(np.mean(s_ood >= tpr_threshold(s_id, tpr)))
+
+
+def tpr_threshold(id_scores, tpr: float = 0.95) -> float:
+    """The threshold ``t`` of :func:`fpr_at_tpr`: ``t = s_(m)``, ``m = ceil(tpr * n)``, with the ``n`` ID scores
+    sorted in decreasing order - the largest threshold that accepts (score ``>= t``) at least ``tpr`` of the ID
+    samples. The figures draw it; FPR95 is the fraction of OOD scores ``>= t``."""
+    s_id = _as_array(id_scores, "id_scores")
     if not (isinstance(tpr, (int, float)) and 0.0 < tpr <= 1.0):
         raise ValueError(f"tpr={tpr!r} must be a number in (0, 1]")
     n = s_id.size
     # round() removes float fuzz such as 0.95 * 100 = 95.00000000000001 before the ceiling
     m = max(1, min(n, int(math.ceil(round(tpr * n, 9)))))
-    t = np.sort(s_id)[::-1][m - 1]
-    return 100.0 * float(np.mean(s_ood >= t))
+    return float(np.sort(s_id)[::-1][m - 1])
 
 
 def auroc(id_scores, ood_scores) -> float:

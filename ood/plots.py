@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ood.metrics import roc_curve
+from ood.metrics import fpr_at_tpr, roc_curve, tpr_threshold
 
 __all__ = ["save", "sample_grid", "score_histograms", "score_histogram_grid", "roc_curves", "roc_grid", "training_curves", "heatmap", "STYLE"]
 
@@ -64,9 +64,9 @@ def score_histograms(scores: Mapping[str, np.ndarray], scorer: str, ood_sets: Se
         so = scores[f"{scorer}/{name}"]
         lo, hi = np.percentile(np.concatenate([sid, so]), [0.5, 99.5])
         bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
-        ax.hist(sid, bins=bins, alpha=0.6, density=True, label="ID test", color="tab:blue")
-        ax.hist(so, bins=bins, alpha=0.6, density=True, label=name, color="tab:red")
-        thr = np.percentile(sid, 5)
+        ax.hist(sid, bins=bins, alpha=0.6, density=True, label="ID test", color="tab:blue", histtype="stepfilled")
+        ax.hist(so, bins=bins, alpha=0.6, density=True, label=name, color="tab:red", histtype="stepfilled")
+        thr = tpr_threshold(sid, 0.95)
         ax.axvline(thr, color="k", lw=0.8, ls="--")
         ax.set_title(f"{name}")
         ax.set_xlabel(f"{scorer} score (higher = more ID)")
@@ -147,11 +147,12 @@ def score_histogram_grid(scores_by_method: Mapping[str, Mapping[str, np.ndarray]
             so = sc[f"{scorer}/{name}"]
             lo, hi = np.percentile(np.concatenate([sid, so]), [0.5, 99.5])
             bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
-            ax.hist(sid, bins=bins, alpha=0.6, density=True, color="tab:blue", label="ID test")
-            ax.hist(so, bins=bins, alpha=0.6, density=True, color="tab:red", label="OOD")
-            thr = np.percentile(sid, 5)
+            # one polygon per histogram ("stepfilled"), not 39 bars: the grid of 40 panels draws and saves in half the time
+            ax.hist(sid, bins=bins, alpha=0.6, density=True, color="tab:blue", label="ID test", histtype="stepfilled")
+            ax.hist(so, bins=bins, alpha=0.6, density=True, color="tab:red", label="OOD", histtype="stepfilled")
+            thr = tpr_threshold(sid, 0.95)  # the FPR95 operating point of ood.metrics, so the number matches the tables
             ax.axvline(thr, color="k", lw=0.8, ls="--")
-            fpr = 100.0 * np.mean(so >= thr)
+            fpr = fpr_at_tpr(sid, so, 0.95)
             ax.text(0.02, 0.95, f"FPR95 {fpr:.1f}%", transform=ax.transAxes, fontsize=7, va="top")
             ax.set_yticks([])
             if r == 0:

@@ -72,9 +72,12 @@ def test_score_figures_have_panels_labels_and_files(tmp_path):
     assert (tmp_path / "r.pdf").is_file()
     fig = plots.score_histogram_grid({"ce": sc, "greg": sc}, "energy", ["a", "b"])
     assert len(fig.axes) == 4 and fig.axes[0].get_ylabel() == "ce"
-    # the FPR95 printed in each panel is the fraction of OOD at or above the 5th ID percentile
-    want = 100 * np.mean(sc["energy/a"] >= np.percentile(sc["energy/id"], 5))
-    assert fig.axes[0].texts[0].get_text() == f"FPR95 {want:.1f}%"
+    # the FPR95 printed in each panel is the tables' FPR95, and the dashed line is its threshold
+    from ood.metrics import fpr_at_tpr, tpr_threshold
+
+    assert fig.axes[0].texts[0].get_text() == f"FPR95 {fpr_at_tpr(sc['energy/id'], sc['energy/a']):.1f}%"
+    dashed = [l for l in fig.axes[0].get_lines() if l.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_xdata()[0] == tpr_threshold(sc["energy/id"])
     fig = plots.roc_grid({"ce": sc, "greg": sc}, "energy", ["a", "b"])
     assert [ax.get_title() for ax in fig.axes] == ["ce", "greg"]
 
