@@ -2,14 +2,15 @@
 
 ``dvc repro`` of the default profile takes about 9 minutes on a 2-core CPU, much of it in one core (a Python
 process and a Jupyter kernel start per stage, imports, notebook I/O). When the collected tests include one that
-needs the pipeline's outputs, ``dvc repro`` starts in the background at the end of collection, and:
+needs the pipeline's outputs, ``dvc repro`` runs in the background - from the start of the session when pytest runs
+the whole suite (no paths given: what the README's test command does), else from the end of collection - and:
 
 * the tests that need it run last, each after ``dvc repro`` has finished: a test taking the ``repro`` fixture, a
   test marked ``pipeline``, and every notebook under nbval (they read the pipeline's checkpoints and scores);
-* every other test runs first, meanwhile, with one torch thread and at the lowest CPU priority (``os.nice(19)``):
-  the pipeline keeps both cores when it computes, and the unit tests fill the gaps when it does not. The thread
-  count is restored when the pipeline is waited for; the priority stays low for the rest of the session (an
-  unprivileged process cannot raise it again), which costs nothing once nothing else runs.
+* every other test runs first, meanwhile, with one torch thread and at the lowest CPU priority (Linux's
+  ``SCHED_IDLE``, else ``nice 19``): the pipeline keeps both cores when it computes, and the unit tests fill the
+  gaps when it does not. The thread count is restored when the pipeline is waited for; the priority stays low for
+  the rest of the session, which costs nothing once nothing else runs.
 
 A failed ``dvc repro`` fails the ``repro`` fixture and every test that needs it, with the end of its output. If the
 session ends first (``-x``, Ctrl-C), the background pipeline is stopped; DVC reruns the interrupted stage next time.
@@ -51,9 +52,22 @@ def pytest_collection_modifyitems(session, config, items):
         items[:] = [i for i in items if not needs_pipeline(i)] + later
 
 
+def pytest_sessionstart(session):
+    config = session.config
+    if config.args_source == pytest.Config.ArgsSource.TESTPATHS and not config.option.collectonly:
+        _start_pipeline()  # the whole suite: its notebooks need the pipeline; collecting takes 10 s more
+
+
 def pytest_collection_finish(session):
-    if session.config.option.collectonly or not any(needs_pipeline(i) for i in session.items):
-        return
+    needed = not session.config.option.collectonly and any(needs_pipeline(i) for i in session.items)
+    if needed and "proc" not in _bg:
+        _start_pipeline()
+    elif not needed and "proc" in _bg:  # started at session start, but -k/-m deselected every test that needs it
+        _stop(_bg.pop("proc"))
+        _restore_threads()
+
+
+def _start_pipeline() -> None:
     log = tempfile.NamedTemporaryFile("w+", prefix="dvc-repro-", suffix=".log", delete=False)
     _bg.update(log=log, start=time.monotonic(), proc=subprocess.Popen(
         [str(BIN / "dvc"), "repro"], cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT, text=True,
@@ -65,11 +79,11 @@ def pytest_collection_finish(session):
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    if hasattr(os, "nice"):  # not on Windows
-        try:
+    try:  # Linux: run only when a core would otherwise idle; elsewhere the lowest nice value
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        if hasattr(os, "nice"):
             os.nice(19)
-        except OSError:  # pragma: no cover - a platform that refuses
-            pass
 
 
 def wait_for_pipeline() -> subprocess.CompletedProcess:
@@ -89,15 +103,19 @@ def wait_for_pipeline() -> subprocess.CompletedProcess:
             log.flush()
             log.seek(0)
             _bg["result"] = subprocess.CompletedProcess(proc.args, proc.returncode, log.read(), "")
-            if "threads" in _bg:
-                import torch
-
-                torch.set_num_threads(_bg["threads"])
+            _restore_threads()
     res = _bg["result"]
     if res.returncode != 0:
         raise AssertionError(f"dvc repro exited {res.returncode} (run it by hand to see the stage that failed):\n"
                              f"{res.stdout[-3000:]}")
     return res
+
+
+def _restore_threads() -> None:
+    if "threads" in _bg:
+        import torch
+
+        torch.set_num_threads(_bg.pop("threads"))
 
 
 def _stop(proc: subprocess.Popen) -> None:
