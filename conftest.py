@@ -89,21 +89,18 @@ def _start_pipeline() -> None:
 def wait_for_pipeline() -> subprocess.CompletedProcess:
     """Wait for the background ``dvc repro``; its output as a CompletedProcess, or AssertionError if it failed."""
     if "result" not in _bg:
-        if "proc" not in _bg:  # not started at collection (e.g. --collect-only then a direct call): run it now
-            p = subprocess.run([str(BIN / "dvc"), "repro"], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                               timeout=PIPELINE_TIMEOUT_S)
-            _bg["result"] = subprocess.CompletedProcess(p.args, p.returncode, p.stdout + p.stderr, "")
-        else:
-            proc, log = _bg["proc"], _bg["log"]
-            left = PIPELINE_TIMEOUT_S - (time.monotonic() - _bg["start"])
-            try:
-                proc.wait(timeout=max(left, 1))
-            except subprocess.TimeoutExpired:
-                _stop(proc)
-            log.flush()
-            log.seek(0)
-            _bg["result"] = subprocess.CompletedProcess(proc.args, proc.returncode, log.read(), "")
-            _restore_threads()
+        if "proc" not in _bg:  # collection starts it when a selected test needs it; any other caller, here
+            _start_pipeline()
+        proc, log = _bg["proc"], _bg["log"]
+        left = PIPELINE_TIMEOUT_S - (time.monotonic() - _bg["start"])
+        try:
+            proc.wait(timeout=max(left, 1))
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+        log.flush()
+        log.seek(0)
+        _bg["result"] = subprocess.CompletedProcess(proc.args, proc.returncode, log.read(), "")
+        _restore_threads()
     res = _bg["result"]
     if res.returncode != 0:
         raise AssertionError(f"dvc repro exited {res.returncode} (run it by hand to see the stage that failed):\n"

@@ -1,21 +1,17 @@
 """The DVC pipeline on the default (synthetic) profile, end to end.
 
 The ``repro`` fixture (conftest.py) is `dvc repro` of the checkout: a no-op when the pipeline is up to date, the
-whole pipeline from a fresh clone. It starts in the background at the end of collection; the tests that take it,
-and the notebooks checked by nbval, run after it has finished.
+whole pipeline from a fresh clone. It runs in the background from the start of the session (the whole suite) or
+the end of collection; the tests that take it, and the notebooks checked by nbval, run after it has finished.
 """
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+from conftest import BIN, ENV, ROOT  # the repository root, this Python's bin/ and PATH with it first
 
 
 def run(*args, check=True, timeout=1800):
