@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -39,8 +40,10 @@ class ParamError(ValueError):
 
 
 def repo_root(start: Path | None = None) -> Path:
-    """The repository root: the first parent of ``start`` (default: this package) holding params.yaml."""
-    here = Path(start or Path(__file__).resolve().parent).resolve()
+    """The repository root: the first parent of ``start`` holding params.yaml. Default start: the folder in the
+    environment variable ``OOD_ROOT`` if set (the test suite points it at the copy its pipeline runs in), else this
+    package's folder."""
+    here = Path(start or os.environ.get("OOD_ROOT") or Path(__file__).resolve().parent).resolve()
     for p in (here, *here.parents):
         if (p / "params.yaml").is_file():
             return p
@@ -67,7 +70,7 @@ def load_params(path: str | Path | None = None) -> dict:
 
 
 def profiles(params: dict) -> list[str]:
-    reserved = {"profile", "seed", "device", "pipeline"}
+    reserved = {"profile", "seeds", "device", "pipeline"}
     return sorted(k for k, v in params.items() if k not in reserved and isinstance(v, dict))
 
 
@@ -81,12 +84,6 @@ def profile_params(params: dict, profile: str | None = None) -> dict:
         if key not in block:
             raise ParamError(f"profile {profile!r} lacks its {key!r} block in profiles/{profile}.yaml")
     return block
-
-
-def pipeline_methods(params: dict) -> list[str]:
-    """All methods the pipeline trains, scratch ones first, in params order."""
-    pipe = params.get("pipeline", {})
-    return list(pipe.get("scratch", [])) + list(pipe.get("finetune", {}))
 
 
 def init_of(params: dict, method: str) -> str | None:
@@ -186,7 +183,7 @@ def method_config(params: dict, method: str, profile: str | None = None, **overr
     merged: dict[str, Any] = copy.deepcopy(recipes[recipe_name])
     merged.update(spec)
     merged.update({k: v for k, v in overrides.items() if v is not None})
-    merged.setdefault("seed", params.get("seed", 0))
+    merged.setdefault("seed", params.get("seeds", [0])[0])
     merged.setdefault("init", init_of(params, method))
     unknown = sorted(set(merged) - _TRAIN_FIELDS)
     if unknown:
@@ -223,6 +220,10 @@ def _nonneg_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
+def _seed_list(v) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(_nonneg_int(s) for s in v) and len(set(v)) == len(v)
+
+
 def _pos_num(v) -> bool:
     return _num(v) and v > 0
 
@@ -244,13 +245,14 @@ NOTEBOOK_SCHEMAS: dict[str, dict[str, tuple]] = {
         "epochs": (_opt(_nonneg_int), "None or an integer >= 0"),
         "lr": (_opt(_pos_num), "None or a number > 0"),
         "batch_size": (_opt(_pos_int), "None or an integer > 0"),
-        "seed": (_opt(_nonneg_int), "None or an integer >= 0"),
+        "seeds": (_opt(_seed_list), "None or a non-empty list of distinct integers >= 0"),
         "run_dir": (_opt(lambda v: isinstance(v, str) and v != ""), "None or a path"),
     },
     "evaluate": {
         **_COMMON,
         "method": (None, "a method of the profile"),
         "scorers": (_opt(lambda v: isinstance(v, list)), "None or a list of scorer names"),
+        "seeds": (_opt(_seed_list), "None or a non-empty list of distinct integers >= 0"),
         "run_dir": (_opt(lambda v: isinstance(v, str) and v != ""), "None or a path"),
     },
     "tables": {**_COMMON},

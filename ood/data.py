@@ -456,7 +456,7 @@ def _synthetic_entry(name: str, set_name: str, kind: str, title: str, splits) ->
     return DatasetInfo(
         name=name, kind=kind, title=title, splits=splits, files=(),
         preprocessing="none: generated at 32x32 by ood.synthetic.generate(set, n, seed); cached as "
-                      f"<root>/synthetic/<set>-s<seed>-n<n>.npz",
+                      "<root>/synthetic/<set>-s<seed>-n<n>.npz",
         citation="this project (ood/synthetic.py); no download",
         size={s: SYNTHETIC_SIZES[s] for s in (splits or (set_name,))},
     )

@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -658,7 +657,7 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
             overrides["epochs"] = scratch_epochs
         cfg = C.method_config(params, method, profile, **overrides)
 
-        pipe_dir = paths(profile, method, Path(pipeline_root) if pipeline_root else root)["run"]
+        pipe_dir = paths(profile, method, Path(pipeline_root) if pipeline_root else root, seed=cfg.seed)["run"]
         pipe_model = pipe_dir / "model.pt"
         if use_pipeline_runs and pipe_model.is_file():
             blob = torch.load(pipe_model, map_location="cpu", weights_only=True)

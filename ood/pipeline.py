@@ -2,16 +2,17 @@
 
 Paths (relative to the repository root; ``<p>`` is the profile, ``<m>`` the method):
 
-* ``runs/<p>/<m>/``: ``checkpoint.pt`` (each epoch), ``model.pt``, ``history.csv``, the executed
-  notebooks of the run (DVC outputs, not in git);
-* ``cache/<p>/<m>/scores.npz``: every scorer's scores on every set (DVC output, not in git);
+* ``runs/<p>/<m>/``: the executed notebooks of the method's stages, and ``seeds/<s>/`` per seed ``s`` of
+  params.yaml ``seeds``: ``checkpoint.pt`` (each epoch), ``model.pt``, ``history.csv`` (DVC outputs, not in git);
+* ``cache/<p>/<m>/seed<s>.npz``: every scorer's scores on every set, per seed (DVC output, not in git);
 * ``results/<p>/``: ``data.csv`` (what the data stage checked), ``runs/<m>.csv`` (one method's
-  metrics), ``metrics.csv``, ``accuracy.csv``, the ``.md``/``.tex`` tables, ``summary.json``;
+  metrics, one row per seed, scorer and set), ``history/<m>.csv`` (per seed, no wall-clock column),
+  ``metrics.csv`` and ``accuracy.csv`` (per seed plus mean and std rows, see ``ood.tables``), the
+  ``.md``/``.tex`` tables (mean +- std over seeds), ``summary.json``;
 * ``figures/<p>/``: the figures.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,11 @@ from ood import config as C
 from ood.data import ArrayDataset, load
 from ood.data import describe as describe_dataset
 
-__all__ = ["describe_dataset", "collect", "Benchmark", "load_benchmark", "model_spec", "paths", "train_method", "evaluate_method", "data_manifest"]
+__all__ = ["describe_dataset", "collect", "Benchmark", "load_benchmark", "model_spec", "paths", "seed_dir", "seeds_of", "train_method", "evaluate_method", "SeedEvaluation", "data_manifest"]
 
 
-def paths(profile: str, method: str | None = None, root: Path | None = None) -> dict[str, Path]:
+def paths(profile: str, method: str | None = None, root: Path | None = None, seed: int | None = None) -> dict[str, Path]:
+    """Where a profile's (and a method's, and one seed's) files live; see the module docstring."""
     root = root or C.repo_root()
     p = {
         "results": root / "results" / profile,
@@ -34,11 +36,27 @@ def paths(profile: str, method: str | None = None, root: Path | None = None) -> 
         "data_root": root / "data",
     }
     if method:
-        p["run"] = p["runs"] / method
+        p["method_runs"] = p["runs"] / method
         p["method_metrics"] = p["results"] / "runs" / f"{method}.csv"
-        p["scores"] = p["cache"] / method / "scores.npz"
+        p["method_cache"] = p["cache"] / method
         p["history"] = p["results"] / "history" / f"{method}.csv"
+        if seed is not None:
+            p["run"] = seed_dir(p["method_runs"], seed)
+            p["scores"] = p["method_cache"] / f"seed{seed}.npz"
     return p
+
+
+def seed_dir(run_dir: str | Path, seed: int) -> Path:
+    """The folder of one seed's run inside a method's run folder: ``<run_dir>/seeds/<seed>``."""
+    return Path(run_dir) / "seeds" / str(seed)
+
+
+def seeds_of(params: dict, seeds: list[int] | None = None) -> list[int]:
+    """The seeds to run: ``seeds`` if given, else params.yaml ``seeds`` (a non-empty list of distinct integers >= 0)."""
+    seeds = list(params.get("seeds", [0]) if seeds is None else seeds)
+    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise C.ParamError(f"invalid value {seeds!r} for 'seeds'; allowed: a non-empty list of distinct integers >= 0")
+    return seeds
 
 
 @dataclass
@@ -168,28 +186,51 @@ def model_spec(params: dict, profile: str | None = None) -> dict:
             "std": m.pop("std"), "kwargs": m}
 
 
+#: History columns that measure the machine, not the run: kept in runs/, left out of the published histories.
+WALL_CLOCK_COLUMNS = ["seconds"]
+
+
 def train_method(params: dict, method: str, profile: str | None = None, *, device: str = "auto", run_dir=None,
-                 progress: bool = True, **overrides):
-    """Train one method of a profile as params.yaml says (``overrides``: TrainConfig fields, None ignored)."""
+                 seeds: list[int] | None = None, progress: bool = True, **overrides):
+    """Train one method of a profile once per seed, as the profile says (``overrides``: TrainConfig fields, None
+    ignored). Seed ``s`` runs in ``<run_dir>/seeds/<s>/`` (default run_dir: ``runs/<profile>/<method>``); a
+    fine-tune of seed ``s`` starts from seed ``s`` of the method it fine-tunes from.
+
+    Returns (the TrainConfig of the last seed, the histories of every seed with a ``seed`` column). The pipeline's
+    run (run_dir None) also publishes the histories to ``results/<profile>/history/<method>.csv``, without the
+    wall-clock columns, so that they are the same bits on every machine.
+    """
     from ood.train import train
 
     profile = profile or params["profile"]
-    cfg = C.method_config(params, method, profile, **overrides)
     p = paths(profile, method)
-    needs_aux = cfg.out_batch_size > 0
-    bench = load_benchmark(params, profile, with_aux=needs_aux)
-    init_dir = paths(profile, cfg.init)["run"] if cfg.init else None
-    history = train(cfg, model_spec(params, profile), bench.id_train, run_dir or p["run"], aux=bench.aux,
-                    id_test=bench.id_test, init_dir=init_dir, device=C.resolve_device(device), progress=progress)
-    if run_dir is None:  # the pipeline's run: publish the history beside the results
+    base = Path(run_dir) if run_dir is not None else p["method_runs"]
+    cfg = C.method_config(params, method, profile, **overrides)
+    bench = load_benchmark(params, profile, with_aux=cfg.out_batch_size > 0)
+    spec = model_spec(params, profile)
+    histories = []
+    for seed in seeds_of(params, seeds):
+        cfg = C.method_config(params, method, profile, **{**overrides, "seed": seed})
+        init_dir = paths(profile, cfg.init, seed=seed)["run"] if cfg.init else None
+        h = train(cfg, spec, bench.id_train, seed_dir(base, seed), aux=bench.aux, id_test=bench.id_test,
+                  init_dir=init_dir, device=C.resolve_device(device), progress=progress)
+        histories.append(h.assign(seed=seed))
+    history = pd.concat(histories, ignore_index=True)
+    history = history[["seed"] + [c for c in history.columns if c != "seed"]]
+    if run_dir is None:  # the pipeline's run: publish the histories beside the results
         p["history"].parent.mkdir(parents=True, exist_ok=True)
-        history.to_csv(p["history"], index=False, float_format="%.6g")
+        history.drop(columns=WALL_CLOCK_COLUMNS, errors="ignore").to_csv(p["history"], index=False, float_format="%.6g")
     return cfg, history
 
 
 def evaluate_method(params: dict, method: str, profile: str | None = None, *, device: str = "auto", run_dir=None,
-                    scorers: list[str] | None = None, progress: bool = True):
-    """Score a method's trained model with the profile's scorers; write its metrics CSV and score cache."""
+                    seeds: list[int] | None = None, scorers: list[str] | None = None, progress: bool = True):
+    """Score each seed's trained model of a method with the profile's scorers.
+
+    Writes one metrics CSV for the method (``seed`` column; ``results/<profile>/runs/<method>.csv``, or
+    ``<run_dir>/metrics.csv``) and one score cache per seed (``cache/<profile>/<method>/seed<s>.npz``, or
+    ``<run_dir>/scores/seed<s>.npz``). Returns a :class:`SeedEvaluation`.
+    """
     from ood.evaluate import evaluate, save_scores
     from ood.train import load_model
 
@@ -197,28 +238,46 @@ def evaluate_method(params: dict, method: str, profile: str | None = None, *, de
     block = C.profile_params(params, profile)
     p = paths(profile, method)
     dev = C.resolve_device(device)
-    model = load_model(run_dir or p["run"], dev)
     bench = load_benchmark(params, profile, with_aux=False)
     ev = block["evaluate"]
     names = scorers or ev["scorers"]
     sparams = ev.get("params", {}) or {}
-    res = evaluate(model, id_train=bench.id_train, id_test=bench.id_test, ood_sets=bench.ood,
-                   scorers={n: sparams.get(n, {}) for n in names}, benchmark=profile, method=method, device=dev,
-                   batch_size=ev.get("batch_size", 500), progress=progress,
-                   average_over=block["benchmark"].get("average_over"))
-    out = res.metrics.copy()
-    out["id_accuracy"] = res.id_accuracy
+    base = Path(run_dir) if run_dir is not None else p["method_runs"]
+    cache = p["method_cache"] if run_dir is None else base / "scores"
+    results, frames = {}, []
+    for seed in seeds_of(params, seeds):
+        model = load_model(seed_dir(base, seed), dev)
+        res = evaluate(model, id_train=bench.id_train, id_test=bench.id_test, ood_sets=bench.ood,
+                       scorers={n: sparams.get(n, {}) for n in names}, benchmark=profile, method=method, device=dev,
+                       batch_size=ev.get("batch_size", 500), progress=progress,
+                       average_over=block["benchmark"].get("average_over"))
+        out = res.metrics.copy()
+        out.insert(2, "seed", seed)
+        out["id_accuracy"] = res.id_accuracy
+        frames.append(out)
+        save_scores(res.scores, cache / f"seed{seed}.npz")
+        results[seed] = res
     # the pipeline's run publishes into results/ and cache/; a run of another folder keeps its outputs there
-    metrics_path = p["method_metrics"] if run_dir is None else Path(run_dir) / "metrics.csv"
-    scores_path = p["scores"] if run_dir is None else Path(run_dir) / "scores.npz"
+    metrics_path = p["method_metrics"] if run_dir is None else base / "metrics.csv"
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(metrics_path, index=False, float_format="%.4f")
-    save_scores(res.scores, scores_path)
-    return res
+    per_seed = pd.concat(frames, ignore_index=True)
+    per_seed.to_csv(metrics_path, index=False, float_format="%.4f")
+    return SeedEvaluation(per_seed, results)
+
+
+@dataclass
+class SeedEvaluation:
+    """One method's evaluation over seeds: ``metrics`` has one row per seed, scorer and set (``seed`` and
+    ``id_accuracy`` columns); ``runs`` maps each seed to its ``ood.evaluate.EvalResult`` (scores included)."""
+
+    metrics: pd.DataFrame
+    runs: dict
 
 
 def collect(profile: str, methods: list[str], root: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Gather the per-method metric files into (metrics, accuracy) frames."""
+    """Gather the per-method metric files into per-seed (metrics, accuracy) frames (``seed`` column)."""
+    from ood.evaluate import METRIC_COLUMNS
+
     frames = []
     for m in methods:
         f = paths(profile, m, root)["method_metrics"]
@@ -226,8 +285,10 @@ def collect(profile: str, methods: list[str], root: Path | None = None) -> tuple
             raise FileNotFoundError(f"no metrics for method {m!r} at {f}; run its evaluate stage first (dvc repro)")
         frames.append(pd.read_csv(f))
     allm = pd.concat(frames, ignore_index=True)
-    acc = allm.groupby("method", sort=False)["id_accuracy"].first().reset_index()
+    if "seed" not in allm:
+        raise ValueError(f"the metrics of {profile!r} under results/{profile}/runs/ have no 'seed' column: they were "
+                         "written before seeds existed; rerun the evaluate stages (dvc repro)")
+    acc = allm.groupby(["method", "seed"], sort=False)["id_accuracy"].first().reset_index()
     acc.insert(0, "benchmark", profile)
-    from ood.evaluate import METRIC_COLUMNS
-
-    return allm[METRIC_COLUMNS], acc
+    cols = METRIC_COLUMNS[:2] + ["seed"] + METRIC_COLUMNS[2:]
+    return allm[cols], acc

@@ -100,13 +100,19 @@ def roc_curves(scores: Mapping[str, np.ndarray], scorer: str, ood_sets: Sequence
 
 
 def training_curves(histories: Mapping[str, pd.DataFrame], path=None, pdf=False):
-    """Per method: total training loss and ID test accuracy against epoch."""
+    """Per method: total training loss and ID test accuracy against epoch; with a ``seed`` column, the mean over
+    seeds with a band of +- one standard deviation."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(7.5, 2.8))
     for m, h in histories.items():
         loss_cols = [c for c in h.columns if c.startswith("loss_")]
-        a1.plot(h["epoch"], h[loss_cols].sum(axis=1), marker=".", label=m)
-        if "test_accuracy" in h:
-            a2.plot(h["epoch"], h["test_accuracy"], marker=".", label=m)
+        h = h.assign(loss=h[loss_cols].sum(axis=1))
+        cols = ["loss"] + (["test_accuracy"] if "test_accuracy" in h else [])
+        g = h.groupby("epoch")[cols]
+        mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
+        for ax, col in zip((a1, a2), cols):
+            line, = ax.plot(mean.index, mean[col], marker=".", label=m)
+            ax.fill_between(mean.index, mean[col] - std[col], mean[col] + std[col], color=line.get_color(), alpha=0.2,
+                            linewidth=0)
     a1.set_xlabel("epoch"), a1.set_ylabel("training loss (sum of terms)"), a1.set_yscale("log")
     a2.set_xlabel("epoch"), a2.set_ylabel("ID test accuracy (%)")
     a2.legend(frameon=False, fontsize=7, ncol=2)
@@ -116,7 +122,10 @@ def training_curves(histories: Mapping[str, pd.DataFrame], path=None, pdf=False)
 
 def heatmap(metrics: pd.DataFrame, metric: str = "fpr95", ood_set: str = "average", path=None, pdf=False,
             methods: Sequence[str] | None = None, scorers: Sequence[str] | None = None):
-    """Training method x scorer heat map of one metric on one OOD set (default: the average)."""
+    """Training method x scorer heat map of one metric on one OOD set (default: the average), mean over seeds."""
+    from ood.tables import select_stat
+
+    metrics = select_stat(metrics, "mean")
     d = metrics[metrics["ood_set"] == ood_set].pivot_table(index="method", columns="scorer", values=metric, sort=False)
     if methods:
         d = d.reindex([m for m in methods if m in d.index])

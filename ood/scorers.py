@@ -276,12 +276,6 @@ def _percentile(x: Tensor, q: float) -> float:
     return v_lo + (pos - lo) * (v_hi - v_lo)
 
 
-def _check_features(name: str, pen: Tensor, model: OODNet) -> None:
-    if pen.dim() != 2 or pen.shape[1] != model.fc.in_features:
-        raise ValueError(f"scorer {name!r}: penultimate features must have shape (B, {model.fc.in_features}), "
-                         f"got {tuple(pen.shape)}")
-
-
 # ----------------------------------------------------------------------------------------------
 # Logit-based scores
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Tables for humans (Markdown) and papers (LaTeX) from the tidy ``metrics.csv``.
+"""Tables for humans (Markdown) and papers (LaTeX) from the tidy ``metrics.csv``, over seeds.
+
+``metrics.csv`` columns: ``benchmark, method, seed, scorer, ood_set, fpr95, auroc, aupr_in, aupr_out``. ``seed`` is
+the training seed for the rows of one run, ``mean`` for the mean over the seeds and ``std`` for their sample standard
+deviation (ddof 1; empty with one seed). ``accuracy.csv`` has the same ``seed`` rows. The Markdown and LaTeX tables
+show ``mean +- std``; :func:`compare` says whether two methods differ by more than their spread.
 
 Every caption states the metric conventions: FPR95 is the fraction of OOD samples scored at or
 above the threshold that keeps 95% of ID test samples (ID is the positive class; lower is better);
@@ -12,24 +17,71 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["CAPTION", "pivot", "write_tables", "summary"]
+__all__ = ["CAPTION", "STATS", "aggregate", "select_stat", "pivot", "write_tables", "summary", "compare", "findings", "write_findings", "ranked_sets",
+           "aggregate_metrics", "aggregate_accuracy", "CLAIMS"]
 
 CAPTION = ("FPR95 (%, lower is better): fraction of OOD samples scored at or above the threshold that keeps 95% of "
            "ID test samples, ID positive. AUROC, AUPR-In (ID positive), AUPR-Out (OOD positive) in %, higher is better. "
            "'average' is the mean over the OOD sets.")
 
 _LABELS = {"fpr95": "FPR95", "auroc": "AUROC", "aupr_in": "AUPR-In", "aupr_out": "AUPR-Out"}
+#: The ``seed`` values of the aggregate rows.
+STATS = ("mean", "std")
+
+
+def aggregate(per_seed: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
+    """The per-seed rows (``seed`` as text) followed by one ``mean`` and one ``std`` row per ``keys`` group."""
+    runs = per_seed.copy()
+    runs["seed"] = runs["seed"].astype(int).astype(str)
+    g = runs.groupby(keys, sort=False)[values]
+    stats = [g.mean().reset_index().assign(seed="mean"), g.std(ddof=1).reset_index().assign(seed="std")]
+    return pd.concat([runs, *stats], ignore_index=True)[list(per_seed.columns)]
+
+
+def aggregate_metrics(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """``metrics.csv``: per-seed metric rows (``ood.pipeline.collect``) with their mean and std rows."""
+    keys = ["benchmark", "method", "scorer", "ood_set"]
+    cols = ["benchmark", "method", "seed", "scorer", "ood_set", *_LABELS]
+    return aggregate(per_seed[cols], keys, list(_LABELS))
+
+
+def aggregate_accuracy(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """``accuracy.csv``: per-seed ID accuracy rows (``benchmark, method, seed, id_accuracy``) with mean and std."""
+    return aggregate(per_seed[["benchmark", "method", "seed", "id_accuracy"]], ["benchmark", "method"], ["id_accuracy"])
+
+
+#: The comparisons the papers' claims make, (method, baseline, the claim): the tables notebook screens each with
+#: :func:`compare` on every OOD set and writes ``findings.md``.
+CLAIMS = [
+    ("bfm", "ce", "BFM (background features as fake OOD, no outliers) lowers CE's FPR95 [BFM]"),
+    ("oe", "ce", "Outlier Exposure lowers CE's FPR95 [OE]"),
+    ("energy_oe", "ce", "Energy-OE fine-tuning lowers CE's FPR95 [Energy]"),
+    ("greg", "energy_oe", "the gradient penalty improves on Energy-OE [GReg, Table 4]"),
+    ("greg_plus", "greg", "energy-based cluster sampling improves on GReg [GReg+, Table 4]"),
+    ("energy_oe_sampling", "energy_oe", "sampling alone improves on Energy-OE [GReg, Table 4]"),
+    ("oe_grad", "oe", "the gradient penalty improves on OE [GReg, +Grad ablation]"),
+    ("bfm_greg", "greg", "BFM on top of GReg improves on GReg [BFM, combination with OE methods]"),
+]
+
+
+def select_stat(frame: pd.DataFrame, stat: str) -> pd.DataFrame:
+    """The ``stat`` rows (mean or std) of an aggregated frame; a frame without ``seed`` is its own mean."""
+    if "seed" not in frame:
+        return frame if stat == "mean" else frame.iloc[0:0]
+    return frame[frame["seed"].astype(str) == stat]
 
 
 def pivot(metrics: pd.DataFrame, metric: str = "fpr95", methods: list[str] | None = None,
-          scorers: list[str] | None = None) -> pd.DataFrame:
-    """Rows (method, scorer), columns OOD sets (``average`` last), values ``metric``; keeps the given orders."""
+          scorers: list[str] | None = None, stat: str = "mean") -> pd.DataFrame:
+    """Rows (method, scorer), columns OOD sets (``average`` last), values the ``stat`` (mean or std over seeds) of
+    ``metric``; keeps the given orders."""
     if metric not in _LABELS:
         raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(_LABELS)}")
     methods = methods or list(dict.fromkeys(metrics["method"]))
     scorers = scorers or list(dict.fromkeys(metrics["scorer"]))
     sets = [s for s in dict.fromkeys(metrics["ood_set"]) if s != "average"] + ["average"]
-    t = metrics.pivot_table(index=["method", "scorer"], columns="ood_set", values=metric, sort=False)
+    t = select_stat(metrics, stat).pivot_table(index=["method", "scorer"], columns="ood_set", values=metric, sort=False,
+                                         dropna=False)
     idx = pd.MultiIndex.from_tuples([(m, s) for m in methods for s in scorers if (m, s) in t.index],
                                     names=["method", "scorer"])
     return t.reindex(index=idx, columns=sets)
@@ -41,37 +93,120 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _pm(mean: pd.DataFrame, std: pd.DataFrame, sep: str) -> pd.DataFrame:
+    """``mean sep std`` text, 2 decimals (the mean alone where the std is undefined: one seed)."""
+    std = std.reindex_like(mean)
+    fmt = lambda a, b: "" if pd.isna(a) else f"{a:.2f}" if pd.isna(b) else f"{a:.2f}{sep}{b:.2f}"
+    return pd.DataFrame([[fmt(a, b) for a, b in zip(ra, rb)] for ra, rb in zip(mean.to_numpy(), std.to_numpy())],
+                        index=mean.index, columns=mean.columns)
+
+
 def write_tables(metrics: pd.DataFrame, accuracy: pd.DataFrame, out_dir: str | Path, *, label: str = "",
                  methods: list[str] | None = None, scorers: list[str] | None = None) -> list[Path]:
-    """Write metrics.csv, accuracy.csv and, per metric, ``<metric>.md`` and ``<metric>.tex``. Returns the paths."""
+    """Write metrics.csv, accuracy.csv (aggregated frames, see the module docstring) and, per metric,
+    ``<metric>.md`` and ``<metric>.tex`` (mean +- std over seeds). Returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     metrics.to_csv(out / "metrics.csv", index=False, float_format="%.2f")
     accuracy.to_csv(out / "accuracy.csv", index=False, float_format="%.2f")
     written += [out / "metrics.csv", out / "accuracy.csv"]
-    note = f" {label}" if label else ""
+    seeds = sorted(set(metrics["seed"].astype(str)) - set(STATS)) if "seed" in metrics else []
+    note = (f" {label}" if label else "") + (f" Mean +- std over {len(seeds)} seeds ({', '.join(seeds)})." if seeds else "")
     for metric, name in _LABELS.items():
-        t = pivot(metrics, metric, methods, scorers)
-        md = f"**{name}** per OOD set.{note} {CAPTION}\n\n" + t.round(2).reset_index().to_markdown(index=False, floatfmt=".2f") + "\n"
+        mean, std = (pivot(metrics, metric, methods, scorers, stat=st) for st in STATS)
+        md = f"**{name}** per OOD set.{note} {CAPTION}\n\n" + _pm(mean, std, " ± ").reset_index().to_markdown(index=False) + "\n"
         _write(out / f"{metric}.md", md)
-        tex = t.round(2).to_latex(float_format="%.2f", caption=f"{name}.{note} {CAPTION}",
-                                   label=f"tab:{metric}", multirow=True)
+        tex = _pm(mean, std, " $\\pm$ ").to_latex(caption=f"{name}.{note} {CAPTION}", label=f"tab:{metric}", multirow=True)
         _write(out / f"{metric}.tex", tex)
         written += [out / f"{metric}.md", out / f"{metric}.tex"]
-    acc_md = f"ID test accuracy (%).{note}\n\n" + accuracy.round(2).to_markdown(index=False, floatfmt=".2f") + "\n"
+    acc = select_stat(accuracy, "mean").set_index("method")[["id_accuracy"]]
+    acc_std = select_stat(accuracy, "std").set_index("method")[["id_accuracy"]]
+    acc_md = f"ID test accuracy (%).{note}\n\n" + _pm(acc, acc_std, " ± ").reset_index().to_markdown(index=False) + "\n"
     _write(out / "accuracy.md", acc_md)
     written.append(out / "accuracy.md")
     return written
 
 
 def summary(metrics: pd.DataFrame, accuracy: pd.DataFrame, scorer: str = "energy") -> dict:
-    """Headline numbers for ``dvc metrics show``: per method, ID accuracy and the average FPR95/AUROC of one scorer."""
-    avg = metrics[(metrics["ood_set"] == "average") & (metrics["scorer"] == scorer)]
-    acc = dict(zip(accuracy["method"], accuracy["id_accuracy"]))
-    return {m: {"id_accuracy": round(float(acc.get(m, float("nan"))), 2),
-                f"{scorer}_fpr95": round(float(r.fpr95), 2), f"{scorer}_auroc": round(float(r.auroc), 2)}
-            for m, r in zip(avg["method"], avg.itertuples())}
+    """Headline numbers for ``dvc metrics show``: per method, ID accuracy and the average FPR95/AUROC of one scorer,
+    mean over seeds and (``*_std``) their standard deviation."""
+    out: dict = {}
+    for stat, suffix in (("mean", ""), ("std", "_std")):
+        avg = select_stat(metrics, stat)
+        avg = avg[(avg["ood_set"] == "average") & (avg["scorer"] == scorer)]
+        acc = dict(zip(select_stat(accuracy, stat)["method"], select_stat(accuracy, stat)["id_accuracy"]))
+        for m, r in zip(avg["method"], avg.itertuples()):
+            d = out.setdefault(m, {})
+            d[f"id_accuracy{suffix}"] = _round(acc.get(m))
+            d[f"{scorer}_fpr95{suffix}"] = _round(r.fpr95)
+            d[f"{scorer}_auroc{suffix}"] = _round(r.auroc)
+    return out
+
+
+def _round(v):
+    return None if v is None or pd.isna(v) else round(float(v), 2)
+
+
+def compare(metrics: pd.DataFrame, a: str, b: str, *, scorer: str = "energy", ood_set: str = "average",
+            metric: str = "fpr95") -> dict:
+    """Does method ``a`` differ from ``b`` on one (scorer, OOD set, metric) by more than the seed spread?
+
+    The rule: the difference of the means is a finding only when it is larger than the sum of the two standard
+    deviations over seeds (the intervals mean +- std do not overlap); otherwise the verdict is "no clear
+    difference". With 3 seeds this is a coarse screen, not a significance test. Returns the means, stds, the
+    difference ``a - b`` and the verdict (for FPR95 "lower"/"higher" means ``a``'s FPR95 is lower/higher).
+    """
+    def one(stat, m):
+        f = select_stat(metrics, stat)
+        v = f[(f.method == m) & (f.scorer == scorer) & (f.ood_set == ood_set)][metric]
+        if len(v) != 1:
+            raise KeyError(f"no {stat} row for method {m!r}, scorer {scorer!r}, set {ood_set!r} in the metrics")
+        return float(v.iloc[0])
+
+    ma, mb, sa, sb = one("mean", a), one("mean", b), one("std", a), one("std", b)
+    sa, sb = (0.0 if pd.isna(x) else x for x in (sa, sb))
+    diff = ma - mb
+    verdict = ("lower" if diff < 0 else "higher") if abs(diff) > sa + sb else "no clear difference"
+    return {"a": a, "b": b, "scorer": scorer, "ood_set": ood_set, "metric": metric, "mean_a": ma, "std_a": sa,
+            "mean_b": mb, "std_b": sb, "diff": diff, "verdict": verdict}
+
+
+def findings(metrics: pd.DataFrame, claims: list[tuple[str, str, str]] | None = None, *, scorer: str = "energy",
+             ood_sets: list[str] | None = None, metric: str = "fpr95") -> pd.DataFrame:
+    """:func:`compare` for every claim (default :data:`CLAIMS`) whose two methods ran, on every OOD set (default:
+    each set and the average): one row each, with the claim's text."""
+    sets = ood_sets or list(dict.fromkeys(select_stat(metrics, "mean")["ood_set"]))
+    present = set(metrics["method"])
+    rows = [{"claim": text, **compare(metrics, a, b, scorer=scorer, ood_set=o, metric=metric)}
+            for a, b, text in (CLAIMS if claims is None else claims) if a in present and b in present for o in sets]
+    return pd.DataFrame(rows)
+
+
+def ranked_sets(metrics: pd.DataFrame, method: str, *, scorer: str = "energy", metric: str = "fpr95") -> pd.DataFrame:
+    """The OOD sets of one method and scorer from the hardest to the easiest (mean ``metric`` over seeds; for FPR95
+    the highest first), with the std over seeds: what a sentence such as "set X is the hard case" must rest on."""
+    mean, std = (select_stat(metrics, st) for st in STATS)
+    pick = lambda f: f[(f.method == method) & (f.scorer == scorer) & (f.ood_set != "average")].set_index("ood_set")[metric]
+    out = pd.DataFrame({"mean": pick(mean), "std": pick(std)})
+    return out.sort_values("mean", ascending=(metric != "fpr95"))
+
+
+def write_findings(found: pd.DataFrame, out_dir: str | Path, *, label: str = "") -> list[Path]:
+    """``findings.csv`` and ``findings.md``: each claim's difference and verdict per OOD set (:func:`compare`)."""
+    out = Path(out_dir)
+    found.to_csv(out / "findings.csv", index=False, float_format="%.2f")
+    t = found.assign(**{"a (mean ± std)": [f"{m:.2f} ± {s:.2f}" for m, s in zip(found.mean_a, found.std_a)],
+                        "b (mean ± std)": [f"{m:.2f} ± {s:.2f}" for m, s in zip(found.mean_b, found.std_b)],
+                        "a - b": found["diff"].round(2)})
+    cols = ["a", "b", "ood_set", "a (mean ± std)", "b (mean ± std)", "a - b", "verdict"]
+    text = (f"Method a against method b, {found.metric.iloc[0].upper()} of the {found.scorer.iloc[0]} score (%). "
+            f"{label} A difference is a finding only when it exceeds the sum of the two seed standard deviations; "
+            "else 'no clear difference'.\n\n")
+    for claim, g in t.groupby("claim", sort=False):
+        text += f"**Claim: {claim}.**\n\n" + g[cols].to_markdown(index=False) + "\n\n"
+    _write(out / "findings.md", text)
+    return [out / "findings.csv", out / "findings.md"]
 
 
 def write_summary(metrics, accuracy, path, scorer: str = "energy") -> Path:

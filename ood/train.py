@@ -35,7 +35,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ood.config import TrainConfig, uses_channels_last

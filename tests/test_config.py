@@ -11,8 +11,13 @@ def params():
     return C.load_params()
 
 
+def _trained(params) -> list[str]:
+    """The methods the pipeline trains: scratch ones, then fine-tunes (dvc.yaml's two foreach lists)."""
+    return list(params["pipeline"]["scratch"]) + list(params["pipeline"]["finetune"])
+
+
 def test_every_pipeline_method_resolves_in_every_profile(params):
-    methods = C.pipeline_methods(params)
+    methods = _trained(params)
     assert sorted(methods) == sorted(params["pipeline"]["evaluate"]), "pipeline.evaluate must list every trained method"
     for profile in C.profiles(params):
         for m in methods:
@@ -25,7 +30,7 @@ def test_every_pipeline_method_resolves_in_every_profile(params):
 
 
 def test_finetune_sources_are_trained_methods(params):
-    methods = set(C.pipeline_methods(params))
+    methods = set(_trained(params))
     for m, src in params["pipeline"]["finetune"].items():
         assert src in methods, f"{m} fine-tunes from {src}, which the pipeline does not train"
 
@@ -52,7 +57,7 @@ def test_unknown_method_and_profile_list_allowed(params):
 
 def _ns(**kw):
     ns = {"profile": "synthetic", "device": "auto", "method": "ce", "epochs": None, "lr": None, "batch_size": None,
-          "seed": None, "run_dir": None}
+          "seeds": None, "run_dir": None}
     ns.update(kw)
     return ns
 
@@ -68,6 +73,9 @@ def test_notebook_params_accept_defaults(params):
     ({"profile": "mnist"}, r"'profile'; allowed: .*synthetic"),
     ({"device": "tpu"}, r"'device'; allowed: auto, cpu, cuda"),
     ({"epoch": 3}, r"unknown parameter 'epoch' for notebook 'train'; allowed: profile, device, method, epochs"),
+    ({"seeds": [0, 0]}, r"'seeds'; allowed: None or a non-empty list of distinct integers >= 0"),
+    ({"seeds": 3}, r"'seeds'; allowed: None or a non-empty list"),
+    ({"seeds": []}, r"'seeds'; allowed: None or a non-empty list"),
 ])
 def test_notebook_params_reject_with_one_line(params, kw, msg):
     with pytest.raises(C.ParamError, match=msg) as e:
@@ -116,3 +124,15 @@ def test_profiles_live_in_their_own_files_and_are_checked(tmp_path):
 
 def test_repository_profiles_are_the_documented_five(params):
     assert C.profiles(params) == ["cifar10", "cifar10-offline", "cifar100", "imagenet", "synthetic"]
+
+
+def test_pipeline_seeds_come_from_params_and_are_checked(params):
+    from ood.pipeline import paths, seeds_of
+
+    assert seeds_of(params) == params["seeds"] and len(params["seeds"]) >= 3
+    assert seeds_of(params, [5]) == [5]
+    with pytest.raises(C.ParamError, match="'seeds'; allowed"):
+        seeds_of({"seeds": [1, -1]})
+    p = paths("synthetic", "greg", seed=2)
+    assert p["run"].parts[-3:] == ("greg", "seeds", "2")
+    assert p["scores"].name == "seed2.npz" and "run" not in paths("synthetic", "greg")

@@ -347,7 +347,7 @@ def test_tour_models_trains_reloads_and_prefers_matching_pipeline_runs(tmp_path)
     # a pipeline checkpoint with the same loss terms is used; one trained otherwise is not
     import shutil
 
-    pipe = tmp_path / "repo" / "runs" / "synthetic" / "ce"
+    pipe = tmp_path / "repo" / "runs" / "synthetic" / "ce" / "seeds" / "0"  # the first seed of params.yaml
     pipe.mkdir(parents=True)
     shutil.copy(runs["ce"].run_dir / "model.pt", pipe / "model.pt")
     got = X.tour_models(params, ["ce", "greg_plus"], run_root=tmp_path / "tour", pipeline_only=("greg_plus",), **kw)

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from ood.losses import (METHODS, TERMS, StepOutputs, background_mask, build_term, build_terms, energy,
                         grad_penalty_reference, position_logits)

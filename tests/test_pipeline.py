@@ -1,21 +1,23 @@
 """The DVC pipeline on the default (synthetic) profile, end to end.
 
-The ``repro`` fixture (conftest.py) is `dvc repro` of the checkout: a no-op when the pipeline is up to date, the
-whole pipeline from a fresh clone. It runs in the background from the start of the session (the whole suite) or
-the end of collection; the tests that take it, and the notebooks checked by nbval, run after it has finished.
+The ``repro`` fixture (conftest.py) is `dvc repro` in a throw-away copy of the checkout (``pipeline_root``), which
+shares the checkout's DVC cache: the whole pipeline from a fresh clone. It runs in the background from the start of
+the session (the whole suite) or the end of collection; the tests that take it, and the notebooks checked by nbval,
+run after it has finished. The checkout itself is never written.
 """
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import BIN, ENV, ROOT  # the repository root, this Python's bin/ and PATH with it first
+from conftest import BIN, DVC, ENV, ROOT  # the checkout, this Python's bin/, PATH with it first, `python -m dvc`
 
 
-def run(*args, check=True, timeout=1800):
-    p = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+def run(*args, check=True, timeout=1800, cwd=ROOT):
+    p = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p
@@ -28,49 +30,88 @@ def params():
     return load_params(ROOT / "params.yaml")
 
 
-def test_pipeline_writes_the_tables_with_every_method_and_scorer(repro, params):
+def test_pipeline_writes_the_tables_with_every_method_seed_and_scorer(pipeline_root, params):
     prof = params["profile"]
-    res = ROOT / "results" / prof
-    m = pd.read_csv(res / "metrics.csv")
-    assert list(m.columns) == ["benchmark", "method", "scorer", "ood_set", "fpr95", "auroc", "aupr_in", "aupr_out"]
+    res = pipeline_root / "results" / prof
+    m = pd.read_csv(res / "metrics.csv", dtype={"seed": str})
+    assert list(m.columns) == ["benchmark", "method", "seed", "scorer", "ood_set", "fpr95", "auroc", "aupr_in",
+                               "aupr_out"]
     methods = params["pipeline"]["evaluate"]
     scorers = params[prof]["evaluate"]["scorers"]
     sets = list(params[prof]["benchmark"]["ood"]) + ["average"]
+    seeds = [str(s) for s in params["seeds"]]
+    assert len(seeds) >= 3
     assert set(m.method) == set(methods) and set(m.scorer) == set(scorers) and set(m.ood_set) == set(sets)
-    assert len(m) == len(methods) * len(scorers) * len(sets)
-    assert m[["fpr95", "auroc", "aupr_in", "aupr_out"]].apply(lambda c: c.between(0, 100)).all().all()
-    avg = m[m.ood_set == "average"].set_index(["method", "scorer"])
-    per = m[m.ood_set != "average"].groupby(["method", "scorer"])[["fpr95", "auroc"]].mean()
+    assert set(m.seed) == set(seeds) | {"mean", "std"}
+    assert len(m) == len(methods) * len(scorers) * len(sets) * (len(seeds) + 2)
+    runs = m[m.seed.isin(seeds)]
+    assert runs[["fpr95", "auroc", "aupr_in", "aupr_out"]].apply(lambda c: c.between(0, 100)).all().all()
+    avg = runs[runs.ood_set == "average"].set_index(["method", "scorer", "seed"])
+    per = runs[runs.ood_set != "average"].groupby(["method", "scorer", "seed"])[["fpr95", "auroc"]].mean()
     assert ((avg[["fpr95", "auroc"]] - per.loc[avg.index]).abs() < 0.02).all().all()
-    acc = pd.read_csv(res / "accuracy.csv")
-    assert list(acc.columns) == ["benchmark", "method", "id_accuracy"] and set(acc.method) == set(methods)
-    assert (acc.id_accuracy > 50).all()
+    # the aggregate rows are the mean and the sample std of the seeds' rows (recomputed here with numpy)
+    import numpy as np
+
+    key = ["method", "scorer", "ood_set"]
+    for stat, fn in (("mean", np.mean), ("std", lambda v: np.std(v, ddof=1))):
+        got = m[m.seed == stat].set_index(key)["fpr95"]
+        want = runs.groupby(key)["fpr95"].agg(lambda v: fn(v.to_numpy()))
+        assert (got - want.loc[got.index]).abs().max() < 0.006, stat   # the CSV rounds to 2 decimals
+    acc = pd.read_csv(res / "accuracy.csv", dtype={"seed": str})
+    assert list(acc.columns) == ["benchmark", "method", "seed", "id_accuracy"] and set(acc.method) == set(methods)
+    assert (acc[acc.seed.isin(seeds)].id_accuracy > 50).all()
     for metric in ("fpr95", "auroc", "aupr_in", "aupr_out"):
         assert "FPR95" in (res / f"{metric}.md").read_text()  # every caption states the convention
         assert "\\begin{table}" in (res / f"{metric}.tex").read_text()
     for fig in ("samples", "heatmap_fpr95", "histograms", "roc", "training_curves"):
-        assert (ROOT / "figures" / prof / f"{fig}.png").stat().st_size > 5000
+        assert (pipeline_root / "figures" / prof / f"{fig}.png").stat().st_size > 5000
 
 
-def test_second_repro_does_nothing(repro):
-    p = run(str(BIN / "dvc"), "repro")
+# The published results that must come out bit for bit on any x86-64 CPU with AVX2 (ood/repro.py); figures are
+# left out (their PNG/PDF bytes depend on matplotlib's version, not on the numbers).
+REPRODUCED = ["metrics.csv", "accuracy.csv", "summary.json", "findings.csv", "data.csv", "runs", "history"]
+
+
+def test_the_pipeline_reproduces_the_committed_results_bit_for_bit(pipeline_root, params):
+    prof = params["profile"]
+    committed, rerun = ROOT / "results" / prof, pipeline_root / "results" / prof
+    for name in REPRODUCED:
+        files = sorted(p.relative_to(committed) for p in (committed / name).rglob("*") if p.is_file()) \
+            if (committed / name).is_dir() else [Path(name)]
+        assert files, f"nothing committed under results/{prof}/{name}"
+        for rel in files:
+            assert (rerun / rel).read_bytes() == (committed / rel).read_bytes(), (
+                f"results/{prof}/{rel} of a fresh `dvc repro` differs from the committed file: the committed results "
+                "are stale (rerun `dvc repro` and commit them) or the run is not reproducible on this CPU")
+
+
+def test_published_histories_carry_no_wall_clock(pipeline_root, params):
+    from ood.pipeline import WALL_CLOCK_COLUMNS
+
+    for f in (pipeline_root / "results" / params["profile"] / "history").glob("*.csv"):
+        cols = pd.read_csv(f, nrows=1).columns
+        assert "seed" in cols and not set(WALL_CLOCK_COLUMNS) & set(cols), f.name
+
+
+def test_second_repro_does_nothing(pipeline_root):
+    p = run(*DVC, "repro", cwd=pipeline_root)
     assert "Data and pipelines are up to date." in p.stdout
     assert "Running stage" not in p.stdout
 
 
-def test_dvc_metrics_show_prints_headline_numbers(repro):
-    p = run(str(BIN / "dvc"), "metrics", "show")
+def test_dvc_metrics_show_prints_headline_numbers(pipeline_root):
+    p = run(*DVC, "metrics", "show", cwd=pipeline_root)
     assert "summary.json" in p.stdout and "id_accuracy" in p.stdout
 
 
-def test_changing_one_method_parameter_reruns_only_that_method(repro):
-    path = ROOT / "profiles" / "synthetic.yaml"
+def test_changing_one_method_parameter_reruns_only_that_method(pipeline_root):
+    path = pipeline_root / "profiles" / "synthetic.yaml"
     text = path.read_text()
     new, n = re.subn(r"(\n    greg: \{recipe: finetune,)", r"\1 epochs: 3,", text, count=1)
     assert n == 1, "profiles/synthetic.yaml layout changed: update this test"
     try:
         path.write_text(new)
-        p = run(str(BIN / "dvc"), "repro", "--dry")
+        p = run(*DVC, "repro", "--dry", cwd=pipeline_root)
     finally:
         path.write_text(text)
     stages = set(re.findall(r"Running stage '([^']+)'", p.stdout))

@@ -96,3 +96,40 @@ def test_heatmap_training_curves_and_sample_grid(tmp_path, metrics):
     assert len(fig.axes) == 6 and fig.axes[0].get_ylabel() == "ID" and fig.axes[1].get_title() == "q"
     for name in ("hm", "tc", "g"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
+
+
+def _per_seed():
+    # two methods x 3 seeds, one scorer, sets a and average; FPR95 values chosen by hand
+    vals = {"ce": [40.0, 50.0, 60.0], "greg": [20.0, 21.0, 22.0], "bfm": [35.0, 45.0, 55.0]}
+    rows = [{"benchmark": "toy", "method": m, "seed": s, "scorer": "energy", "ood_set": o, "fpr95": v, "auroc": 100 - v,
+             "aupr_in": 50.0, "aupr_out": 50.0}
+            for m, vs in vals.items() for s, v in zip((0, 1, 2), vs) for o in ("a", "average")]
+    return pd.DataFrame(rows)
+
+
+def test_aggregate_adds_mean_and_sample_std_rows():
+    agg = tables.aggregate_metrics(_per_seed())
+    assert list(agg.columns) == ["benchmark", "method", "seed", "scorer", "ood_set", "fpr95", "auroc", "aupr_in",
+                                 "aupr_out"]
+    assert list(agg.seed.unique()) == ["0", "1", "2", "mean", "std"]
+    ce = agg[(agg.method == "ce") & (agg.ood_set == "a")].set_index("seed")["fpr95"]
+    assert ce["mean"] == 50.0 and ce["std"] == pytest.approx(10.0)  # sqrt(((-10)^2 + 0 + 10^2) / 2)
+    t = tables.pivot(agg, "fpr95")
+    assert t.loc[("greg", "energy"), "a"] == 21.0
+    assert tables.pivot(agg, "fpr95", stat="std").loc[("greg", "energy"), "a"] == pytest.approx(1.0)
+
+
+def test_compare_calls_a_difference_only_beyond_the_summed_spread(tmp_path):
+    agg = tables.aggregate_metrics(_per_seed())
+    c = tables.compare(agg, "greg", "ce", ood_set="a")
+    assert (c["diff"], c["verdict"]) == (-29.0, "lower")          # |21 - 50| = 29 > 1 + 10
+    c = tables.compare(agg, "bfm", "ce", ood_set="a")
+    assert (c["diff"], c["verdict"]) == (-5.0, "no clear difference")   # 5 < 10 + 10
+    assert tables.compare(agg, "ce", "greg", ood_set="a")["verdict"] == "higher"
+    found = tables.findings(agg, [("greg", "ce", "claim one"), ("bfm", "ce", "claim two"), ("x", "ce", "absent")])
+    assert len(found) == 4 and set(found.claim) == {"claim one", "claim two"}
+    tables.write_findings(found, tmp_path)
+    md = (tmp_path / "findings.md").read_text()
+    assert "**Claim: claim one.**" in md and "21.00 ± 1.00" in md and "no clear difference" in md
+    r = tables.ranked_sets(agg, "ce")
+    assert list(r.index) == ["a"] and r.loc["a", "mean"] == 50.0
