@@ -265,15 +265,17 @@ class GradPenalty(LossTerm):
 
     ``scaling`` (all equal up to a constant factor per batch composition):
 
-    * ``"paper"`` (default, our reading of the paper's "mean norm over the selected samples"):
-      :math:`c_i = 1/n_{sel}` for selected samples, post 1, i.e. the mean of
-      :math:`\lVert\nabla E(x_i)\rVert` over the selected samples.
-    * ``"authors"``: exactly what ``train_sea.py`` of github.com/o4lc/Greg-OOD computes: the jacobian
-      (a gradient, the function is scalar) of
+    * ``"authors"`` (default): exactly what ``train_sea.py`` of github.com/o4lc/Greg-OOD computes with
+      ``--jacobianLoss weight``: the jacobian (a gradient, the function is scalar) of
       :math:`-\mathrm{mean}_{id}\,\mathrm{relu}(m_{in}-E) + \mathrm{mean}_{out}\,\mathrm{relu}(E-m_{out})`
       w.r.t. the whole batch, per-row L2 norms, mean over all :math:`B` rows. Per selected sample that
-      is :math:`\lVert\nabla E\rVert / (n_{id} B)` (ID) or :math:`/(n_{out} B)` (outliers): the means
-      inside and the mean outside scale the penalty by roughly :math:`1/B` compared with "paper".
+      is :math:`\lVert\nabla E\rVert / (n_{id} B)` (ID) or :math:`/(n_{out} B)` (outliers). So ``weight``
+      is the paper's :math:`\lambda_{\nabla S}` in the units the authors ran it (``--jacobianLoss 1`` in
+      every GReg/GReg+ script): writing the paper's lambda gives the paper's regularization.
+    * ``"paper"`` (an ablation; our earlier reading of the paper's "mean norm over the selected samples"):
+      :math:`c_i = 1/n_{sel}` for selected samples, post 1, i.e. the mean of
+      :math:`\lVert\nabla E(x_i)\rVert` over the selected samples: :math:`n_{grp} B / n_{sel}` times
+      "authors" (about 64x-128x on the papers' batches when every sample is selected, more when few are).
     * ``"expectation"``: :math:`\mathrm{mean}_{id}[\mathbb 1\lVert\nabla E\rVert] +
       \mathrm{mean}_{out}[\mathbb 1\lVert\nabla E\rVert]` (indicators inside the two expectations),
       which is :math:`B` times "authors".
@@ -300,14 +302,14 @@ class GradPenalty(LossTerm):
     computed in float32.
 
     Defaults: ``weight`` (:math:`\lambda_{\nabla S}`) 1 [paper, CIFAR; GReg scripts ``--jacobianLoss 1``],
-    ``m_in`` -25, ``m_out`` -7 [GReg code argparse, the Energy-OE code's values]; ``scaling`` "paper"
-    (our choice; "authors" reproduces their runs).
+    ``m_in`` -25, ``m_out`` -7 [GReg code argparse, the Energy-OE code's values]; ``scaling`` "authors"
+    [code: Greg-OOD ``train_sea.py``, the penalty their runs used; tests/test_grad_penalty_oracle.py].
     """
 
     name = "grad_penalty"
     needs_outliers = False  # works on ID alone; with outliers it also penalizes them
     needs_input_grad = True
-    defaults = {"weight": 1.0, "m_in": -25.0, "m_out": -7.0, "scaling": "paper"}
+    defaults = {"weight": 1.0, "m_in": -25.0, "m_out": -7.0, "scaling": "authors"}
 
     def check(self):
         self._check_number("m_in")
@@ -329,7 +331,7 @@ class GradPenalty(LossTerm):
 
 
 def grad_penalty_reference(model: OODNet, x_id: Tensor, x_out: Tensor | None = None, *, m_in: float = -25.0,
-                           m_out: float = -7.0, scaling: str = "paper", weight: float = 1.0) -> Tensor:
+                           m_out: float = -7.0, scaling: str = "authors", weight: float = 1.0) -> Tensor:
     """The GReg penalty computed the authors' way: a **second forward** inside
     ``torch.autograd.functional.jacobian(f, xn, create_graph=True)`` (github.com/o4lc/Greg-OOD,
     ``train_sea.py``), per-row L2 norms of the jacobian. For ``scaling="authors"`` ``f`` is their scalar

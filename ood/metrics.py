@@ -103,9 +103,27 @@ def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95) -> float:
 
     The ViM code uses the same rule (threshold = an ID order statistic, ``ood >= thresh``) with
     ``m = floor(tpr * n)``; we take the ceiling so that the TPR is never below ``tpr`` (the two agree
-    whenever ``tpr * n`` is an integer). It is also the first ROC point with TPR >= ``tpr`` when
-    thresholds run from high to low, as in the Energy-OE ``fpr_and_fdr_at_recall``. Computed from sorted
-    scores instead of ``sklearn.metrics.roc_curve`` so that the threshold and the tie rule are explicit.
+    whenever ``tpr * n`` is an integer). Equivalently, ours is the first ROC point with TPR >= ``tpr`` when
+    thresholds run from high to low: the smallest FPR at which the TPR reaches ``tpr``.
+
+    This is **not** the rule of the Energy-OE code (``fpr_and_fdr_at_recall`` in wetliu/energy_ood
+    ``utils/display_results.py``, also in the Outlier Exposure code; ID positive by default there too). Over the
+    ROC points of all distinct ID and OOD scores, that code takes the recall (TPR) **closest** to ``tpr``
+    (``argmin |recall - tpr|``), which can be **below** ``tpr``, and among the points with that recall the one
+    with the **lowest** threshold, i.e. the largest FPR at that recall. With ``m = ceil(tpr * n)``:
+
+    * without ties, when the closest recall is ``(m - 1) / n`` (below ``tpr``) both count the OOD scores
+      ``>= s_(m)`` and agree; when it is ``m / n`` with ``m < n`` (e.g. ``tpr * n`` an integer) the Energy-OE
+      value also counts the OOD scores strictly between ``s_(m+1)`` and ``s_(m)``, so the two agree only when
+      there are none;
+    * under ties they can differ more: ID scores tied at ``s_(m)`` make the reachable recalls jump (ID 1..47
+      and three 0's, OOD [-1, 0, 0.5, 30.5]: ours 75 % at TPR 100 %, Energy-OE 50 % at recall 94 %), and an OOD
+      score tied with ``s_(m)`` is accepted here but not by the Energy-OE code when it stops at ``(m - 1) / n``
+      (ID 1..12, OOD [0.5, 1, 2.5, 13]: ours 75 %, Energy-OE 50 % at recall 11/12).
+
+    ``tests/test_oracles.py`` checks these cases against an independent implementation of that rule.
+    Computed from sorted scores instead of ``sklearn.metrics.roc_curve`` so that the threshold and the tie
+    rule are explicit.
     """
     s_id, s_ood = _pair(id_scores, ood_scores)
     return 100.0 * float(np.mean(s_ood >= tpr_threshold(s_id, tpr)))

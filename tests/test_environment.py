@@ -86,5 +86,5 @@ def test_readme_prose_on_the_synthetic_results_holds():
         assert verdict(a, b) == "no clear difference", (a, b)
     acc = pd.read_csv(res / "accuracy.csv", dtype={"seed": str}).query("seed == 'mean'").set_index("method")["id_accuracy"]
     finetuned = ["oe", "energy_oe", "greg", "greg_plus", "oe_grad", "energy_oe_sampling", "bfm_greg"]
-    assert all(6 <= acc["ce"] - acc[m] <= 8 for m in finetuned), (acc["ce"] - acc[finetuned]).round(2).to_dict()
+    assert all(6 <= acc["ce"] - acc[m] <= 10 for m in finetuned), (acc["ce"] - acc[finetuned]).round(2).to_dict()
     assert abs(acc["ce"] - acc["bfm"]) <= 1

@@ -117,7 +117,7 @@ def test_grad_penalty_matches_finite_differences():
     n_id = 4
     m_in, m_out = _median_margins(model, x, n_id)
     out = _step(model, x, n_id)
-    v = build_term("grad_penalty", weight=1.0, m_in=m_in, m_out=m_out)(out)
+    v = build_term("grad_penalty", weight=1.0, m_in=m_in, m_out=m_out, scaling="paper")(out)
     with torch.no_grad():
         e = energy(model(x))
         sel = torch.cat([e[:n_id] < m_in, e[n_id:] > m_out])
