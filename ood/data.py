@@ -48,9 +48,19 @@ __all__ = [
     "file_checksum",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_ROOT: Path = Path(os.environ.get("OOD_DATA_ROOT") or REPO_ROOT / "data")
-SHARED_DATA: Path = REPO_ROOT.parent / "shared" / "data"
+def _checkout() -> Path:
+    """The checkout holding this package (``ood.config.repo_root`` from the package's folder, so not the test
+    suite's pipeline copy that ``OOD_ROOT`` names); the working directory for an install without a checkout."""
+    from ood.config import repo_root
+
+    try:
+        return repo_root(Path(__file__).resolve().parent)
+    except FileNotFoundError:
+        return Path.cwd()
+
+
+DATA_ROOT: Path = Path(os.environ.get("OOD_DATA_ROOT") or _checkout() / "data")
+SHARED_DATA: Path = _checkout().parent / "shared" / "data"
 
 #: Default sizes of the synthetic sets (``load(..., n=...)`` overrides) [ours: a CPU-sized CIFAR-like benchmark].
 SYNTHETIC_SIZES = {"train": 10000, "test": 2000, "backgrounds": 2000, "novel-objects": 2000, "textures": 2000,
