@@ -304,7 +304,7 @@ class TorchvisionNet(OODNet):
         super().__init__(mean, std)
         import torchvision
 
-        archs = {"resnet50": "ResNet50_Weights", "densenet121": "DenseNet121_Weights"}
+        archs = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights", "densenet121": "DenseNet121_Weights"}
         if arch not in archs:
             raise ValueError(f"unknown torchvision arch {arch!r}; allowed: {', '.join(archs)}")
         if pretrained:
@@ -334,6 +334,10 @@ register_model("wrn40_2")(lambda num_classes, mean, std, **kw: WideResNet(num_cl
 register_model("densenet_bc100")(lambda num_classes, mean, std, **kw: DenseNet3(num_classes, mean, std, depth=100,
                                                                                 growth=12, **kw))
 register_model("resnet18")(ResNet18)
+# GReg's CIFAR `--arch resnet18` is torchvision's ImageNet ResNet-18 (7x7 stride-2 stem and max-pool: a 1x1 last map on
+# 32 px inputs) [code: Greg-OOD models/__init__.py, models/resnet.py at 6ea4ff0; its 32x32 variant came after the paper].
+# Our `resnet18` above is the CIFAR variant (3x3 stem) of the knn-ood/DICE code; the GReg reference rows use this one.
+register_model("resnet18_tv")(lambda num_classes, mean, std, **kw: TorchvisionNet("resnet18", num_classes, mean, std, **kw))
 register_model("resnet50")(lambda num_classes, mean, std, **kw: TorchvisionNet("resnet50", num_classes, mean, std, **kw))
 register_model("densenet121")(lambda num_classes, mean, std, **kw: TorchvisionNet("densenet121", num_classes, mean, std,
                                                                                   **kw))

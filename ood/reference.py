@@ -3,7 +3,7 @@
 The data live in ``ood/reference.csv``, one number per row, columns (in this order)::
 
     paper, source, table, page, benchmark, id_dataset, model, train_method, scorer,
-    ood_set, metric, value, confidence, note
+    ood_set, metric, value, confidence, note, protocol
 
 Provenance rules
 ----------------
@@ -30,9 +30,14 @@ Vocabulary
   average``; ImageNet: ``inaturalist, sun, places, imagenet-textures, average``. ``none`` is used
   only with ``metric == "id_accuracy"``.
 * ``metric``: ``fpr95, auroc, aupr_in, aupr_out, id_accuracy``.
+* ``protocol``: how the number was measured, a key of :data:`PROTOCOLS`. Two papers' numbers for the "same"
+  method can differ by the protocol alone (Energy-OE, WRN-40-2, CIFAR-10, average FPR95: 3.32 in the Energy README,
+  13.11 in GReg), so :func:`side_by_side` pairs our numbers only with references of our protocol
+  (:data:`OUR_PROTOCOL`).
 * ``model``: ``wrn40_2`` (WRN-40-2), ``densenet101`` (DenseNet-BC, depth 100, growth 12, which both
-  DOS and GReg call "DenseNet-101"), ``resnet18``, ``densenet121``; ``unstated`` when the source
-  does not say.
+  DOS and GReg call "DenseNet-101"), ``resnet18`` (the CIFAR variant, 3x3 stem), ``resnet18_tv``
+  (torchvision's ImageNet ResNet-18, 7x7 stem and max-pool: what GReg's CIFAR scripts train as ``resnet18``),
+  ``densenet121``; ``unstated`` when the source does not say.
 
 Name mapping (paper row -> our keys)
 ------------------------------------
@@ -80,6 +85,9 @@ __all__ = [
     "reference_for",
     "normalize_ours",
     "side_by_side",
+    "for_profile",
+    "PROTOCOLS",
+    "OUR_PROTOCOL",
     "to_markdown",
     "load_imagenet_subset",
 ]
@@ -89,8 +97,19 @@ IMAGENET_SUBSETS_YAML = Path(__file__).with_name("imagenet_subsets.yaml")
 
 COLUMNS: tuple[str, ...] = (
     "paper", "source", "table", "page", "benchmark", "id_dataset", "model", "train_method",
-    "scorer", "ood_set", "metric", "value", "confidence", "note",
+    "scorer", "ood_set", "metric", "value", "confidence", "note", "protocol",
 )
+#: Evaluation protocols of the reference numbers (the ``protocol`` column).
+PROTOCOLS: dict[str, str] = {
+    "energy-readme": "Energy-OE code (wetliu/energy_ood CIFAR/test.py, run.sh): 2,000 images of each OOD set, "
+                     "averaged over 10 random draws (--num_to_avg 10); LSUN-C fed uncropped at 36 px; FPR95 at the "
+                     "recall closest to 95% (fpr_and_fdr_at_recall)",
+    "greg-detect": "Greg-OOD detect.py: every image of each OOD set, one pass; LSUN-C center-cropped to 32 px",
+    "dos-paper": "the DOS paper's own evaluation (its Table 1); not compared with the code here",
+    "bfm-paper": "the BFM paper's own evaluation; its tables could not be read here",
+}
+#: The protocol of ``ood.evaluate``: full OOD sets, one pass, FPR95 at TPR >= 95% (``ood.metrics.fpr_at_tpr``).
+OUR_PROTOCOL = "greg-detect"
 BENCHMARKS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "imagenet10", "imagenet20")
 METRICS: tuple[str, ...] = ("fpr95", "auroc", "aupr_in", "aupr_out", "id_accuracy")
 CONFIDENCE: tuple[str, ...] = ("verified", "secondary", "unverified")
@@ -156,7 +175,7 @@ def load_reference(path: str | Path | None = None) -> pd.DataFrame:
     """Read and validate the reference table (default: ``ood/reference.csv``).
 
     Checks, each failing with a one-line ``ValueError`` naming the bad row and value: the exact
-    column list; ``benchmark``/``metric``/``confidence`` in their vocabularies; ``ood_set`` in the
+    column list; ``benchmark``/``metric``/``confidence``/``protocol`` in their vocabularies; ``ood_set`` in the
     benchmark's vocabulary (``none`` only with ``id_accuracy``); a non-empty ``source`` that is a
     URL or ``"paper Table N, p. M"``; ``value`` numeric in [0, 100], or empty only for an
     ``unverified`` placeholder whose note says "no table available yet".
@@ -175,6 +194,7 @@ def load_reference(path: str | Path | None = None) -> pd.DataFrame:
             _check_choice("benchmark", row["benchmark"], BENCHMARKS)
             _check_choice("metric", row["metric"], METRICS)
             _check_choice("confidence", row["confidence"], CONFIDENCE)
+            _check_choice("protocol", row["protocol"], tuple(PROTOCOLS))
             sets = OOD_SETS[row["benchmark"]] + ((NO_OOD_SET,) if row["metric"] == "id_accuracy" else ())
             _check_choice(f"ood_set for {row['benchmark']}/{row['metric']}", row["ood_set"], sets)
         except ValueError as err:
@@ -225,6 +245,17 @@ def reference_for(benchmark: str, metric: str = "fpr95", ref: pd.DataFrame | Non
     return df[mask].reset_index(drop=True)
 
 
+def for_profile(params: dict, profile: str, metric: str = "fpr95", ood_set: str = "average") -> tuple[str, pd.DataFrame]:
+    """The reference rows a profile's results are compared with: its benchmark (the synthetic profile, which no
+    paper reports, shows the CIFAR-10 profile's), its network, ``metric`` and ``ood_set``, and our protocol only.
+    Returns (the profile whose references they are, the rows)."""
+    ref_profile = profile if profile != "synthetic" else "cifar10"
+    block = params[ref_profile]
+    rows = reference_for(block["benchmark"]["id"], metric, model=block["model"]["name"], ood_set=ood_set,
+                         protocol=OUR_PROTOCOL)
+    return ref_profile, rows
+
+
 def normalize_ours(ours: pd.DataFrame) -> pd.DataFrame:
     """Our tidy metrics table in the reference's key names.
 
@@ -249,8 +280,12 @@ def side_by_side(
     on: Sequence[str] = ("benchmark", "train_method", "scorer", "ood_set"),
     metric: str = "fpr95",
     include_ours_only: bool = False,
+    protocol: str | None = OUR_PROTOCOL,
 ) -> pd.DataFrame:
     """Our number next to the paper's, one row per reference cell.
+
+    Only reference rows of ``protocol`` (default :data:`OUR_PROTOCOL`, the protocol of our numbers) are paired;
+    ``None`` keeps every protocol (for listing the papers' numbers, not for comparing with ours).
 
     ``ours`` is the tidy ``metrics.csv`` format (``benchmark, method, scorer, ood_set, fpr95,
     auroc, aupr_in, aupr_out``, percent); its ``method`` is matched to the reference's
@@ -272,6 +307,9 @@ def side_by_side(
         if c not in o.columns or c not in ref.columns:
             raise ValueError(f"key {c!r} must be a column of both ours and ref")
     r = ref
+    if protocol is not None:
+        _check_choice("protocol", protocol, tuple(PROTOCOLS))
+        r = r[r["protocol"] == protocol]
     if "metric" in r.columns:
         r = r[r["metric"] == metric]
     r = r[r["value"].notna()]

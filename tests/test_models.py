@@ -104,3 +104,16 @@ def test_registry():
         build_model("wrn28_10", 10, MEAN, STD)
     with pytest.raises(ValueError, match="unknown torchvision arch"):
         TorchvisionNet("vgg16", 10)
+
+
+def test_resnet18_tv_is_torchvisions_imagenet_resnet18():
+    """GReg's CIFAR ResNet-18: torchvision's architecture (7x7 stride-2 stem, max-pool), so a 32 px input leaves a
+    1x1 last map; 11,689,512 parameters with 1,000 classes (torchvision's published count) minus the 990 classes'
+    512 weights and bias: 11,181,642 with 10 classes."""
+    model = build_model("resnet18_tv", 10, MEAN, STD).eval()
+    assert isinstance(model, TorchvisionNet) and count_parameters(model) == 11_689_512 - 990 * 513
+    assert model.trunk[0].kernel_size == (7, 7) and model.trunk[0].stride == (2, 2)
+    assert isinstance(model.trunk[3], nn.MaxPool2d)
+    with torch.no_grad():
+        fmap = model.features(torch.rand(2, 3, 32, 32))
+    assert tuple(fmap.shape) == (2, 512, 1, 1)

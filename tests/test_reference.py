@@ -87,8 +87,8 @@ def test_energy_readme_numbers_verified(ref, bench, tm, sc, v):
 
 
 GREG_SECONDARY = [
-    ("cifar10", "resnet18", "energy_oe", "fpr95", 11.14), ("cifar10", "resnet18", "greg", "fpr95", 7.90),
-    ("cifar10", "resnet18", "energy_oe", "auroc", 97.53), ("cifar10", "resnet18", "greg", "auroc", 97.95),
+    ("cifar10", "resnet18_tv", "energy_oe", "fpr95", 11.14), ("cifar10", "resnet18_tv", "greg", "fpr95", 7.90),
+    ("cifar10", "resnet18_tv", "energy_oe", "auroc", 97.53), ("cifar10", "resnet18_tv", "greg", "auroc", 97.95),
     ("cifar10", "wrn40_2", "energy_oe", "fpr95", 13.11), ("cifar10", "wrn40_2", "greg", "fpr95", 7.95),
     ("cifar10", "densenet101", "energy_oe", "fpr95", 11.26), ("cifar10", "densenet101", "greg", "fpr95", 7.93),
     ("cifar10", "unstated", "oe", "fpr95", 21.76), ("cifar10", "unstated", "oe_grad", "fpr95", 18.79),
@@ -153,7 +153,7 @@ def _write(tmp_path, df):
 def _good_row(**kw):
     row = dict(paper="x", source="paper Table 2, p. 7", table="Table 2", page="7", benchmark="cifar10",
                id_dataset="cifar10", model="wrn40_2", train_method="ce", scorer="msp", ood_set="svhn",
-               metric="fpr95", value="12.5", confidence="verified", note="")
+               metric="fpr95", value="12.5", confidence="verified", note="", protocol="greg-detect")
     row.update(kw)
     return row
 
@@ -169,6 +169,7 @@ def test_load_reference_accepts_a_good_file(tmp_path):
         (dict(metric="fpr90"), "metric"),
         (dict(benchmark="mnist"), "benchmark"),
         (dict(confidence="sure"), "confidence"),
+        (dict(protocol="mine"), "protocol"),
         (dict(ood_set="inaturalist"), "ood_set"),
         (dict(ood_set="none"), "ood_set"),
         (dict(source=""), "source"),
@@ -278,7 +279,8 @@ def test_side_by_side_with_the_real_table(ref):
     paper = R.reference_for("cifar100", ref=ref, paper="energy")
     ours = pd.DataFrame({"benchmark": ["cifar100"], "method": ["ce"], "scorer": ["energy"], "ood_set": ["average"],
                          "fpr95": [70.0]})
-    out = R.side_by_side(ours, paper)
+    assert len(R.side_by_side(ours, paper)) == 0  # the Energy README's protocol is not ours: nothing is paired
+    out = R.side_by_side(ours, paper, protocol="energy-readme")  # asked for explicitly
     assert len(out) == 6
     assert (out["ours"] == R.NOT_RUN).sum() == 5
     row = out[out["scorer"] == "energy"].iloc[0]
@@ -305,3 +307,36 @@ def test_imagenet_subsets_nested_and_well_formed():
     assert twenty[:10] == ten  # the seeded-permutation rule makes the subsets nested, labels kept
     with pytest.raises(ValueError, match="subset"):
         R.load_imagenet_subset("imagenet100")
+
+
+def test_side_by_side_pairs_ours_only_with_references_of_our_protocol():
+    """Energy-OE, WRN-40-2, CIFAR-10, average FPR95: 3.32 in the Energy README (2,000 images x 10 draws) and 13.11
+    in GReg (full sets): ours is paired with the GReg number only."""
+    ref = pd.DataFrame([
+        _good_row(train_method="energy_oe", scorer="energy", ood_set="average", value="3.32", protocol="energy-readme"),
+        _good_row(train_method="energy_oe", scorer="energy", ood_set="average", value="13.11", protocol="greg-detect"),
+    ])
+    ref["value"] = ref["value"].astype(float)
+    ours = pd.DataFrame({"benchmark": ["cifar10"], "method": ["energy_oe"], "scorer": ["energy"],
+                         "ood_set": ["average"], "fpr95": [12.0], "auroc": [90.0], "aupr_in": [90.0],
+                         "aupr_out": [90.0]})
+    side = R.side_by_side(ours, ref)
+    assert side["paper"].tolist() == [13.11] and side["diff"].round(2).tolist() == [-1.11]
+    with pytest.raises(ValueError, match="several rows"):
+        R.side_by_side(ours, ref, protocol=None)
+    assert R.side_by_side(ours, ref, protocol="energy-readme")["paper"].tolist() == [3.32]
+    with pytest.raises(ValueError, match="protocol"):
+        R.side_by_side(ours, ref, protocol="mine")
+
+
+def test_every_reference_row_names_its_protocol_and_profiles_see_only_ours():
+    from ood import config
+
+    ref = R.load_reference()
+    assert set(ref["protocol"]) <= set(R.PROTOCOLS)
+    assert set(ref.loc[ref.paper == "energy", "protocol"]) == {"energy-readme"}
+    assert set(ref.loc[ref.paper == "greg", "protocol"]) == {"greg-detect"}
+    prof, rows = R.for_profile(config.load_params(), "synthetic")
+    assert prof == "cifar10" and len(rows) > 0
+    assert set(rows["protocol"]) == {R.OUR_PROTOCOL} and set(rows["model"]) == {"wrn40_2"}
+    assert 13.11 in rows["value"].tolist() and 3.32 not in rows["value"].tolist()
