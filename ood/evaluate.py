@@ -22,11 +22,20 @@ import torch
 from tqdm import tqdm
 
 from ood.data import ArrayDataset, Loader
-from ood.metrics import summarize
+from ood.metrics import aupr_in, aupr_out, auroc, fpr_at_closest_recall, summarize
 from ood.models import OODNet
 from ood.scorers import build_scorer, extract
 
-__all__ = ["EvalResult", "evaluate", "METRIC_COLUMNS", "save_scores", "load_scores"]
+__all__ = ["EvalResult", "evaluate", "METRIC_COLUMNS", "PROTOCOLS", "save_scores", "load_scores"]
+
+#: Evaluation protocols (the names of ``ood.reference.PROTOCOLS``, whose text says where each comes from):
+#: ``greg-detect`` (default): every image of each OOD set, one pass, FPR95 at TPR >= 95% (Greg-OOD detect.py);
+#: ``energy-readme``: per OOD set, ``len(id_test) // 5`` images (2,000 for a 10,000-image test set, or all when the
+#: set is smaller) drawn at random ``ENERGY_DRAWS`` times, the metrics averaged over the draws, FPR95 at the recall
+#: closest to 95% (wetliu/energy_ood CIFAR/test.py ``--num_to_avg 10`` and ``fpr_and_fdr_at_recall``). The ID test
+#: scores are all used in both. (The Energy code's LSUN-C preprocessing is a dataset matter, not covered here.)
+PROTOCOLS = ("greg-detect", "energy-readme")
+ENERGY_DRAWS = 10
 
 METRIC_COLUMNS = ["benchmark", "method", "scorer", "ood_set", "fpr95", "auroc", "aupr_in", "aupr_out"]
 
@@ -47,12 +56,18 @@ def _features(model, ds: ArrayDataset, device, batch_size: int, progress: bool):
 
 def evaluate(model: OODNet, *, id_train: ArrayDataset, id_test: ArrayDataset, ood_sets: dict[str, ArrayDataset],
              scorers: dict[str, dict], benchmark: str, method: str, device="cpu", batch_size: int = 500,
-             progress: bool = True, average_over: list[str] | None = None) -> EvalResult:
+             progress: bool = True, average_over: list[str] | None = None, protocol: str = "greg-detect",
+             seed: int = 0) -> EvalResult:
     """Run every scorer of ``scorers`` (name -> parameters) on ``model``; see the module docstring.
+
+    ``protocol``: one of :data:`PROTOCOLS` (``seed`` draws the subsets of ``energy-readme``; scoring a subset of a
+    set's scores equals scoring the subset, every scorer being per sample once fitted).
 
     The ``average`` row is the mean over ``average_over`` (default: every OOD set); the paper profiles average over
     the papers' six far-OOD sets and report the near-OOD set (the other CIFAR) on its own row only.
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
     avg_sets = list(ood_sets) if average_over is None else list(average_over)
     unknown = [s for s in avg_sets if s not in ood_sets]
     if unknown or not avg_sets:
@@ -85,8 +100,8 @@ def evaluate(model: OODNet, *, id_train: ArrayDataset, id_test: ArrayDataset, oo
     for sname in built:
         sid = scores[f"{sname}/id"]
         per_set = []
-        for set_name in ood_sets:
-            m = summarize(sid, scores[f"{sname}/{set_name}"])
+        for k, set_name in enumerate(ood_sets):
+            m = _set_metrics(sid, scores[f"{sname}/{set_name}"], protocol, seed * 1_000 + k)
             if set_name in avg_sets:
                 per_set.append(m)
             rows.append({"benchmark": benchmark, "method": method, "scorer": sname, "ood_set": set_name, **m})
@@ -94,6 +109,20 @@ def evaluate(model: OODNet, *, id_train: ArrayDataset, id_test: ArrayDataset, oo
         rows.append({"benchmark": benchmark, "method": method, "scorer": sname, "ood_set": "average", **avg})
     metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     return EvalResult(metrics=metrics, id_accuracy=id_accuracy, scores=scores)
+
+
+def _set_metrics(sid: np.ndarray, sood: np.ndarray, protocol: str, seed: int) -> dict[str, float]:
+    """The four metrics of one OOD set under ``protocol`` (see :data:`PROTOCOLS`)."""
+    if protocol == "greg-detect":
+        return summarize(sid, sood)
+    n = min(len(sood), len(sid) // 5)
+    rng = np.random.default_rng(seed)  # the same draws for every scorer of a set
+    draws = []
+    for _ in range(ENERGY_DRAWS):
+        sub = sood[rng.permutation(len(sood))[:n]]
+        draws.append({"fpr95": fpr_at_closest_recall(sid, sub, 0.95), "auroc": auroc(sid, sub),
+                      "aupr_in": aupr_in(sid, sub), "aupr_out": aupr_out(sid, sub)})
+    return {k: float(np.mean([d[k] for d in draws])) for k in draws[0]}
 
 
 def save_scores(scores: dict[str, np.ndarray], path: str | Path) -> None:

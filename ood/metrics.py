@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-__all__ = ["fpr_at_tpr", "tpr_threshold", "auroc", "aupr_in", "aupr_out", "summarize", "roc_curve"]
+__all__ = ["fpr_at_tpr", "fpr_at_closest_recall", "tpr_threshold", "auroc", "aupr_in", "aupr_out", "summarize", "roc_curve"]
 
 
 def _as_array(x, name: str) -> np.ndarray:
@@ -175,6 +175,26 @@ def aupr_out(id_scores, ood_scores) -> float:
     """
     s_id, s_ood = _pair(id_scores, ood_scores)
     return 100.0 * _average_precision(-s_ood, -s_id)
+
+
+def fpr_at_closest_recall(id_scores, ood_scores, recall: float = 0.95) -> float:
+    """False-positive rate (%) by the rule of the Energy-OE / OE code (``fpr_and_fdr_at_recall``, wetliu/energy_ood
+    ``utils/display_results.py``): the ROC point whose recall (TPR, ID positive) is **closest** to ``recall``.
+
+    Over the distinct score values ``t`` taken as thresholds from the highest down to the first that accepts every ID
+    sample, ``recall(t) = #{ID >= t} / n_id`` and ``fpr(t) = #{OOD >= t} / n_ood``; the point with the smallest
+    ``|recall(t) - recall|`` is taken, and among equally close points the one with the lowest threshold. Unlike
+    :func:`fpr_at_tpr` the recall may be below ``recall`` (see its docstring for when the two differ). Used by the
+    ``energy-readme`` evaluation protocol (``ood.evaluate``) so that our numbers can sit beside the Energy README's.
+    """
+    s_id, s_ood = _pair(id_scores, ood_scores)
+    thr = np.unique(np.concatenate([s_id, s_ood]))[::-1]                   # distinct values, descending
+    tps = len(s_id) - np.searchsorted(np.sort(s_id), thr, side="left")     # ID scores >= t
+    fps = len(s_ood) - np.searchsorted(np.sort(s_ood), thr, side="left")   # OOD scores >= t
+    full = int(np.argmax(tps == len(s_id)))                               # first threshold with every ID accepted
+    dist = np.abs(tps[:full + 1] / len(s_id) - recall)
+    pick = int(np.flatnonzero(dist == dist.min())[-1])                    # the lowest of the closest thresholds
+    return 100.0 * float(fps[pick]) / len(s_ood)
 
 
 def summarize(id_scores, ood_scores) -> dict[str, float]:

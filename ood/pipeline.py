@@ -250,7 +250,8 @@ def evaluate_method(params: dict, method: str, profile: str | None = None, *, de
         res = evaluate(model, id_train=bench.id_train, id_test=bench.id_test, ood_sets=bench.ood,
                        scorers={n: sparams.get(n, {}) for n in names}, benchmark=profile, method=method, device=dev,
                        batch_size=ev.get("batch_size", 500), progress=progress,
-                       average_over=block["benchmark"].get("average_over"))
+                       average_over=block["benchmark"].get("average_over"),
+                       protocol=ev.get("protocol", "greg-detect"))
         out = res.metrics.copy()
         out.insert(2, "seed", seed)
         out["id_accuracy"] = res.id_accuracy

@@ -108,7 +108,8 @@ PROTOCOLS: dict[str, str] = {
     "dos-paper": "the DOS paper's own evaluation (its Table 1); not compared with the code here",
     "bfm-paper": "the BFM paper's own evaluation; its tables could not be read here",
 }
-#: The protocol of ``ood.evaluate``: full OOD sets, one pass, FPR95 at TPR >= 95% (``ood.metrics.fpr_at_tpr``).
+#: The default protocol of ``ood.evaluate``: full OOD sets, one pass, FPR95 at TPR >= 95% (``ood.metrics.fpr_at_tpr``);
+#: a profile's ``evaluate.protocol: energy-readme`` evaluates the Energy code's way (``ood.evaluate.PROTOCOLS``).
 OUR_PROTOCOL = "greg-detect"
 BENCHMARKS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "imagenet10", "imagenet20")
 METRICS: tuple[str, ...] = ("fpr95", "auroc", "aupr_in", "aupr_out", "id_accuracy")
@@ -245,15 +246,18 @@ def reference_for(benchmark: str, metric: str = "fpr95", ref: pd.DataFrame | Non
     return df[mask].reset_index(drop=True)
 
 
-def for_profile(params: dict, profile: str, metric: str = "fpr95", ood_set: str = "average") -> tuple[str, pd.DataFrame]:
+def for_profile(params: dict, profile: str, metric: str = "fpr95",
+                ood_set: str = "average") -> tuple[str, str, pd.DataFrame]:
     """The reference rows a profile's results are compared with: its benchmark (the synthetic profile, which no
-    paper reports, shows the CIFAR-10 profile's), its network, ``metric`` and ``ood_set``, and our protocol only.
-    Returns (the profile whose references they are, the rows)."""
+    paper reports, shows the CIFAR-10 profile's), its network, ``metric`` and ``ood_set``, and the profile's
+    evaluation protocol only (``evaluate.protocol``, default :data:`OUR_PROTOCOL`).
+    Returns (the profile whose references they are, the protocol, the rows)."""
     ref_profile = profile if profile != "synthetic" else "cifar10"
     block = params[ref_profile]
+    protocol = (params[profile].get("evaluate") or {}).get("protocol", OUR_PROTOCOL)
     rows = reference_for(block["benchmark"]["id"], metric, model=block["model"]["name"], ood_set=ood_set,
-                         protocol=OUR_PROTOCOL)
-    return ref_profile, rows
+                         protocol=protocol)
+    return ref_profile, protocol, rows
 
 
 def normalize_ours(ours: pd.DataFrame) -> pd.DataFrame:

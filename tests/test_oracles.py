@@ -356,3 +356,53 @@ def test_one_evaluate_row_recomputed_from_the_images():
         assert abs(_auroc_pairs(s_train, s_ood) - auc) > 1.0
     avg = rows.loc["average"]
     assert avg["fpr95"] == pytest.approx(np.mean([rows.loc[k, "fpr95"] for k in oods]), abs=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ood.metrics.fpr_at_closest_recall (the energy-readme protocol's FPR95) against the oracle above
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_fpr_at_closest_recall_equals_the_energy_code_rule():
+    from ood.metrics import fpr_at_closest_recall
+
+    # the hand cases of test_fpr95_rules_differ_under_ties: Energy-OE 50 % in both
+    assert fpr_at_closest_recall(np.r_[np.arange(1.0, 48.0), [0.0, 0.0, 0.0]], [-1.0, 0.0, 0.5, 30.5]) == 50.0
+    assert fpr_at_closest_recall(np.arange(1.0, 13.0), [0.5, 1.0, 2.5, 13.0]) == 50.0
+    rng = np.random.default_rng(7)
+    for _ in range(300):  # random sizes, heavy ties (integer scores)
+        sid = rng.integers(0, 12, rng.integers(1, 60)).astype(float)
+        sood = rng.integers(-3, 10, rng.integers(1, 40)).astype(float)
+        assert fpr_at_closest_recall(sid, sood) == pytest.approx(_fpr_energy_oe(sid, sood), abs=1e-12)
+
+
+def test_energy_readme_protocol_draws_a_fifth_of_the_id_test_size_ten_times():
+    """evaluate(protocol="energy-readme"): per OOD set, len(id_test) // 5 scores drawn 10 times, metrics averaged,
+    FPR95 by the closest-recall rule; recomputed here from the score cache with the same draws."""
+    from ood.data import ArrayDataset
+    from ood.evaluate import evaluate
+    from ood.metrics import aupr_in as _ain
+
+    torch.manual_seed(0)
+    model = SmallNet(3, width=8, depth=1)
+    g = torch.Generator().manual_seed(1)
+    ds = lambda n, lo, hi: ArrayDataset(name="x", images=torch.randint(lo, hi, (n, 3, 32, 32), generator=g,
+                                                                       dtype=torch.uint8),
+                                        labels=torch.randint(0, 3, (n,), generator=g), classes=("a", "b", "c"))
+    id_test, ood_a, ood_b = ds(50, 0, 255), ds(30, 0, 128), ds(7, 100, 255)
+    kw = dict(id_train=ds(20, 0, 255), id_test=id_test, ood_sets={"a": ood_a, "b": ood_b}, scorers={"msp": {}},
+              benchmark="t", method="m", progress=False)
+    res = evaluate(model, protocol="energy-readme", seed=3, **kw)
+    sid = res.scores["msp/id"]
+    for k, name in enumerate(["a", "b"]):
+        sood = res.scores[f"msp/{name}"]
+        n = min(len(sood), len(sid) // 5)       # 10 of the 30 images of "a"; all 7 of "b"
+        rng = np.random.default_rng(3 * 1_000 + k)
+        subs = [sood[rng.permutation(len(sood))[:n]] for _ in range(10)]
+        row = res.metrics.query(f"ood_set == '{name}'").iloc[0]
+        assert row.fpr95 == pytest.approx(np.mean([_fpr_energy_oe(sid, s) for s in subs]), abs=1e-9)
+        assert row.aupr_in == pytest.approx(np.mean([_ain(sid, s) for s in subs]), abs=1e-9)
+    full = evaluate(model, **kw)
+    assert full.metrics.query("ood_set == 'b'").iloc[0].auroc == pytest.approx(
+        res.metrics.query("ood_set == 'b'").iloc[0].auroc)  # all 7 images drawn each time: the same AUROC
+    with pytest.raises(ValueError, match="allowed: greg-detect, energy-readme"):
+        evaluate(model, protocol="openood", **kw)

@@ -336,7 +336,11 @@ def test_every_reference_row_names_its_protocol_and_profiles_see_only_ours():
     assert set(ref["protocol"]) <= set(R.PROTOCOLS)
     assert set(ref.loc[ref.paper == "energy", "protocol"]) == {"energy-readme"}
     assert set(ref.loc[ref.paper == "greg", "protocol"]) == {"greg-detect"}
-    prof, rows = R.for_profile(config.load_params(), "synthetic")
-    assert prof == "cifar10" and len(rows) > 0
+    params = config.load_params()
+    prof, proto, rows = R.for_profile(params, "synthetic")
+    assert prof == "cifar10" and proto == R.OUR_PROTOCOL and len(rows) > 0
     assert set(rows["protocol"]) == {R.OUR_PROTOCOL} and set(rows["model"]) == {"wrn40_2"}
     assert 13.11 in rows["value"].tolist() and 3.32 not in rows["value"].tolist()
+    params["cifar10"]["evaluate"]["protocol"] = "energy-readme"  # a profile evaluated the Energy code's way
+    prof, proto, rows = R.for_profile(params, "cifar10")
+    assert proto == "energy-readme" and 3.32 in rows["value"].tolist() and 13.11 not in rows["value"].tolist()
