@@ -31,7 +31,7 @@ import yaml
 
 __all__ = [
     "ParamError", "repo_root", "load_params", "profile_params", "method_config", "TrainConfig",
-    "NotebookParams", "NOTEBOOK_SCHEMAS", "check_notebook_params", "resolve_device", "uses_channels_last",
+    "NotebookParams", "NOTEBOOK_SCHEMAS", "is_seed_list", "check_notebook_params", "resolve_device", "uses_channels_last",
 ]
 
 
@@ -220,7 +220,8 @@ def _nonneg_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-def _seed_list(v) -> bool:
+def is_seed_list(v) -> bool:
+    """A valid ``seeds`` value (params.yaml, notebook parameter): a non-empty list of distinct integers >= 0."""
     return isinstance(v, list) and len(v) > 0 and all(_nonneg_int(s) for s in v) and len(set(v)) == len(v)
 
 
@@ -245,14 +246,14 @@ NOTEBOOK_SCHEMAS: dict[str, dict[str, tuple]] = {
         "epochs": (_opt(_nonneg_int), "None or an integer >= 0"),
         "lr": (_opt(_pos_num), "None or a number > 0"),
         "batch_size": (_opt(_pos_int), "None or an integer > 0"),
-        "seeds": (_opt(_seed_list), "None or a non-empty list of distinct integers >= 0"),
+        "seeds": (_opt(is_seed_list), "None or a non-empty list of distinct integers >= 0"),
         "run_dir": (_opt(lambda v: isinstance(v, str) and v != ""), "None or a path"),
     },
     "evaluate": {
         **_COMMON,
         "method": (None, "a method of the profile"),
         "scorers": (_opt(lambda v: isinstance(v, list)), "None or a list of scorer names"),
-        "seeds": (_opt(_seed_list), "None or a non-empty list of distinct integers >= 0"),
+        "seeds": (_opt(is_seed_list), "None or a non-empty list of distinct integers >= 0"),
         "run_dir": (_opt(lambda v: isinstance(v, str) and v != ""), "None or a path"),
     },
     "tables": {**_COMMON},

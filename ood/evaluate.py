@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ood.data import ArrayDataset, Loader
-from ood.metrics import aupr_in, aupr_out, auroc, fpr_at_closest_recall, summarize
+from ood.metrics import fpr_at_closest_recall, summarize
 from ood.models import OODNet
 from ood.scorers import build_scorer, extract
 
@@ -120,8 +120,7 @@ def _set_metrics(sid: np.ndarray, sood: np.ndarray, protocol: str, seed: int) ->
     draws = []
     for _ in range(ENERGY_DRAWS):
         sub = sood[rng.permutation(len(sood))[:n]]
-        draws.append({"fpr95": fpr_at_closest_recall(sid, sub, 0.95), "auroc": auroc(sid, sub),
-                      "aupr_in": aupr_in(sid, sub), "aupr_out": aupr_out(sid, sub)})
+        draws.append({**summarize(sid, sub), "fpr95": fpr_at_closest_recall(sid, sub, 0.95)})
     return {k: float(np.mean([d[k] for d in draws])) for k in draws[0]}
 
 

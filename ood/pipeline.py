@@ -53,8 +53,8 @@ def seed_dir(run_dir: str | Path, seed: int) -> Path:
 
 def seeds_of(params: dict, seeds: list[int] | None = None) -> list[int]:
     """The seeds to run: ``seeds`` if given, else params.yaml ``seeds`` (a non-empty list of distinct integers >= 0)."""
-    seeds = list(params.get("seeds", [0]) if seeds is None else seeds)
-    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+    seeds = params.get("seeds", [0]) if seeds is None else seeds
+    if not C.is_seed_list(seeds):
         raise C.ParamError(f"invalid value {seeds!r} for 'seeds'; allowed: a non-empty list of distinct integers >= 0")
     return seeds
 

@@ -135,7 +135,8 @@ def summary(metrics: pd.DataFrame, accuracy: pd.DataFrame, scorer: str = "energy
     for stat, suffix in (("mean", ""), ("std", "_std")):
         avg = select_stat(metrics, stat)
         avg = avg[(avg["ood_set"] == "average") & (avg["scorer"] == scorer)]
-        acc = dict(zip(select_stat(accuracy, stat)["method"], select_stat(accuracy, stat)["id_accuracy"]))
+        acc_rows = select_stat(accuracy, stat)
+        acc = dict(zip(acc_rows["method"], acc_rows["id_accuracy"]))
         for m, r in zip(avg["method"], avg.itertuples()):
             d = out.setdefault(m, {})
             d[f"id_accuracy{suffix}"] = _round(acc.get(m))
