@@ -50,14 +50,32 @@ def repo_root(start: Path | None = None) -> Path:
     raise FileNotFoundError(f"no params.yaml found above {here}; run from a checkout of the repository")
 
 
+#: Environment variable naming the params file of the pipeline a stage belongs to, relative to the repository root
+#: (``pipelines/<profile>/params.yaml`` for a profile's own pipeline, see dvc.yaml); unset: ``params.yaml``.
+PARAMS_ENV = "OOD_PARAMS"
+
+
+def params_path() -> Path:
+    """The params file that :func:`load_params` reads by default: ``$OOD_PARAMS`` (relative to the repository root)
+    or the repository's ``params.yaml``."""
+    rel = os.environ.get(PARAMS_ENV) or "params.yaml"
+    path = repo_root() / rel
+    if not path.is_file():
+        raise FileNotFoundError(f"{PARAMS_ENV}={rel!r} names no file: {path} does not exist (set it to a pipeline's "
+                                f"params file, e.g. pipelines/cifar10-cpu/params.yaml, or unset it)")
+    return path
+
+
 def load_params(path: str | Path | None = None) -> dict:
-    """``params.yaml`` (default: the repository's) merged with every ``profiles/<name>.yaml`` beside it."""
-    path = Path(path) if path else repo_root() / "params.yaml"
+    """A pipeline's params file (default: :func:`params_path`) merged with every ``profiles/<name>.yaml`` of the
+    repository (the folder ``profiles`` beside the file, else the repository root's)."""
+    path = Path(path) if path else params_path()
     with open(path) as f:
         params = yaml.safe_load(f)
     if not isinstance(params, dict) or "profile" not in params:
         raise ParamError(f"{path} must be a mapping with a top-level 'profile' key")
-    for prof in sorted((path.parent / "profiles").glob("*.yaml")):
+    base = path.parent if (path.parent / "profiles").is_dir() else repo_root()
+    for prof in sorted((base / "profiles").glob("*.yaml")):
         with open(prof) as f:
             block = yaml.safe_load(f)
         if not isinstance(block, dict) or list(block) != [prof.stem]:
@@ -70,7 +88,7 @@ def load_params(path: str | Path | None = None) -> dict:
 
 
 def profiles(params: dict) -> list[str]:
-    reserved = {"profile", "seeds", "device", "pipeline"}
+    reserved = {"profile", "seeds", "seed_workers", "device", "pipeline", "root", "params_file"}
     return sorted(k for k, v in params.items() if k not in reserved and isinstance(v, dict))
 
 
@@ -116,7 +134,8 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=list)   # epochs at which step decays by gamma
     gamma: float = 0.1
     warmup_epochs: int = 0               # linear warm-up of the learning rate (0: none)
-    augment: bool = True                 # random crop (pad 4) + horizontal flip
+    augment: bool = True                 # random crop (zero padding crop_pad) + horizontal flip
+    crop_pad: int = 4                    # padding of the ID images' random crop [paper: 4]; outliers keep 4 [code]
     seed: int = 0
     amp: bool = True                     # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool | None = None    # None: auto (uses_channels_last); True/False force it
@@ -128,6 +147,8 @@ class TrainConfig:
         _check(self.steps_per_epoch, "steps_per_epoch", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
                "null or an integer > 0")
         _check(self.out_batch_size, "out_batch_size", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+        _check(self.crop_pad, "crop_pad", lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 16,
+               "an integer in 0..16")
         _check(self.lr, "lr", lambda v: _num(v) and v > 0, "a number > 0")
         _check(self.weight_decay, "weight_decay", lambda v: _num(v) and v >= 0, "a number >= 0")
         _check(self.momentum, "momentum", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")

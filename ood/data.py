@@ -542,6 +542,20 @@ _register(
               "<root>/dtd/images (the tarball extracted into the root, as in the energy/KNN code).",
     ),
     DatasetInfo(
+        name="dtd10", kind="ood", title="Textures (DTD, 10 categories), 1,200 images at 32x32", splits=("test",),
+        files=(FileInfo("dtd10-32.tar.xz", None,
+                        "sha256:6a05aff4ab4f882ec1119299c3ab37246f782db6d179bbde15650633026ff477",
+                        "../shared/data/dtd10-32.{tar.xz,sha256} beside the checkout", extract_to=""),),
+        folders=("dtd10-32",), transform="as_is",
+        preprocessing="none here: each image was resized so that its shorter side is 32 px (bilinear, antialiased) "
+                      "and centre-cropped to 32x32 before it was saved as PNG, as the Outlier Exposure code prepares "
+                      "Textures for CIFAR models",
+        citation="Cimpoi et al., Describing Textures in the Wild, CVPR 2014.", size={"test": 1200},
+        notes="A SUBSET of Textures: every image of the first 10 of DTD's 47 categories (banded ... crystalline, 120 "
+              "each), kept beside the project (../shared/data). Name it 'Textures (DTD, 10 categories)' wherever a "
+              "result uses it; its numbers are not the papers' Textures column (all 5,640 images).",
+    ),
+    DatasetInfo(
         name="places365", kind="ood", title="Places365 test images, a 10,000-image subset", splits=("test",),
         files=(FileInfo("places365/test_256.tar", "http://data.csail.mit.edu/places/places365/test_256.tar",
                         "md5:f532f6ad7b582262a2ec8009075e186b", _TV.format("places365.py"), extract_to="places365"),),
@@ -805,7 +819,7 @@ def load(name: str, split: str = "test", root=None, *, seed: int = 0, n: int | N
         set_name = split if name == "synthetic" else name[len("synthetic-"):]
         return _load_synthetic(name, set_name, root, seed, n)
     if info.folders:
-        ds = _load_image_folder(info, root, split, image_size, download)
+        ds = _load_image_folder(info, root, split, image_size, download, n=n, seed=seed)
     else:
         _need_32(name, image_size)
         ds = _ARRAY_LOADERS[name](info, root, split, download)
@@ -871,6 +885,10 @@ def _require(info: DatasetInfo, root: Path, needed: list[FileInfo], extra: str =
     DataMissingError naming the first missing file of ``needed`` and the archive that holds it."""
     missing = [f for f in needed if not (root / f.path).is_file()]
     archive = info.files[0]
+    if missing and all((SHARED_DATA / (f.path + ".xz")).is_file() for f in missing):
+        for f in missing:
+            _unpack_shared(f, root)
+        missing = []
     if missing and archive.extract_to is not None and (root / archive.path).is_file():
         _verify(root / archive.path, archive)
         _extract(root / archive.path, root / archive.extract_to)
@@ -880,6 +898,27 @@ def _require(info: DatasetInfo, root: Path, needed: list[FileInfo], extra: str =
         hint = (f"; offline: {SHARED_DATA}/unpack {root} writes the official CIFAR files"
                 if (SHARED_DATA / "unpack").is_file() and info.name.startswith("cifar") else "")
         raise _missing(info.name, root / missing[0].path, archive, root, more, extra + hint)
+
+
+def _unpack_shared(fi: FileInfo, root: Path) -> None:
+    """Decompress the official file ``fi`` from its ``.xz`` copy in ``SHARED_DATA`` to ``root/fi.path`` (checked
+    against ``fi.checksum`` before it is moved into place: a corrupt copy leaves nothing behind)."""
+    import lzma
+
+    dest = root / fi.path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, lzma.open(SHARED_DATA / (fi.path + ".xz")) as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        _verify(Path(tmp), fi)
+        os.replace(tmp, dest)
+    except lzma.LZMAError as e:
+        raise ChecksumError(f"{SHARED_DATA / (fi.path + '.xz')} cannot be decompressed ({e}); it was not used. "
+                            f"Replace it, or download {fi.url or fi.source} by hand.") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _first_corrupt(root: Path, files: list[FileInfo]) -> None:
@@ -1013,7 +1052,7 @@ def _has_images(folder: Path) -> bool:
 def _archive_candidates(info: DatasetInfo, root: Path) -> list[Path]:
     fi = info.files[0]
     cands = [root / fi.path]
-    if info.name == "tinyimagenet32":
+    if fi.url is None:  # kept beside the project only (tinyimagenet32, dtd10): the copy in ../shared/data
         cands.append(SHARED_DATA / Path(fi.path).name)
     return cands
 
@@ -1096,13 +1135,23 @@ def _decode(files: list[Path], size: int, transform: str) -> np.ndarray:
     return out
 
 
-def _load_image_folder(info: DatasetInfo, root: Path, split: str, image_size: int, download: bool) -> ArrayDataset:
+def _load_image_folder(info: DatasetInfo, root: Path, split: str, image_size: int, download: bool,
+                       n: int | None = None, seed: int = 0) -> ArrayDataset:
+    """The set's images, decoded once and cached as ``<stem>-uint8.npy``. With ``n`` and no cache yet, only the
+    subset's files are decoded (the images ``ArrayDataset.subset(n, seed)`` of the whole set would hold) and
+    nothing is cached: a test that draws 512 of TinyImageNet-32's 100,000 images decodes 512."""
     folder = _locate_folder(info, root, download)
     files = _find_images(folder)
     if info.name == "places365":
         files = _select_places365(folder, files)
     stem = split if image_size == 32 else f"{split}-{image_size}px"
     cache = (root / "tinyimagenet32" if info.name == "tinyimagenet32" else folder) / f"{stem}-uint8.npy"
+    if n is not None and not cache.is_file():
+        idx = _subset_indices(info.name, len(files), n, seed)
+        if idx is not None:
+            x = _decode([files[i] for i in idx.tolist()], image_size, info.transform)
+            images = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+            return ArrayDataset(info.name, images, torch.full((len(images),), -1, dtype=torch.int64))
     x = None
     if cache.is_file():
         try:

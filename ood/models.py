@@ -75,23 +75,29 @@ def _conv_bn(cin: int, cout: int) -> nn.Sequential:
 
 
 class SmallNet(OODNet):
-    """A small CNN for the CPU synthetic profile (our choice, not from either paper; 24,266 parameters at
-    width 16, measured about 5,000 training images/s on a 2-core CPU with channels_last).
+    """A small CNN for the CPU profiles (our choice, not from either paper; 24,266 parameters at width 16,
+    measured about 5,000 training images/s on a 2-core CPU with channels_last).
 
-    32x32 input -> conv-bn-relu(w), maxpool -> 16x16 -> conv-bn-relu(2w), maxpool -> 8x8 ->
-    conv-bn-relu(4w) -> last map ``(B, 4w, 8, 8)`` -> GAP -> linear. The 8x8 last map keeps enough
-    positions for the background-feature loss to select from (BFM uses the last map of WRN-40-2, also 8x8).
+    32x32 input -> d1 x conv-bn-relu(w), maxpool -> 16x16 -> d2 x conv-bn-relu(2w), maxpool -> 8x8 ->
+    d3 x conv-bn-relu(4w) -> last map ``(B, 4w, 8, 8)`` -> GAP -> linear, with ``depth`` = d (the same in every
+    stage) or ``[d1, d2, d3]``. The 8x8 last map keeps enough positions for the background-feature loss to
+    select from (BFM uses the last map of WRN-40-2, also 8x8).
     """
 
     def __init__(self, num_classes: int = 10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), width: int = 16,
-                 depth: int = 1):
+                 depth: int | Sequence[int] = 1):
         super().__init__(mean, std)
-        if width < 1 or depth < 1:
-            raise ValueError(f"SmallNet width and depth must be >= 1, got width={width}, depth={depth}")
+        depths = [depth] * 3 if isinstance(depth, int) else list(depth)
+        if (not isinstance(width, int) or width < 1 or len(depths) != 3
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in depths)):
+            raise ValueError(f"SmallNet width must be an integer >= 1 and depth an integer >= 1 or a list of three, "
+                             f"got width={width!r}, depth={depth!r}")
         w = width
+        stages = iter(depths)
 
         def stage(cin, cout):
-            return [_conv_bn(cin, cout)] + [_conv_bn(cout, cout) for _ in range(depth - 1)]
+            d = next(stages)
+            return [_conv_bn(cin, cout)] + [_conv_bn(cout, cout) for _ in range(d - 1)]
 
         self.stem = nn.Sequential(*stage(3, w), nn.MaxPool2d(2), *stage(w, 2 * w), nn.MaxPool2d(2), *stage(2 * w, 4 * w))
         self.fc = nn.Linear(4 * w, num_classes)

@@ -22,7 +22,7 @@ from ood import config as C
 from ood.data import ArrayDataset, load
 from ood.data import describe as describe_dataset
 
-__all__ = ["describe_dataset", "collect", "Benchmark", "load_benchmark", "model_spec", "paths", "seed_dir", "seeds_of", "train_method", "evaluate_method", "SeedEvaluation", "data_manifest"]
+__all__ = ["describe_dataset", "collect", "Benchmark", "load_benchmark", "model_spec", "paths", "seed_dir", "seeds_of", "train_method", "fit_set", "evaluate_method", "SeedEvaluation", "data_manifest"]
 
 
 def paths(profile: str, method: str | None = None, root: Path | None = None, seed: int | None = None) -> dict[str, Path]:
@@ -190,6 +190,60 @@ def model_spec(params: dict, profile: str | None = None) -> dict:
 WALL_CLOCK_COLUMNS = ["seconds"]
 
 
+def seed_workers(params: dict) -> int:
+    """How many seeds a stage runs at once (the pipeline's params file, ``seed_workers``; default 1)."""
+    w = params.get("seed_workers", 1)
+    if not isinstance(w, int) or isinstance(w, bool) or w < 1:
+        raise C.ParamError(f"invalid value {w!r} for 'seed_workers'; allowed: an integer >= 1")
+    return w
+
+
+def map_seeds(fn, seeds: list[int], workers: int, on_device: str, **kwargs) -> list:
+    """``[fn(seed=s, **kwargs) for s in seeds]``, with up to ``workers`` seeds at once on a CPU.
+
+    With ``workers`` > 1 (and more than one seed, on the CPU) each seed runs in its own process (``spawn``; ``fn``
+    must be a module-level function of the package) with ``ood.repro.THREADS // workers`` threads, so the machine's
+    cores are split between the seeds instead of shared by every operation: on this project's 2-core CPU, two
+    1-thread processes train 1.2x as many images per second as one 2-thread process (SmallNet width 32, depth
+    [1, 2, 2]: 105 s per CIFAR-10 epoch each, side by side, vs 63 s alone; measured 2026-11-29). A seed's numbers
+    then come from 1-thread kernels: bit-reproducible like every pinned run, but not the bits of ``workers: 1``.
+    On CUDA (``on_device``, as ``config.resolve_device`` resolves it) the seeds run one after the other.
+    """
+    if workers <= 1 or len(seeds) <= 1 or str(C.resolve_device(on_device)).startswith("cuda"):
+        return [fn(seed=s, **kwargs) for s in seeds]
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ood import repro
+
+    threads = max(1, repro.THREADS // workers)
+    saved = os.environ.get("OOD_THREADS")
+    os.environ["OOD_THREADS"] = str(threads)  # the workers pin this at `import ood` (ood/repro.py)
+    try:
+        with ProcessPoolExecutor(min(workers, len(seeds)), mp_context=multiprocessing.get_context("spawn")) as ex:
+            futures = [ex.submit(fn, seed=s, **kwargs) for s in seeds]
+            return [f.result() for f in futures]
+    finally:
+        if saved is None:
+            os.environ.pop("OOD_THREADS", None)
+        else:
+            os.environ["OOD_THREADS"] = saved
+
+
+def _train_seed(*, seed: int, params: dict, method: str, profile: str, overrides: dict, base: Path, device: str,
+                progress: bool) -> pd.DataFrame:
+    """One seed of :func:`train_method` (module level, so that a worker process can run it)."""
+    from ood.train import train
+
+    cfg = C.method_config(params, method, profile, **{**overrides, "seed": seed})
+    bench = load_benchmark(params, profile, with_aux=cfg.out_batch_size > 0)
+    init_dir = paths(profile, cfg.init, seed=seed)["run"] if cfg.init else None
+    h = train(cfg, model_spec(params, profile), bench.id_train, seed_dir(base, seed), aux=bench.aux,
+              id_test=bench.id_test, init_dir=init_dir, device=C.resolve_device(device), progress=progress)
+    return h.assign(seed=seed)
+
+
 def train_method(params: dict, method: str, profile: str | None = None, *, device: str = "auto", run_dir=None,
                  seeds: list[int] | None = None, progress: bool = True, **overrides):
     """Train one method of a profile once per seed, as the profile says (``overrides``: TrainConfig fields, None
@@ -200,27 +254,53 @@ def train_method(params: dict, method: str, profile: str | None = None, *, devic
     run (run_dir None) also publishes the histories to ``results/<profile>/history/<method>.csv``, without the
     wall-clock columns, so that they are the same bits on every machine.
     """
-    from ood.train import train
-
     profile = profile or params["profile"]
     p = paths(profile, method)
     base = Path(run_dir) if run_dir is not None else p["method_runs"]
-    cfg = C.method_config(params, method, profile, **overrides)
-    bench = load_benchmark(params, profile, with_aux=cfg.out_batch_size > 0)
-    spec = model_spec(params, profile)
-    histories = []
-    for seed in seeds_of(params, seeds):
-        cfg = C.method_config(params, method, profile, **{**overrides, "seed": seed})
-        init_dir = paths(profile, cfg.init, seed=seed)["run"] if cfg.init else None
-        h = train(cfg, spec, bench.id_train, seed_dir(base, seed), aux=bench.aux, id_test=bench.id_test,
-                  init_dir=init_dir, device=C.resolve_device(device), progress=progress)
-        histories.append(h.assign(seed=seed))
+    seeds = seeds_of(params, seeds)
+    workers = seed_workers(params)
+    histories = map_seeds(_train_seed, seeds, workers, device, params=params, method=method, profile=profile,
+                          overrides=overrides, base=base, device=device, progress=progress and workers == 1)
+    cfg = C.method_config(params, method, profile, **{**overrides, "seed": seeds[-1]})
     history = pd.concat(histories, ignore_index=True)
     history = history[["seed"] + [c for c in history.columns if c != "seed"]]
     if run_dir is None:  # the pipeline's run: publish the histories beside the results
         p["history"].parent.mkdir(parents=True, exist_ok=True)
         history.drop(columns=WALL_CLOCK_COLUMNS, errors="ignore").to_csv(p["history"], index=False, float_format="%.6g")
     return cfg, history
+
+
+def fit_set(id_train: ArrayDataset, evaluate_block: dict, data_seed: int = 0) -> ArrayDataset:
+    """The ID-train images the fitted scorers (Mahalanobis, KNN, ViM, ReAct/DICE/ASH statistics) see: all of them,
+    or with the profile's ``evaluate.fit_size: n`` a uniformly random ``n`` (``ArrayDataset.subset(n, data_seed)``,
+    the same for every method and seed)."""
+    n = evaluate_block.get("fit_size")
+    if n is None:
+        return id_train
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= len(id_train):
+        raise C.ParamError(f"invalid value {n!r} for 'evaluate.fit_size'; allowed: null (all {len(id_train)} ID-train "
+                           f"images) or an integer in 1..{len(id_train)}")
+    return id_train.subset(n, data_seed)
+
+
+def _evaluate_seed(*, seed: int, params: dict, method: str, profile: str, base: Path, cache: Path, device: str,
+                   scorers: list[str] | None, progress: bool):
+    """One seed of :func:`evaluate_method`: scores, writes its score cache, returns its ``EvalResult``."""
+    from ood.evaluate import evaluate, save_scores
+    from ood.train import load_model
+
+    block = C.profile_params(params, profile)
+    ev = block["evaluate"]
+    dev = C.resolve_device(device)
+    bench = load_benchmark(params, profile, with_aux=False)
+    sparams = ev.get("params", {}) or {}
+    res = evaluate(load_model(seed_dir(base, seed), dev), id_train=fit_set(bench.id_train, ev, block["benchmark"].get("data_seed", 0)),
+                   id_test=bench.id_test, ood_sets=bench.ood,
+                   scorers={n: sparams.get(n, {}) for n in scorers or ev["scorers"]}, benchmark=profile, method=method,
+                   device=dev, batch_size=ev.get("batch_size", 500), progress=progress,
+                   average_over=block["benchmark"].get("average_over"), protocol=ev.get("protocol", "greg-detect"))
+    save_scores(res.scores, cache / f"seed{seed}.npz")
+    return res
 
 
 def evaluate_method(params: dict, method: str, profile: str | None = None, *, device: str = "auto", run_dir=None,
@@ -231,32 +311,20 @@ def evaluate_method(params: dict, method: str, profile: str | None = None, *, de
     ``<run_dir>/metrics.csv``) and one score cache per seed (``cache/<profile>/<method>/seed<s>.npz``, or
     ``<run_dir>/scores/seed<s>.npz``). Returns a :class:`SeedEvaluation`.
     """
-    from ood.evaluate import evaluate, save_scores
-    from ood.train import load_model
-
     profile = profile or params["profile"]
-    block = C.profile_params(params, profile)
     p = paths(profile, method)
-    dev = C.resolve_device(device)
-    bench = load_benchmark(params, profile, with_aux=False)
-    ev = block["evaluate"]
-    names = scorers or ev["scorers"]
-    sparams = ev.get("params", {}) or {}
     base = Path(run_dir) if run_dir is not None else p["method_runs"]
     cache = p["method_cache"] if run_dir is None else base / "scores"
+    seeds = seeds_of(params, seeds)
+    workers = seed_workers(params)
+    runs = map_seeds(_evaluate_seed, seeds, workers, device, params=params, method=method, profile=profile,
+                     base=base, cache=cache, device=device, scorers=scorers, progress=progress and workers == 1)
     results, frames = {}, []
-    for seed in seeds_of(params, seeds):
-        model = load_model(seed_dir(base, seed), dev)
-        res = evaluate(model, id_train=bench.id_train, id_test=bench.id_test, ood_sets=bench.ood,
-                       scorers={n: sparams.get(n, {}) for n in names}, benchmark=profile, method=method, device=dev,
-                       batch_size=ev.get("batch_size", 500), progress=progress,
-                       average_over=block["benchmark"].get("average_over"),
-                       protocol=ev.get("protocol", "greg-detect"))
+    for seed, res in zip(seeds, runs):
         out = res.metrics.copy()
         out.insert(2, "seed", seed)
         out["id_accuracy"] = res.id_accuracy
         frames.append(out)
-        save_scores(res.scores, cache / f"seed{seed}.npz")
         results[seed] = res
     # the pipeline's run publishes into results/ and cache/; a run of another folder keeps its outputs there
     metrics_path = p["method_metrics"] if run_dir is None else base / "metrics.csv"

@@ -249,7 +249,8 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
 
     id_train = id_train.to(device)
     aux = aux.to(device) if aux is not None else None
-    loader = Loader(id_train, cfg.batch_size, device=device, shuffle=True, augment=cfg.augment, drop_last=True)
+    loader = Loader(id_train, cfg.batch_size, device=device, shuffle=True, augment=cfg.augment, drop_last=True,
+                    pad=cfg.crop_pad)
     if len(loader) == 0:
         raise TrainingError(f"batch_size {cfg.batch_size} is larger than the training set ({len(id_train)} images)")
     steps_per_epoch = min(len(loader), cfg.steps_per_epoch or len(loader))

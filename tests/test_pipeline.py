@@ -172,7 +172,7 @@ def _status_after(pipeline_root, rel, edit) -> set[str]:
     text = path.read_text()
     try:
         path.write_text(edit(text))
-        p = run(*DVC, "status", "--json", cwd=pipeline_root)
+        p = run(*DVC, "status", "--json", "dvc.yaml", cwd=pipeline_root)
     finally:
         path.write_text(text)
     return set(json.loads(p.stdout or "{}"))
@@ -196,3 +196,8 @@ def test_editing_a_module_or_a_parameter_names_exactly_the_stages_that_use_it(pi
     assert _status_after(pipeline_root, yaml, lambda t: t.replace("    num_classes: 10\n",
                                                                   "    num_classes: 10\n    average_over: [noise]\n", 1)) \
         == {"data"} | evaluate | {"tables", "figures"}
+    # another profile's pipeline (pipelines/cifar10-cpu/) and knobs leave the default pipeline's stages alone
+    assert _status_after(pipeline_root, "profiles/cifar10-cpu.yaml", lambda t: t.replace("    num_classes: 10\n",
+                                                                    "    num_classes: 10\n    average_over: []\n", 1)) == set()
+    assert _status_after(pipeline_root, "pipelines/cifar10-cpu/params.yaml",
+                         lambda t: re.sub(r"^seeds: \[[^\]]*\]", "seeds: [5]", t, count=1, flags=re.M)) == set()

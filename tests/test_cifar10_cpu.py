@@ -1,0 +1,199 @@
+"""The real-data CPU profile: profiles/cifar10-cpu.yaml, its pipeline (pipelines/cifar10-cpu/) and its committed results.
+
+* the profile and its pipeline's params load, and every method's configuration builds;
+* every method trains a few steps on small subsets of the profile's real sets (CIFAR-10, TinyImageNet-32, Textures
+  DTD-10 from ../shared/data), and every scorer scores it;
+* the committed results are complete and consistent (every method x scorer x set, two or more seeds, the averages
+  are the means of their sets, the aggregate rows the mean and std of the seeds) and are the bytes the DVC lock of
+  the profile's pipeline recorded (so they came out of `dvc repro pipelines/cifar10-cpu/dvc.yaml`, not an edit).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ood import config as C
+from ood import data as D
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPE = ROOT / "pipelines" / "cifar10-cpu"
+PROFILE = "cifar10-cpu"
+RES = ROOT / "results" / PROFILE
+
+
+@pytest.fixture(scope="module")
+def params():
+    return C.load_params(PIPE / "params.yaml")
+
+
+def test_the_profile_has_its_own_pipeline_on_the_shared_dvc_yaml(params):
+    assert params["profile"] == PROFILE
+    assert (PIPE / "dvc.yaml").is_symlink() and (PIPE / "dvc.yaml").resolve() == (ROOT / "dvc.yaml").resolve()
+    assert (PIPE / params["root"]).resolve() == ROOT  # the stages run at the repository root
+    assert (ROOT / params["params_file"]).resolve() == (PIPE / "params.yaml").resolve()
+    assert len(params["seeds"]) >= 2, "the CE, Energy-OE, GReg and BFM comparisons need a spread (issue: >= 2 seeds)"
+    root = C.load_params(ROOT / "params.yaml")
+    assert root["profile"] == "synthetic", "the default `dvc repro` runs the synthetic profile"
+    methods = params["pipeline"]["evaluate"]
+    assert len(methods) == 9 and set(methods) == set(params["pipeline"]["scratch"]) | set(params["pipeline"]["finetune"])
+    for m in methods:
+        cfg = C.method_config(params, m, PROFILE)
+        assert (cfg.init is None) == (m in params["pipeline"]["scratch"]), m
+    assert len(params[PROFILE]["evaluate"]["scorers"]) == 14
+
+
+def _shared_data_or_skip():
+    shared = D.SHARED_DATA
+    needed = [shared / "cifar-10-batches-py" / "test_batch.xz", shared / "tinyimagenet32-train.tar.xz",
+              shared / "dtd10-32.tar.xz", shared / "cifar-100-python" / "test.xz"]
+    if not all(p.is_file() for p in needed):
+        pytest.skip(f"the real sets of the cifar10-cpu profile are not beside the checkout ({shared})")
+
+
+def test_every_method_trains_a_few_steps_on_real_subsets_and_every_scorer_scores(params, tmp_path):
+    """Two steps of each of the nine methods (fine-tunes from the tiny CE/BFM runs), then all 14 scorers."""
+    _shared_data_or_skip()
+    from ood.evaluate import evaluate
+    from ood.pipeline import load_benchmark, model_spec
+    from ood.train import load_model, train
+
+    p = copy.deepcopy(params)
+    p[PROFILE]["benchmark"]["sizes"] = {"train": 512, "test": 256, "ood": 200, "aux": 512}
+    bench = load_benchmark(p, PROFILE, data_root=tmp_path / "data")
+    assert set(bench.ood) == set(params[PROFILE]["benchmark"]["ood"])
+    assert bench.id_train.images.shape == (512, 3, 32, 32) and len(set(bench.id_train.labels.tolist())) == 10
+    assert bench.aux.images.shape == (512, 3, 32, 32) and all(len(v) == 200 for v in bench.ood.values())
+    spec = model_spec(p, PROFILE)
+    order = params["pipeline"]["scratch"] + list(params["pipeline"]["finetune"])
+    scorers = {n: params[PROFILE]["evaluate"].get("params", {}).get(n, {}) for n in params[PROFILE]["evaluate"]["scorers"]}
+    for m in order:
+        # two epochs of one step: BFM's background term starts after its warm-up epoch
+        cfg = C.method_config(p, m, PROFILE, epochs=2, steps_per_epoch=1, seed=0)
+        run = tmp_path / m
+        init = tmp_path / cfg.init if cfg.init else None
+        hist = train(cfg, spec, bench.id_train, run, aux=bench.aux, id_test=bench.id_test, init_dir=init,
+                     device="cpu", progress=False)
+        losses = hist[[c for c in hist.columns if c.startswith("loss_")]]
+        assert len(hist) == 2 and losses.shape[1] >= 1 and np.isfinite(losses.to_numpy()).all(), m
+        res = evaluate(load_model(run, "cpu"), id_train=bench.id_train, id_test=bench.id_test, ood_sets=bench.ood,
+                       scorers=scorers, benchmark=PROFILE, method=m, device="cpu", batch_size=128, progress=False)
+        assert set(res.metrics.scorer) == set(scorers) and set(res.metrics.ood_set) == set(bench.ood) | {"average"}
+        vals = res.metrics[["fpr95", "auroc", "aupr_in", "aupr_out"]]
+        assert vals.notna().all().all() and ((vals >= 0) & (vals <= 100)).all().all(), m
+
+
+# --- the committed results ------------------------------------------------------------------------------------
+
+def _lock():
+    return yaml.safe_load((PIPE / "dvc.lock").read_text())["stages"]
+
+
+def test_the_lock_records_every_stage_of_the_profile(params):
+    stages = _lock()
+    p = params["pipeline"]
+    want = ({"data", "tables", "figures"} | {f"train@{m}" for m in p["scratch"]}
+            | {f"finetune@{m}" for m in p["finetune"]} | {f"evaluate@{m}" for m in p["evaluate"]})
+    assert set(stages) == want
+    for name, st in stages.items():
+        assert f"-p profile {PROFILE}" in st["cmd"] and f"OOD_PARAMS={params['params_file']}" in st["cmd"], name
+
+
+def test_the_committed_results_are_the_bytes_the_lock_recorded():
+    """md5 of every committed (uncached) output, computed here with hashlib, against the lock's."""
+    checked = 0
+    for name, st in _lock().items():
+        for out in st.get("outs", []):
+            path = ROOT / out["path"]
+            if out["path"].startswith(("results/", "figures/")) and "md5" in out and not out["md5"].endswith(".dir"):
+                assert path.is_file(), f"{out['path']} (an output of {name}) is not committed"
+                assert hashlib.md5(path.read_bytes()).hexdigest() == out["md5"], f"{out['path']} differs from the lock"
+                checked += 1
+    assert checked >= 30
+
+
+def test_the_committed_results_are_complete_and_consistent(params):
+    m = pd.read_csv(RES / "metrics.csv", dtype={"seed": str})
+    methods = params["pipeline"]["evaluate"]
+    scorers = params[PROFILE]["evaluate"]["scorers"]
+    sets = list(params[PROFILE]["benchmark"]["ood"])
+    seeds = [str(s) for s in params["seeds"]]
+    assert set(m.method) == set(methods) and set(m.scorer) == set(scorers) and set(m.ood_set) == set(sets) | {"average"}
+    assert set(m.seed) == set(seeds) | {"mean", "std"}
+    assert len(m) == len(methods) * len(scorers) * (len(sets) + 1) * (len(seeds) + 2)
+    assert not m.duplicated(["method", "scorer", "ood_set", "seed"]).any()
+    cols = ["fpr95", "auroc", "aupr_in", "aupr_out"]
+    runs = m[m.seed.isin(seeds)]
+    assert runs[cols].notna().all().all() and runs[cols].apply(lambda c: c.between(0, 100)).all().all()
+    # the average row of each (method, scorer, seed) is the mean of its sets (2-decimal rounding of 4 numbers)
+    avg = runs[runs.ood_set == "average"].set_index(["method", "scorer", "seed"])[cols]
+    per = runs[runs.ood_set != "average"].groupby(["method", "scorer", "seed"])[cols].mean()
+    assert ((avg - per.loc[avg.index]).abs() <= 0.01).all().all()
+    # the mean and std rows are those of the seeds (numpy here; tolerance: the CSV's 2-decimal rounding)
+    key = ["method", "scorer", "ood_set"]
+    n = len(seeds)
+    g = runs.groupby(key)["fpr95"]
+    mean = m[m.seed == "mean"].set_index(key)["fpr95"]
+    std = m[m.seed == "std"].set_index(key)["fpr95"]
+    assert ((mean - g.apply(np.mean).loc[mean.index]).abs() <= 0.01).all()
+    assert ((std - g.apply(lambda v: np.std(v, ddof=1)).loc[std.index]).abs() <= 0.005 * (1 + (n / (n - 1)) ** 0.5)).all()
+
+
+def test_ce_reaches_85_percent_on_cifar10_in_every_seed(params):
+    acc = pd.read_csv(RES / "accuracy.csv", dtype={"seed": str})
+    ce = acc[(acc.method == "ce") & acc.seed.isin([str(s) for s in params["seeds"]])]
+    assert len(ce) == len(params["seeds"]) and (ce["id_accuracy"] >= 85).all(), ce.to_dict("records")
+    hist = pd.read_csv(RES / "history" / "ce.csv")
+    assert set(hist.seed) == set(params["seeds"]) and len(hist) == len(params["seeds"]) * params[PROFILE]["recipes"]["scratch"]["epochs"]
+
+
+def test_fit_set_is_the_whole_id_train_or_a_seeded_subset_of_fit_size():
+    import torch
+    from ood.pipeline import fit_set
+
+    imgs = torch.arange(50 * 3 * 4 * 4, dtype=torch.int64).remainder(256).to(torch.uint8).view(50, 3, 4, 4)
+    ds = D.ArrayDataset("toy", imgs, torch.arange(50))
+    assert fit_set(ds, {}) is ds and fit_set(ds, {"fit_size": None}) is ds
+    sub = fit_set(ds, {"fit_size": 20}, data_seed=3)
+    # oracle: the first 20 of torch's seeded permutation, in their original order
+    want = torch.randperm(50, generator=torch.Generator().manual_seed(3))[:20].sort().values
+    assert torch.equal(sub.labels, want) and torch.equal(sub.images, imgs[want])
+    for bad in (0, 51, 2.5, True, "10"):
+        with pytest.raises(C.ParamError, match="'evaluate.fit_size'; allowed: null"):
+            fit_set(ds, {"fit_size": bad})
+
+
+def test_seed_workers_run_the_seeds_in_one_thread_processes_with_the_bits_of_a_one_thread_run(tmp_path):
+    """``seed_workers: 2`` trains two seeds side by side; each must be exactly what a 1-thread process trains alone
+    (oracle: a separate `python` with OOD_THREADS=1 and seed_workers 1), and the same on a second run."""
+    import io
+    import subprocess
+    import sys
+
+    from ood import pipeline
+
+    params = C.load_params(ROOT / "params.yaml")
+    params["seed_workers"] = 2
+    kw = dict(epochs=1, steps_per_epoch=2)
+    _, h1 = pipeline.train_method(params, "ce", "synthetic", device="cpu", run_dir=tmp_path / "a", seeds=[0, 1],
+                                  progress=False, **kw)
+    _, h2 = pipeline.train_method(params, "ce", "synthetic", device="cpu", run_dir=tmp_path / "b", seeds=[0, 1],
+                                  progress=False, **kw)
+    cols = ["seed", "epoch", "loss_ce", "train_accuracy", "test_accuracy"]
+    pd.testing.assert_frame_equal(h1[cols], h2[cols])
+    code = ("import json, sys; from ood import config as C, pipeline as P; p = C.load_params(); p['seed_workers'] = 1; "
+            f"_, h = P.train_method(p, 'ce', 'synthetic', device='cpu', run_dir=sys.argv[1], seeds=[0, 1], "
+            f"progress=False, epochs=1, steps_per_epoch=2); print(h[{cols!r}].to_csv(index=False, float_format='%.17g'))")
+    env = {**os.environ, "OOD_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], env=env, capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    one_thread = pd.read_csv(io.StringIO(out[out.index("seed,epoch"):]))
+    np.testing.assert_array_equal(h1[cols].to_numpy(), one_thread[cols].to_numpy())
+    for s in (0, 1):
+        assert (tmp_path / "a" / "seeds" / str(s) / "model.pt").is_file()
