@@ -197,3 +197,81 @@ def test_seed_workers_run_the_seeds_in_one_thread_processes_with_the_bits_of_a_o
     np.testing.assert_array_equal(h1[cols].to_numpy(), one_thread[cols].to_numpy())
     for s in (0, 1):
         assert (tmp_path / "a" / "seeds" / str(s) / "model.pt").is_file()
+
+
+def _readme_block(tag: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"<!-- {tag} -->")
+    return text[start:text.index("<!-- /", start)]
+
+
+def test_the_readme_table_quotes_the_committed_results(params):
+    """The README's real-data table: ID accuracy and the energy score's FPR95 per set, mean ± std over the seeds,
+    recomputed here from results/cifar10-cpu/metrics.csv and accuracy.csv."""
+    import re
+
+    m = pd.read_csv(RES / "metrics.csv", dtype={"seed": str})
+    acc = pd.read_csv(RES / "accuracy.csv", dtype={"seed": str}).set_index(["method", "seed"])["id_accuracy"]
+    sets = list(params[PROFILE]["benchmark"]["ood"]) + ["average"]
+    e = m[m.scorer == "energy"].set_index(["method", "ood_set", "seed"])["fpr95"]
+    block = _readme_block("results:cifar10-cpu")
+    header = re.search(r"^\| method \| ID acc\. \| (.*) \|$", block, re.M).group(1).split(" | ")
+    assert header == sets
+    rows = re.findall(r"^\| (\w+) \| (.*) \|$", block, re.M)
+    rows = [(meth, cells.split(" | ")) for meth, cells in rows if meth != "method"]
+    assert [r[0] for r in rows] == params["pipeline"]["evaluate"]
+    fmt = lambda mean, std: f"{mean:.1f} ± {std:.1f}"
+    for meth, cells in rows:
+        want = [fmt(acc[(meth, "mean")], acc[(meth, "std")])]
+        want += [fmt(e[(meth, s, "mean")], e[(meth, s, "std")]) for s in sets]
+        assert cells == want, meth
+
+
+def test_the_readme_findings_are_the_committed_findings():
+    import re
+
+    found = pd.read_csv(RES / "findings.csv").set_index(["a", "b", "ood_set"])
+    block = _readme_block("findings:cifar10-cpu")
+    rows = re.findall(r"^\| (\w+) vs (\w+) \| ([^|]+) \| (-?[\d.]+) \| ([\d.]+) \| ([a-z ]+) \|$", block, re.M)
+    assert len(rows) >= 8
+    for a, b, ood_set, diff, spread, verdict in rows:
+        r = found.loc[(a, b, ood_set.strip())]
+        assert (float(diff), float(spread), verdict) == (round(r["diff"], 2), round(r.std_a + r.std_b, 2), r.verdict), (a, b)
+
+
+def test_the_readme_prose_on_the_real_data_holds():
+    """The bullets under "What they show" in the README's real-data section, against the committed results."""
+    found = pd.read_csv(RES / "findings.csv").set_index(["a", "b", "ood_set"])
+    v = lambda a, b, o: found.loc[(a, b, o), "verdict"]
+    tex, c100, noise = "Textures (DTD, 10 categories)", "CIFAR-100 test (near-OOD)", "Noise (synthetic)"
+    assert v("energy_oe", "ce", tex) == "lower" and v("energy_oe", "ce", "average") == "lower"
+    assert v("energy_oe", "ce", c100) == "no clear difference"
+    every = [tex, c100, noise, "average"]
+    for a, b in [("greg", "energy_oe"), ("greg_plus", "greg"), ("energy_oe_sampling", "energy_oe"), ("oe_grad", "oe")]:
+        assert all(v(a, b, o) == "no clear difference" for o in every), (a, b)
+    assert all(v("bfm", "ce", o) == "lower" for o in (tex, noise, "average"))
+    assert v("oe", "ce", c100) == "higher"
+    acc = pd.read_csv(RES / "accuracy.csv", dtype={"seed": str}).query("seed == 'mean'").set_index("method")["id_accuracy"]
+    finetuned = ["oe", "energy_oe", "greg", "greg_plus", "oe_grad", "energy_oe_sampling", "bfm_greg"]
+    assert all(4 <= acc["ce"] - acc[m] <= 10 for m in finetuned), (acc["ce"] - acc[finetuned]).round(2).to_dict()
+    assert abs(acc["ce"] - acc["bfm"]) <= 0.5
+    m = pd.read_csv(RES / "metrics.csv", dtype={"seed": str})
+    ce = m[(m.method == "ce") & (m.ood_set == "average") & (m.seed == "mean")].set_index("scorer")["fpr95"].sort_values()
+    assert list(ce.index[:2]) == ["vim", "knn"] and ce.index[-1] == "msp"
+
+
+def test_cifar_files_are_unpacked_from_the_shared_folder_and_a_corrupt_copy_leaves_nothing(tmp_path, monkeypatch):
+    """A missing official file is decompressed from ``<shared>/<path>.xz`` and checked against its md5 first."""
+    import lzma
+
+    shared, root = tmp_path / "shared", tmp_path / "root"
+    for f in D.DATASETS["cifar10"].files[1:]:  # the seven official files, each a corrupt .xz copy
+        (shared / f.path).parent.mkdir(parents=True, exist_ok=True)
+        (shared / (f.path + ".xz")).write_bytes(lzma.compress(b"not the CIFAR file"))
+    monkeypatch.setattr(D, "SHARED_DATA", shared)
+    with pytest.raises(D.ChecksumError, match="expected"):
+        D.load("cifar10", "test", root)
+    assert not any(p.is_file() for p in root.rglob("*")), "a corrupt copy must leave no file behind"
+    (shared / "cifar-10-batches-py" / "test_batch.xz").write_bytes(b"not xz at all")
+    with pytest.raises(D.ChecksumError):
+        D.load("cifar10", "test", root)

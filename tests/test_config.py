@@ -122,8 +122,10 @@ def test_profiles_live_in_their_own_files_and_are_checked(tmp_path):
         C.profile_params(C.load_params(tmp_path / "params.yaml"), "b")
 
 
-def test_repository_profiles_are_the_documented_five(params):
-    assert C.profiles(params) == ["cifar10", "cifar10-offline", "cifar100", "imagenet", "synthetic"]
+def test_repository_profiles_are_the_documented_six(params):
+    assert C.profiles(params) == ["cifar10", "cifar10-cpu", "cifar10-offline", "cifar100", "imagenet", "synthetic"]
+    readme = (C.repo_root() / "README.md").read_text()
+    assert all(f"`{p}`" in readme for p in C.profiles(params))
 
 
 def test_pipeline_seeds_come_from_params_and_are_checked(params):
