@@ -22,24 +22,17 @@ from ood import config as C
 __all__ = ["main", "parser"]
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return v
-
-
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return v
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``, else the argument error ``'<text>' must be >= <minimum>``."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum}")
+        return v
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,14 +45,14 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
         sp.add_argument("--run-dir", type=Path, default=None,
                         help="folder of the run (default: the pipeline's, runs/<profile>/<method>)")
-        sp.add_argument("--seed", type=_seed, default=None, help="one seed (default: the params file's seeds)")
+        sp.add_argument("--seed", type=_int_at_least(0), default=None, help="one seed (default: the params file's seeds)")
         sp.add_argument("--params", type=Path, default=None,
                         help="the pipeline's params file (default: $OOD_PARAMS, else params.yaml)")
 
     t = sub.add_parser("train", help="train one method of a profile (once per seed)")
     common(t)
-    t.add_argument("--epochs", type=_positive, default=None, help="epochs (default: the method's recipe)")
-    t.add_argument("--steps-per-epoch", type=_positive, default=None,
+    t.add_argument("--epochs", type=_int_at_least(1), default=None, help="epochs (default: the method's recipe)")
+    t.add_argument("--steps-per-epoch", type=_int_at_least(1), default=None,
                    help="cap on the steps of an epoch (default: the recipe's)")
     e = sub.add_parser("evaluate", help="score a trained method with the profile's scorers")
     common(e)
