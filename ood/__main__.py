@@ -6,6 +6,10 @@ params file (``params.yaml``, or ``--params`` / ``$OOD_PARAMS``), so a run here 
     python -m ood train --profile synthetic --method greg --epochs 1 --steps-per-epoch 3 --device cpu --run-dir DIR
     python -m ood evaluate --profile synthetic --method greg --device cpu --run-dir DIR
 
+Under ``torchrun --nproc_per_node N -m ood train|evaluate ...`` the same command trains with DistributedDataParallel
+on N processes, or evaluates with the sets split between them (``ood.distributed``); rank 0 prints and writes.
+``--init-dir`` names the run folder a fine-tune starts from (default: the pipeline's run of that method).
+
 ``--seed S`` runs one seed (default: the params file's ``seeds``); each seed runs in ``<run-dir>/seeds/<S>/``. With
 no ``--run-dir`` the outputs go where the pipeline's go (``runs/<profile>/<method>``, ``results/``, ``cache/``).
 Bad input (an unknown profile, method or scorer, a wrong value, missing data, a NaN loss) ends with one line
@@ -54,6 +58,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_int_at_least(1), default=None, help="epochs (default: the method's recipe)")
     t.add_argument("--steps-per-epoch", type=_int_at_least(1), default=None,
                    help="cap on the steps of an epoch (default: the recipe's)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
+    t.add_argument("--batch-size", type=_int_at_least(1), default=None,
+                   help="ID batch, the global one under torchrun (default: the recipe's)")
+    t.add_argument("--init-dir", type=Path, default=None,
+                   help="run folder of the method a fine-tune starts from (default: the pipeline's)")
     e = sub.add_parser("evaluate", help="score a trained method with the profile's scorers")
     common(e)
     e.add_argument("--scorers", default=None, help="comma-separated scorers (default: the profile's list)")
@@ -64,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ood import pipeline
     from ood.data import ChecksumError, DataMissingError
+    from ood.distributed import world
     from ood.train import TrainingError
 
     try:
@@ -73,17 +83,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             cfg, history = pipeline.train_method(params, args.method, args.profile, device=args.device,
                                                  run_dir=args.run_dir, seeds=seeds, epochs=args.epochs,
-                                                 steps_per_epoch=args.steps_per_epoch)
+                                                 steps_per_epoch=args.steps_per_epoch, init_dir=args.init_dir,
+                                                 lr=args.lr, batch_size=args.batch_size,
+                                                 progress=world().main)
             last = history.groupby("seed").tail(1)
-            for _, r in last.iterrows():
+            for _, r in last.iterrows() if world().main else ():
                 print(f"{args.method} seed {int(r['seed'])}: {int(r['epoch'])} epochs, test accuracy "
                       f"{r['test_accuracy']:.2f}%")
         else:
             scorers = [s for s in args.scorers.split(",") if s] if args.scorers else None
             res = pipeline.evaluate_method(params, args.method, args.profile, device=args.device,
-                                           run_dir=args.run_dir, seeds=seeds, scorers=scorers)
+                                           run_dir=args.run_dir, seeds=seeds, scorers=scorers, progress=world().main)
             avg = res.metrics[res.metrics.ood_set == "average"]
-            for (seed, scorer), r in avg.set_index(["seed", "scorer"]).iterrows():
+            for (seed, scorer), r in avg.set_index(["seed", "scorer"]).iterrows() if world().main else ():
                 print(f"{args.method} seed {seed} {scorer}: FPR95 {r['fpr95']:.2f}  AUROC {r['auroc']:.2f}")
     except (C.ParamError, DataMissingError, ChecksumError, TrainingError, FileNotFoundError, ValueError, KeyError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

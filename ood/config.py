@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterable
 import yaml
 
 __all__ = [
-    "ParamError", "repo_root", "load_params", "profile_params", "method_config", "TrainConfig",
+    "ParamError", "repo_root", "load_params", "profile_params", "method_config", "method_model", "TrainConfig",
+    "OPTIMIZERS", "MODEL_OVERRIDES",
     "NotebookParams", "NOTEBOOK_SCHEMAS", "is_seed_list", "check_notebook_params", "resolve_device", "uses_channels_last",
 ]
 
@@ -84,6 +85,7 @@ def load_params(path: str | Path | None = None) -> dict:
         if prof.stem in params:
             raise ParamError(f"profile {prof.stem!r} is defined twice: in {path.name} and in {prof}; keep one")
         params[prof.stem] = block[prof.stem]
+    params["_source"] = str(path.resolve())   # the file read (a torchrun launch passes it on to its processes)
     return params
 
 
@@ -113,6 +115,17 @@ def init_of(params: dict, method: str) -> str | None:
 # Training configuration
 # ---------------------------------------------------------------------------------------------
 
+#: Optimizers a recipe can name: SGD (with ``momentum``/``nesterov``), Adam (L2 ``weight_decay`` added to the
+#: gradient, as ``torch.optim.Adam``; Greg-OOD trains every ImageNet run with ``Adam(lr)``), AdamW (decoupled decay).
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+#: Keys of a profile's ``model`` block that a method may override with its own ``model: {...}`` (the network's
+#: name and the class count stay the profile's, so that every method of a profile shares one architecture):
+#: ``drop`` (WRN dropout; the OE/Energy-OE code trains its WRN with 0.3, GReg's with 0), ``mean``/``std`` (the
+#: input normalization; GReg normalizes CIFAR-100 with CIFAR-100 statistics, the OE/Energy-OE code with CIFAR-10's).
+MODEL_OVERRIDES = ("drop", "mean", "std")
+
+
 @dataclass
 class TrainConfig:
     """Everything the training loop needs for one method; every field has a source in params.yaml."""
@@ -125,7 +138,7 @@ class TrainConfig:
     batch_size: int = 128                # ID batch
     out_batch_size: int = 0              # outlier batch (0: no outliers)
     steps_per_epoch: int | None = None   # cap on the steps of an epoch (a fresh random subset each epoch); None: a full pass
-    optimizer: str = "sgd"
+    optimizer: str = "sgd"               # sgd (momentum, nesterov) | adam (Greg-OOD's ImageNet runs) | adamw
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
@@ -138,6 +151,7 @@ class TrainConfig:
     crop_pad: int = 4                    # padding of the ID images' random crop [paper: 4]; outliers keep 4 [code]
     seed: int = 0
     amp: bool = True                     # bf16 autocast on CUDA (ignored on CPU)
+    sync_batchnorm: bool = False         # under torchrun: BatchNorm statistics over all ranks (torch SyncBatchNorm)
     channels_last: bool | None = None    # None: auto (uses_channels_last); True/False force it
     nan_check_every: int = 0             # steps between NaN checks (0: every step on CPU, 50 on CUDA)
 
@@ -152,8 +166,9 @@ class TrainConfig:
         _check(self.lr, "lr", lambda v: _num(v) and v > 0, "a number > 0")
         _check(self.weight_decay, "weight_decay", lambda v: _num(v) and v >= 0, "a number >= 0")
         _check(self.momentum, "momentum", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
-        _check(self.optimizer, "optimizer", lambda v: v in ("sgd", "adamw"), "one of sgd, adamw")
+        _check(self.optimizer, "optimizer", lambda v: v in OPTIMIZERS, "one of " + ", ".join(OPTIMIZERS))
         _check(self.schedule, "schedule", lambda v: v in ("cosine", "step", "constant"), "one of cosine, step, constant")
+        _check(self.sync_batchnorm, "sync_batchnorm", lambda v: isinstance(v, bool), "true or false")
         _check(self.channels_last, "channels_last", lambda v: v is None or isinstance(v, bool), "null (auto), true or false")
         if not isinstance(self.terms, dict) or not self.terms:
             raise ParamError(f"method {self.method!r}: 'terms' must be a non-empty mapping of loss term -> parameters")
@@ -197,6 +212,8 @@ def method_config(params: dict, method: str, profile: str | None = None, **overr
     if method not in methods:
         raise ParamError(f"unknown method {method!r}; allowed: {', '.join(methods)}")
     spec = copy.deepcopy(methods[method])
+    method_model(block, method)   # validates the method's model overrides
+    spec.pop("model", None)
     recipe_name = spec.pop("recipe", "scratch")
     recipes = block["recipes"]
     if recipe_name not in recipes:
@@ -211,6 +228,21 @@ def method_config(params: dict, method: str, profile: str | None = None, **overr
         raise ParamError(
             f"method {method!r}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TRAIN_FIELDS - {'method'}))}")
     return TrainConfig(method=method, **merged)
+
+
+def method_model(block: dict, method: str) -> dict:
+    """The ``model`` block ``method`` trains with: the profile's, updated by the method's own ``model: {...}``
+    (:data:`MODEL_OVERRIDES` only; anything else raises :class:`ParamError`)."""
+    model = dict(block["model"])
+    over = block["method"][method].get("model") or {}
+    if not isinstance(over, dict):
+        raise ParamError(f"method {method!r}: 'model' must be a mapping of {', '.join(MODEL_OVERRIDES)}, got {over!r}")
+    bad = sorted(set(over) - set(MODEL_OVERRIDES))
+    if bad:
+        raise ParamError(f"method {method!r}: model key(s) {', '.join(bad)} cannot differ between the methods of a "
+                         f"profile; allowed: {', '.join(MODEL_OVERRIDES)} (change the profile's model block instead)")
+    model.update(over)
+    return model
 
 
 def resolve_device(device: str = "auto"):

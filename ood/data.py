@@ -161,7 +161,7 @@ def _crop_flip(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: tor
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4,
-                  flip: bool = True) -> torch.Tensor:
+                  flip: bool = True, *, draw: int | None = None, start: int = 0) -> torch.Tensor:
     """Random crop with zero padding + random horizontal flip of a uint8 batch ``(B, C, H, W)``, on x's device.
 
     Per sample, independently: ``top, left ~ Uniform{0, ..., 2*pad}``, ``flip ~ Bernoulli(0.5)`` (if ``flip``);
@@ -171,18 +171,24 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, pad
     ``pad=4`` [paper]. ``pad=0, flip=False`` is the identity.
 
     The random numbers come from ``generator`` (drawn on its device, e.g. a CPU generator for CUDA data, then
-    moved) or from torch's default generator of x's device when None.
+    moved) or from torch's default generator of x's device when None. ``draw``/``start``: draw the numbers of a
+    batch of ``draw`` images and use those of rows ``start .. start + B`` (a process's shard of a global batch,
+    ``ood.distributed``: its images are augmented as in the whole batch).
     """
     if x.ndim != 4:
         raise ValueError(f"augment_batch expects a (B, C, H, W) batch, got shape {tuple(x.shape)}")
     if not isinstance(pad, int) or pad < 0:
         raise ValueError(f"pad={pad!r} must be an integer >= 0")
     B = x.shape[0]
+    n = B if draw is None else draw
+    if not 0 <= start <= n - B:
+        raise ValueError(f"rows {start}..{start + B} are not in a batch of {n}")
+    rows = slice(start, start + B)
     gdev = generator.device if generator is not None else x.device
-    top = torch.randint(0, 2 * pad + 1, (B,), generator=generator, device=gdev).to(x.device)
-    left = torch.randint(0, 2 * pad + 1, (B,), generator=generator, device=gdev).to(x.device)
+    top = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=gdev)[rows].to(x.device)
+    left = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=gdev)[rows].to(x.device)
     if flip:
-        fl = (torch.rand(B, generator=generator, device=gdev) < 0.5).to(x.device)
+        fl = (torch.rand(n, generator=generator, device=gdev)[rows] < 0.5).to(x.device)
     else:
         fl = torch.zeros(B, dtype=torch.bool, device=x.device)
     return _crop_flip(x, top, left, fl, pad)
@@ -196,10 +202,13 @@ class Loader:
     where the data live (put the set on the GPU with ``ds.to(device)`` for the fast path); batches are moved
     to ``device`` as uint8, then augmented there (``augment_batch``) and converted to float. Without
     ``drop_last`` every index appears exactly once per epoch.
+
+    ``world`` (an ``ood.distributed.World``): ``batch_size`` is the global batch and each batch holds this process's
+    shard of it (``ood.distributed.shard_slice``), augmented as in the global batch.
     """
 
     def __init__(self, ds: ArrayDataset, batch_size: int, *, device=None, shuffle: bool = False, augment: bool = False,
-                 drop_last: bool = False, generator: torch.Generator | None = None, pad: int = 4):
+                 drop_last: bool = False, generator: torch.Generator | None = None, pad: int = 4, world=None):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1")
         self.ds = ds
@@ -211,6 +220,19 @@ class Loader:
         self.drop_last = drop_last
         self.generator = generator
         self.pad = pad
+        self.world = world
+        if world is not None and world.distributed:
+            from ood.distributed import shard_slice
+
+            shard_slice(batch_size, world, "batch size")   # checks that it splits evenly
+
+    def shard(self, total: int) -> slice:
+        """The rows of a global batch of ``total`` this process keeps (all of them without ``world``)."""
+        if self.world is None or not self.world.distributed:
+            return slice(0, total)
+        from ood.distributed import shard_slice
+
+        return shard_slice(total, self.world)
 
     def __len__(self) -> int:
         n, b = len(self.ds), self.batch_size
@@ -226,16 +248,24 @@ class Loader:
             g = self.generator
             order = torch.randperm(n, generator=g, device=g.device if g is not None else "cpu")
             order = order.to(self.ds.images.device)
+        sharded = self.world is not None and self.world.distributed
         for i in range(len(self)):
             if order is None:
-                x, y = self.ds.images[i * b:(i + 1) * b], self.ds.labels[i * b:(i + 1) * b]
+                idx = slice(i * b, min((i + 1) * b, n))
             else:
                 idx = order[i * b:(i + 1) * b]
-                x, y = self.ds.images[idx], self.ds.labels[idx]
+            rows = None
+            if sharded:
+                total = len(range(n)[idx]) if isinstance(idx, slice) else len(idx)
+                rows = self.shard(total)
+                idx = range(n)[idx][rows] if isinstance(idx, slice) else idx[rows]
+                idx = slice(idx.start, idx.stop) if isinstance(idx, range) else idx
+            x, y = self.ds.images[idx], self.ds.labels[idx]
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             if self.augment:
-                x = augment_batch(x, self.generator, pad=self.pad)
+                x = (augment_batch(x, self.generator, pad=self.pad) if rows is None else
+                     augment_batch(x, self.generator, pad=self.pad, draw=total, start=rows.start))
             yield x.float().div_(255), y
 
 
@@ -343,14 +373,16 @@ class FolderDataset:
         seed = int(torch.randint(2 ** 62, (1,), generator=g)) if loader.augment else None
         order = order.tolist()
         groups = [order[i * b:(i + 1) * b] for i in range(len(loader))]
+        groups = [grp[loader.shard(len(grp))] for grp in groups]   # this process's shard (augmented per image)
         dl = torch.utils.data.DataLoader(_FolderItems(self, seed), batch_sampler=groups, num_workers=self.workers,
                                          pin_memory=loader.device.type == "cuda")
         for x, y in dl:
             yield (x.to(loader.device, non_blocking=True).float().div_(255),
                    y.to(loader.device, non_blocking=True))
 
-    def draw(self, n: int, generator: torch.Generator | None, augment: bool, device) -> torch.Tensor:
-        """``n`` random images as float in [0, 1] on ``device``: the outlier batches of training.
+    def draw(self, n: int, generator: torch.Generator | None, augment: bool, device, world=None) -> torch.Tensor:
+        """``n`` random images as float in [0, 1] on ``device``: the outlier batches of training (with ``world``:
+        this process's shard of ``n``).
 
         Draws come from one endless shuffled stream per ``(n, augment, device)``, seeded from ``generator`` at its
         first use (an ArrayDataset draws with replacement each step; a stream reads each file once per pass).
@@ -360,11 +392,18 @@ class FolderDataset:
         if stream is None:
             seed = int(torch.randint(2 ** 62, (1,), generator=generator))
             loader = Loader(self, n, device=device, shuffle=True, augment=augment, drop_last=True,
-                            generator=torch.Generator().manual_seed(seed))
+                            generator=torch.Generator().manual_seed(seed), world=world)
             if len(loader) == 0:
                 raise ValueError(f"{self.name!r}: cannot draw {n} images from a set of {len(self)}")
             stream = self._streams[key] = _endless(loader)
         return next(stream)[0]
+
+
+def take_rows(ds: "ArrayDataset | FolderDataset", rows: slice) -> "ArrayDataset | FolderDataset":
+    """The set restricted to ``rows`` (a slice), in order: a process's share of an evaluation set."""
+    if isinstance(ds, FolderDataset):
+        return FolderDataset(ds.name, ds.files[rows], ds.labels[rows], ds.classes, ds.image_size, ds.resize, ds.workers)
+    return ArrayDataset(ds.name, ds.images[rows], ds.labels[rows], ds.classes)
 
 
 def _endless(loader: "Loader") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -437,6 +476,7 @@ class DatasetInfo:
     size: dict = field(default_factory=dict)  # split -> number of images of the full set
     notes: str = ""
     resolution: str = "32"             # "32": load() gives an ArrayDataset; "full": load_folder() only
+    decode_size: int | None = None     # image-folder sets decoded at this size whatever image_size load() is given
 
 
 _TV = "torchvision 0.29 source (torchvision/datasets/{})"
@@ -578,6 +618,20 @@ _register(
         folders=("LSUN", "LSUN_C"), transform="center_crop",
         preprocessing="center-crop 36x36 -> 32x32 (Greg-OOD code, trn.CenterCrop(32); the energy_ood code feeds 36x36)",
         citation="Yu et al., LSUN, arXiv:1506.03365, 2015; " + _ODIN_CITE, size={"test": 10000},
+    ),
+    DatasetInfo(
+        name="lsun-c-36", kind="ood", title="LSUN-C (LSUN crop), 10,000 images as stored, 36x36", splits=("test",),
+        files=(FileInfo("LSUN.tar.gz", "https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz?dl=1",
+                        "md5:458a0a0ab8e5f1cb4516d7400568e460",
+                        "URL: ODIN README (facebookresearch/odin); md5: pytorch-ood and detectors (edadaltocg) source, not recomputed by us",
+                        extract_to=""),),
+        folders=("LSUN", "LSUN_C"), transform="as_is", decode_size=36,
+        preprocessing="none: the 36x36 images as stored, as the energy_ood code feeds them (CIFAR/test.py:262-263, "
+                      "ToTensor + Normalize only); the networks pool globally, so 36 px is accepted",
+        citation="Yu et al., LSUN, arXiv:1506.03365, 2015; " + _ODIN_CITE, size={"test": 10000},
+        notes="The same files as lsun-c. Name it in a profile's benchmark.ood (e.g. {lsun-c: lsun-c-36}) with "
+              "evaluate.protocol energy-readme to put numbers beside the Energy README's; GReg's detect.py and the "
+              "default lsun-c crop the centre 32x32.",
     ),
     DatasetInfo(
         name="lsun-r", kind="ood", title="LSUN-R (LSUN resize), 10,000 images of 32x32", splits=("test",),
@@ -819,7 +873,7 @@ def load(name: str, split: str = "test", root=None, *, seed: int = 0, n: int | N
         set_name = split if name == "synthetic" else name[len("synthetic-"):]
         return _load_synthetic(name, set_name, root, seed, n)
     if info.folders:
-        ds = _load_image_folder(info, root, split, image_size, download, n=n, seed=seed)
+        ds = _load_image_folder(info, root, split, info.decode_size or image_size, download, n=n, seed=seed)
     else:
         _need_32(name, image_size)
         ds = _ARRAY_LOADERS[name](info, root, split, download)

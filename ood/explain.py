@@ -640,9 +640,9 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
     run_root = Path(run_root)
     run_root = run_root if run_root.is_absolute() else root / run_root
     device = C.resolve_device(device) if isinstance(device, str) else torch.device(device)
-    spec = model_spec(params, profile)
     out: dict[str, TourRun] = {}
     for method in methods:
+        spec = model_spec(params, profile, method)
         base = C.method_config(params, method, profile)
         init_method = (init or {}).get(method, base.init)
         new_terms = copy.deepcopy(base.terms)

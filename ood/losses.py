@@ -58,6 +58,7 @@ class StepOutputs:
     y: Tensor           # (B_id,) int64 labels
     n_id: int
     epoch: int = 0      # 0-based current epoch (for warm-ups)
+    world_size: int = 1  # processes sharing the global batch (ood.distributed); 1: one process
 
     @property
     def logits_id(self) -> Tensor:
@@ -293,6 +294,10 @@ class GradPenalty(LossTerm):
     ``torch.func`` per-sample vmaps with frozen batch statistics, both much slower; the cross terms
     are :math:`O(1/B)` per pair.
 
+    Under DDP (``out.world_size`` W > 1, each process holding B/W rows) the coefficients come from the shard's
+    counts, W times the global batch's, so the penalty is divided by W: the average over the processes is then the
+    penalty of the global batch (exactly so without train-mode BatchNorm coupling the rows; ``ood.distributed``).
+
     Safe norm: rows whose gradient is exactly 0 (nothing selected, eval mode) get norm 0 with gradient 0
     (square root only where the squared norm is positive), so an empty selection gives a penalty of 0
     that back-propagates zeros, never NaN.
@@ -325,6 +330,8 @@ class GradPenalty(LossTerm):
         (g,) = torch.autograd.grad((c.to(e.dtype) * e).sum(), out.xn, create_graph=True)
         norms = _safe_norm(_wide(g).pow(2).flatten(1).sum(1))
         pen = post * norms.sum()
+        if out.world_size > 1:   # a shard's means over B/W rows make each row's gradient W times the global one
+            pen = pen / out.world_size
         self.last = {"grad_penalty": pen.detach(), "selected_in": sel[: out.n_id].float().mean(),
                      "selected_out": _mean_or_zero(sel[out.n_id:].float())}
         return self.weight * pen

@@ -175,8 +175,10 @@ class WideResNet(OODNet):
     """WideResNet-``depth``-``widen`` (Zagoruyko & Komodakis 2016) as in the Outlier-Exposure and Energy-OE code
     (and GReg's ``wrn40_2``): conv3x3(16) -> 3 groups of (depth-4)/6 pre-activation blocks, widths
     16k/32k/64k, strides 1/2/2 -> BN-ReLU. ``body`` returns the map after that final BN-ReLU
-    (``(B, 64k, 8, 8)`` for 32x32 input). WRN-40-2, dropout 0 [OE/Energy-OE/GReg code]: 2,243,546
-    parameters for 10 classes."""
+    (``(B, 64k, 8, 8)`` for 32x32 input). WRN-40-2: 2,243,546 parameters for 10 classes.
+    Dropout (``drop``, between the two convolutions of a block): 0 in Greg-OOD (models/__init__.py:12), 0.3 in the
+    OE baseline and the OE/Energy-OE fine-tunes (outlier-exposure CIFAR/baseline.py:42, energy_ood CIFAR/train.py:43);
+    the paper profiles give CE, OE and Energy-OE their own ``model: {drop: 0.3}`` [code]."""
 
     def __init__(self, num_classes: int = 10, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), depth: int = 40,
                  widen: int = 2, drop: float = 0.0):

@@ -97,22 +97,34 @@ def load_benchmark(params: dict, profile: str | None = None, *, with_aux: bool =
     )
 
 
-#: Auxiliary outliers of the ImageNet profile: Greg-OOD's ``imagenetAuxClassAndIndex.pth``, the ImageNet-1k training
-#: classes k (sorted wnid order) with 100 <= perm[k] < 200, perm = numpy.random.RandomState(1993).permutation(1000)
-#: (ood/imagenet_subsets.yaml states the rule and its check against the authors' files) [code: Greg-OOD].
+#: Auxiliary outliers of the ImageNet profile, as ImageNet-1k training classes k (sorted wnid order) picked by
+#: perm = numpy.random.RandomState(1993).permutation(1000) (ood/imagenet_subsets.yaml states the rule and its check
+#: against the authors' files):
+#: ``imagenet-other``: every class outside the N-class ID subset, perm[k] >= N, as Greg-OOD's loader
+#: (datasets/imagenetUtil.py:53,60, ``class_index_ood = range(N, 1000)``) [code];
+#: ``imagenet-aux100``: 100 <= perm[k] < 200, the file imagenetAuxClassAndIndex.pth that no Greg-OOD code loads
+#: (an earlier choice of this project, kept selectable).
 IMAGENET_AUX_RULE = {"seed": 1993, "low": 100, "high": 200}
+IMAGENET_AUX = ("imagenet-other", "imagenet-aux100")
 
 
-def imagenet_aux_classes(train_folder: Path) -> list[str]:
-    """The wnids of GReg's ImageNet auxiliary-outlier classes, from the 1,000 class folders of ``train_folder``."""
+def imagenet_aux_classes(train_folder: Path, aux: str = "imagenet-aux100", n_id: int | None = None) -> list[str]:
+    """The wnids of GReg's ImageNet auxiliary-outlier classes (``aux``, one of :data:`IMAGENET_AUX`; ``n_id``: the
+    size of the ID subset, for ``imagenet-other``), from the 1,000 class folders of ``train_folder``."""
     import numpy as np
 
+    if aux not in IMAGENET_AUX:
+        raise C.ParamError(f"unknown ImageNet auxiliary set {aux!r}; allowed: {', '.join(IMAGENET_AUX)}, null")
     wnids = sorted(d.name for d in Path(train_folder).iterdir() if d.is_dir())
     if len(wnids) != 1000:
-        raise C.ParamError(f"imagenet-aux100 needs the 1,000 ImageNet-1k class folders under {train_folder} (the rule "
+        raise C.ParamError(f"{aux} needs the 1,000 ImageNet-1k class folders under {train_folder} (the rule "
                            f"permutes all of them), found {len(wnids)}; set the profile's benchmark.aux to null to "
                            "train without outliers")
     perm = np.random.RandomState(IMAGENET_AUX_RULE["seed"]).permutation(1000)
+    if aux == "imagenet-other":
+        if not n_id:
+            raise C.ParamError("imagenet-other needs the size of the ID subset (n_id)")
+        return [w for w, p in zip(wnids, perm) if p >= n_id]
     return [w for w, p in zip(wnids, perm) if IMAGENET_AUX_RULE["low"] <= p < IMAGENET_AUX_RULE["high"]]
 
 
@@ -121,7 +133,7 @@ def _folder_benchmark(b: dict, profile: str, root: Path, *, with_aux: bool) -> B
 
     ID: ``<root>/imagenet/{train,val}/<wnid>/`` restricted to ``benchmark.subset`` (a GReg class subset of
     ood/imagenet_subsets.yaml, labels in its order; null: all 1,000 classes). OOD: the registry's image folders
-    (load_folder's checks and messages). Auxiliary: ``imagenet-aux100`` (IMAGENET_AUX_RULE) or null.
+    (load_folder's checks and messages). Auxiliary: one of :data:`IMAGENET_AUX` or null.
     """
     from ood.data import DataMissingError, folder_dataset, load_folder, locate_folder
     from ood.reference import load_imagenet_subset
@@ -150,13 +162,13 @@ def _folder_benchmark(b: dict, profile: str, root: Path, *, with_aux: bool) -> B
         ood[disp] = folder_dataset(name, locate_folder(name, root), labelled=False, **kw)
     aux = None
     if with_aux and b.get("aux"):
-        if b["aux"] != "imagenet-aux100":
+        if b["aux"] not in IMAGENET_AUX:
             raise C.ParamError(f"profile {profile!r}: benchmark.aux {b['aux']!r} is not available at "
-                               f"{b['image_size']}px; allowed: imagenet-aux100, null")
-        aux_classes = imagenet_aux_classes(base / "train")
+                               f"{b['image_size']}px; allowed: {', '.join(IMAGENET_AUX)}, null")
+        aux_classes = imagenet_aux_classes(base / "train", b["aux"], len(classes))
         if set(aux_classes) & set(classes):
-            raise DataMissingError(f"imagenet-aux100 overlaps the ID subset {subset!r}; check ood/imagenet_subsets.yaml")
-        aux = folder_dataset("imagenet-aux100", base / "train", aux_classes, labelled=False, **kw)
+            raise DataMissingError(f"{b['aux']} overlaps the ID subset {subset!r}; check ood/imagenet_subsets.yaml")
+        aux = folder_dataset(b["aux"], base / "train", aux_classes, labelled=False, **kw)
     return Benchmark(name=profile, id_train=id_train, id_test=id_test, ood=ood, aux=aux,
                      num_classes=b["num_classes"], notes=b.get("notes", ""))
 
@@ -179,9 +191,11 @@ def data_manifest(bench: Benchmark) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def model_spec(params: dict, profile: str | None = None) -> dict:
+def model_spec(params: dict, profile: str | None = None, method: str | None = None) -> dict:
+    """The network ``method`` trains (``ood.models.build_model`` arguments): the profile's ``model`` block with the
+    method's own overrides (``config.method_model``; None: the profile's block alone)."""
     block = C.profile_params(params, profile)
-    m = dict(block["model"])
+    m = C.method_model(block, method) if method else dict(block["model"])
     return {"name": m.pop("name"), "num_classes": block["benchmark"]["num_classes"], "mean": m.pop("mean"),
             "std": m.pop("std"), "kwargs": m}
 
@@ -209,7 +223,10 @@ def map_seeds(fn, seeds: list[int], workers: int, on_device: str, **kwargs) -> l
     then come from 1-thread kernels: bit-reproducible like every pinned run, but not the bits of ``workers: 1``.
     On CUDA (``on_device``, as ``config.resolve_device`` resolves it) the seeds run one after the other.
     """
-    if workers <= 1 or len(seeds) <= 1 or str(C.resolve_device(on_device)).startswith("cuda"):
+    from ood.distributed import world
+
+    if (workers <= 1 or len(seeds) <= 1 or str(C.resolve_device(on_device)).startswith("cuda")
+            or world().distributed):   # under torchrun every rank runs the seeds in turn, together
         return [fn(seed=s, **kwargs) for s in seeds]
     import multiprocessing
     import os
@@ -232,23 +249,31 @@ def map_seeds(fn, seeds: list[int], workers: int, on_device: str, **kwargs) -> l
 
 
 def _train_seed(*, seed: int, params: dict, method: str, profile: str, overrides: dict, base: Path, device: str,
-                progress: bool) -> pd.DataFrame:
+                progress: bool, init_base: Path | None = None) -> pd.DataFrame:
     """One seed of :func:`train_method` (module level, so that a worker process can run it)."""
     from ood.train import train
 
     cfg = C.method_config(params, method, profile, **{**overrides, "seed": seed})
     bench = load_benchmark(params, profile, with_aux=cfg.out_batch_size > 0)
-    init_dir = paths(profile, cfg.init, seed=seed)["run"] if cfg.init else None
-    h = train(cfg, model_spec(params, profile), bench.id_train, seed_dir(base, seed), aux=bench.aux,
+    init_dir = None
+    if cfg.init:
+        init_dir = seed_dir(Path(init_base), seed) if init_base is not None else paths(profile, cfg.init, seed=seed)["run"]
+        if not (Path(init_dir) / "model.pt").is_file():
+            raise FileNotFoundError(f"method {method!r} fine-tunes from {cfg.init!r}, but {init_dir}/model.pt does not "
+                                    f"exist; train {cfg.init!r} first (dvc repro, or python -m ood train --method "
+                                    f"{cfg.init} --run-dir DIR and then pass --init-dir DIR)")
+    h = train(cfg, model_spec(params, profile, method), bench.id_train, seed_dir(base, seed), aux=bench.aux,
               id_test=bench.id_test, init_dir=init_dir, device=C.resolve_device(device), progress=progress)
     return h.assign(seed=seed)
 
 
 def train_method(params: dict, method: str, profile: str | None = None, *, device: str = "auto", run_dir=None,
-                 seeds: list[int] | None = None, progress: bool = True, **overrides):
+                 seeds: list[int] | None = None, progress: bool = True, init_dir=None, **overrides):
     """Train one method of a profile once per seed, as the profile says (``overrides``: TrainConfig fields, None
     ignored). Seed ``s`` runs in ``<run_dir>/seeds/<s>/`` (default run_dir: ``runs/<profile>/<method>``); a
-    fine-tune of seed ``s`` starts from seed ``s`` of the method it fine-tunes from.
+    fine-tune of seed ``s`` starts from seed ``s`` of the method it fine-tunes from (``<init_dir>/seeds/<s>/`` when
+    ``init_dir`` is given, else the pipeline's run of that method). Under torchrun every rank calls this; rank 0
+    writes the files (``ood.distributed``).
 
     Returns (the TrainConfig of the last seed, the histories of every seed with a ``seed`` column). The pipeline's
     run (run_dir None) also publishes the histories to ``results/<profile>/history/<method>.csv``, without the
@@ -259,15 +284,75 @@ def train_method(params: dict, method: str, profile: str | None = None, *, devic
     base = Path(run_dir) if run_dir is not None else p["method_runs"]
     seeds = seeds_of(params, seeds)
     workers = seed_workers(params)
-    histories = map_seeds(_train_seed, seeds, workers, device, params=params, method=method, profile=profile,
-                          overrides=overrides, base=base, device=device, progress=progress and workers == 1)
+    nproc = distributed_procs(params, profile)
+    from ood.distributed import world
+
+    if nproc > 1 and not world().distributed:   # the profile trains under torchrun: launch it, then read its files
+        launch_train(params, method, profile, nproc, device=device, run_dir=base, seeds=seeds, overrides=overrides,
+                     init_dir=init_dir)
+        histories = [pd.read_csv(seed_dir(base, s) / "history.csv").assign(seed=s) for s in seeds]
+    else:
+        histories = None
+    histories = histories or map_seeds(_train_seed, seeds, workers, device, params=params, method=method, profile=profile,
+                          overrides=overrides, base=base, device=device, progress=progress and workers == 1,
+                          init_base=Path(init_dir) if init_dir is not None else None)
     cfg = C.method_config(params, method, profile, **{**overrides, "seed": seeds[-1]})
     history = pd.concat(histories, ignore_index=True)
     history = history[["seed"] + [c for c in history.columns if c != "seed"]]
-    if run_dir is None:  # the pipeline's run: publish the histories beside the results
+    from ood.distributed import world
+
+    if run_dir is None and world().main:  # the pipeline's run: publish the histories beside the results
         p["history"].parent.mkdir(parents=True, exist_ok=True)
         history.drop(columns=WALL_CLOCK_COLUMNS, errors="ignore").to_csv(p["history"], index=False, float_format="%.6g")
     return cfg, history
+
+
+def distributed_procs(params: dict, profile: str) -> int:
+    """Processes per node the profile trains with (its ``distributed: {nproc_per_node: N}``; default 1)."""
+    block = C.profile_params(params, profile)
+    d = block.get("distributed") or {}
+    if not isinstance(d, dict) or set(d) - {"nproc_per_node"}:
+        raise C.ParamError(f"profile {profile!r}: 'distributed' must be a mapping with the key nproc_per_node, "
+                           f"got {d!r}")
+    n = d.get("nproc_per_node", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise C.ParamError(f"profile {profile!r}: invalid value {n!r} for 'distributed.nproc_per_node'; allowed: an "
+                           "integer >= 1")
+    return n
+
+
+#: Training overrides the torchrun launch passes on (as ``python -m ood train`` options).
+_LAUNCH_OPTIONS = {"epochs": "--epochs", "steps_per_epoch": "--steps-per-epoch", "lr": "--lr",
+                   "batch_size": "--batch-size"}
+
+
+def launch_train(params: dict, method: str, profile: str, nproc: int, *, device: str, run_dir: Path,
+                 seeds: list[int], overrides: dict, init_dir=None) -> None:
+    """Train through ``torchrun --standalone --nproc_per_node N -m ood train ...`` (PyTorch's launcher, one node),
+    one launch per seed, with the params file ``params`` was read from; raises ``TrainingError`` naming the command
+    when it fails. Used by :func:`train_method` when the profile says ``distributed: {nproc_per_node: N}``."""
+    import subprocess
+    import sys
+
+    from ood.train import TrainingError
+
+    bad = sorted(k for k, v in overrides.items() if v is not None and k not in _LAUNCH_OPTIONS)
+    if bad:
+        raise C.ParamError(f"override(s) {', '.join(bad)} cannot be passed to a torchrun launch; allowed: "
+                           f"{', '.join(_LAUNCH_OPTIONS)}")
+    for seed in seeds:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               "-m", "ood", "train", "--profile", profile, "--method", method, "--device", str(device),
+               "--run-dir", str(run_dir), "--seed", str(seed), "--params", str(params.get("_source") or C.params_path())]
+        cmd += [a for k, opt in _LAUNCH_OPTIONS.items() if overrides.get(k) is not None for a in (opt, str(overrides[k]))]
+        if init_dir is not None:
+            cmd += ["--init-dir", str(init_dir)]
+        p = subprocess.run(cmd, cwd=C.repo_root(), capture_output=True, text=True)
+        if p.returncode != 0:
+            tail = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("error: ")] or p.stderr.strip().splitlines()[-1:]
+            raise TrainingError(f"torchrun training of {method!r} seed {seed} failed ({' '.join(cmd[1:])}): "
+                                f"{tail[-1] if tail else 'exit status ' + str(p.returncode)}")
+        print(p.stdout, end="")
 
 
 def fit_set(id_train: ArrayDataset, evaluate_block: dict, data_seed: int = 0) -> ArrayDataset:
@@ -299,7 +384,10 @@ def _evaluate_seed(*, seed: int, params: dict, method: str, profile: str, base: 
                    scorers={n: sparams.get(n, {}) for n in scorers or ev["scorers"]}, benchmark=profile, method=method,
                    device=dev, batch_size=ev.get("batch_size", 500), progress=progress,
                    average_over=block["benchmark"].get("average_over"), protocol=ev.get("protocol", "greg-detect"))
-    save_scores(res.scores, cache / f"seed{seed}.npz")
+    from ood.distributed import world
+
+    if world().main:   # under torchrun every rank holds the gathered scores; rank 0 writes them
+        save_scores(res.scores, cache / f"seed{seed}.npz")
     return res
 
 
@@ -328,9 +416,12 @@ def evaluate_method(params: dict, method: str, profile: str | None = None, *, de
         results[seed] = res
     # the pipeline's run publishes into results/ and cache/; a run of another folder keeps its outputs there
     metrics_path = p["method_metrics"] if run_dir is None else base / "metrics.csv"
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
     per_seed = pd.concat(frames, ignore_index=True)
-    per_seed.to_csv(metrics_path, index=False, float_format="%.4f")
+    from ood.distributed import world
+
+    if world().main:
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        per_seed.to_csv(metrics_path, index=False, float_format="%.4f")
     return SeedEvaluation(per_seed, results)
 
 

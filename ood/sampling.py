@@ -26,7 +26,7 @@ from torch import Tensor
 from ood.models import OODNet
 
 __all__ = ["Sampler", "RandomSampler", "EnergyClusterSampler", "DOSSampler", "SAMPLERS", "build_sampler", "kmeans",
-           "cluster_picks"]
+           "cluster_picks", "FEATURE_NORMS", "normalize_features", "pool_size"]
 
 
 def _rand(n: int, generator: torch.Generator | None, device) -> Tensor:
@@ -39,14 +39,76 @@ def _sq_dists(x: Tensor, c: Tensor) -> Tensor:
     return ((x * x).sum(1, keepdim=True) - 2 * x @ c.T + (c * c).sum(1)[None]).clamp_min_(0)
 
 
-def kmeans(x: Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii 2007), pure torch on ``x``'s device.
+def _seed_centers(xf: Tensor, k: int, local_trials: int, generator: torch.Generator | None) -> Tensor:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): the first center uniformly, each next one drawn with
+    probability proportional to the squared distance to the nearest chosen center (inverse CDF on uniforms from
+    ``generator``). ``local_trials`` > 1 is the greedy variant of sklearn's ``kmeans_plusplus``: draw that many
+    candidates and keep the one that lowers the potential (the sum of squared distances) most."""
+    n, dev = xf.shape[0], xf.device
+    u = _rand(1 + (k - 1) * local_trials, generator, dev).to(xf.dtype)
+    first = (u[0] * n).long().clamp_(max=n - 1)
+    centers = xf.new_empty(k, xf.shape[1])
+    centers[0] = xf.index_select(0, first.reshape(1))[0]
+    d2 = _sq_dists(xf, centers[:1])[:, 0]
+    ramp = torch.arange(1, n + 1, device=dev, dtype=xf.dtype)
+    for j in range(1, k):
+        cdf = d2.cumsum(0)
+        total = cdf[-1]
+        uj = u[1 + (j - 1) * local_trials: 1 + j * local_trials]
+        # all points coincide with a center: fall back to uniform
+        target = torch.where(total > 0, uj * total, uj * n)
+        cdf = torch.where(total > 0, cdf, ramp)
+        idx = torch.searchsorted(cdf, target, right=True).clamp_(max=n - 1)
+        if local_trials == 1:
+            centers[j] = xf.index_select(0, idx)[0]
+            d2 = torch.minimum(d2, _sq_dists(xf, centers[j:j + 1])[:, 0])
+        else:
+            cand = torch.minimum(d2[None], _sq_dists(xf, xf.index_select(0, idx)).T)   # (trials, N)
+            best = cand.sum(1).argmin()
+            centers[j] = xf.index_select(0, idx[best].reshape(1))[0]
+            d2 = cand[best]
+    return centers
 
-    ``x``: ``(N, D)``; returns ``labels (N,)`` int64 and ``centers (k, D)``. A fixed number of ``iters``
-    Lloyd steps (no convergence test, hence no host sync); a cluster that becomes empty keeps its
-    center. Seeding draws each next center with probability proportional to the squared distance to
-    the nearest chosen one (inverse CDF on uniforms from ``generator``). The GReg code uses sklearn's
-    ``KMeans(n_init=3)``; one seeding + 10 steps is our choice (cheap, on the GPU).
+
+def _lloyd(xf: Tensor, centers: Tensor, iters: int, tol: float | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Lloyd steps from ``centers``: at most ``iters``; with ``tol`` (an absolute threshold on the summed squared
+    center shift, as sklearn's) stop early at a fixed point of the labels or when the shift is at most ``tol``.
+    A cluster that becomes empty keeps its center. Returns labels, centers, inertia."""
+    k = centers.shape[0]
+    d = _sq_dists(xf, centers)
+    labels = d.argmin(1)
+    for _ in range(iters):
+        sums = torch.zeros_like(centers).index_add_(0, labels, xf)
+        counts = torch.bincount(labels, minlength=k).to(xf.dtype)
+        new = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centers)
+        d = _sq_dists(xf, new)
+        new_labels = d.argmin(1)
+        if tol is not None:   # a host sync per step (sklearn's test)
+            shift = float(((new - centers) ** 2).sum())
+            if torch.equal(new_labels, labels) or shift <= tol:
+                centers, labels = new, new_labels
+                break
+        centers, labels = new, new_labels
+    inertia = d.gather(1, labels[:, None]).sum()
+    return labels, centers, inertia
+
+
+def kmeans(x: Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None, *, n_init: int = 1,
+           tol: float | None = None, local_trials: int = 1) -> tuple[Tensor, Tensor]:
+    r"""k-means of ``x`` ``(N, D)`` into ``k`` clusters, pure torch on ``x``'s device; returns ``labels (N,)`` int64
+    and ``centers (k, D)``.
+
+    Minimizes the inertia :math:`\sum_i \lVert x_i - c_{l_i}\rVert^2` by Lloyd's algorithm from a k-means++ seeding
+    (:func:`_seed_centers`; ``local_trials`` > 1: greedy k-means++), ``n_init`` times from independent seedings,
+    keeping the run of lowest inertia. ``tol`` None: exactly ``iters`` Lloyd steps, no convergence test (no host
+    sync). ``tol`` a number: sklearn's stopping rule, at most ``iters`` steps, stop when the labels no longer
+    change or the summed squared shift of the centers is at most ``tol * mean(var(x, axis=0))``.
+
+    The GReg+ code (Greg-OOD ``train_sea.py:139``) calls sklearn's ``KMeans(n_clusters=k, n_init=3)``: greedy
+    k-means++ with ``2 + int(ln k)`` local trials, ``max_iter`` 300, ``tol`` 1e-4, best of 3; that is
+    ``kmeans(x, k, 300, g, n_init=3, tol=1e-4, local_trials=2 + int(math.log(k)))``, the defaults of
+    :class:`EnergyClusterSampler`. With ``n_init`` 1, ``tol`` None and ``local_trials`` 1 this is one plain
+    k-means++ seeding and ``iters`` steps (the synthetic profile's fast setting).
     """
     if x.dim() != 2:
         raise ValueError(f"kmeans expects x of shape (N, D), got {tuple(x.shape)}")
@@ -55,28 +117,18 @@ def kmeans(x: Tensor, k: int, iters: int = 10, generator: torch.Generator | None
         raise ValueError(f"invalid number of clusters k={k} for {n} points; allowed: 1 <= k <= N")
     if iters < 0:
         raise ValueError(f"invalid iters={iters}; allowed: >= 0")
+    if n_init < 1 or local_trials < 1:
+        raise ValueError(f"invalid n_init={n_init} or local_trials={local_trials}; allowed: integers >= 1")
+    if tol is not None and not tol >= 0:
+        raise ValueError(f"invalid tol={tol}; allowed: None or a number >= 0")
     xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    u = _rand(k, generator, x.device).to(xf.dtype)
-    first = (u[0] * n).long().clamp_(max=n - 1)
-    centers = xf.new_empty(k, xf.shape[1])
-    centers[0] = xf.index_select(0, first.reshape(1))[0]
-    d2 = _sq_dists(xf, centers[:1])[:, 0]
-    for j in range(1, k):
-        cdf = d2.cumsum(0)
-        total = cdf[-1]
-        # all points coincide with a center: fall back to uniform
-        target = torch.where(total > 0, u[j] * total, u[j] * n)
-        cdf = torch.where(total > 0, cdf, torch.arange(1, n + 1, device=x.device, dtype=xf.dtype))
-        idx = torch.searchsorted(cdf, target.reshape(1), right=True).clamp_(max=n - 1)
-        centers[j] = xf.index_select(0, idx)[0]
-        d2 = torch.minimum(d2, _sq_dists(xf, centers[j:j + 1])[:, 0])
-    labels = _sq_dists(xf, centers).argmin(1)
-    for _ in range(iters):
-        sums = torch.zeros_like(centers).index_add_(0, labels, xf)
-        counts = torch.bincount(labels, minlength=k).to(xf.dtype)
-        centers = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centers)
-        labels = _sq_dists(xf, centers).argmin(1)
-    return labels, centers
+    abs_tol = None if tol is None else tol * float(xf.var(0, unbiased=False).mean())
+    best = None
+    for _ in range(n_init):
+        run = _lloyd(xf, _seed_centers(xf, k, local_trials, generator), iters, abs_tol)
+        if best is None or (n_init > 1 and bool(run[2] < best[2])):
+            best = run
+    return best[0], best[1]
 
 
 def cluster_picks(energies: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -94,6 +146,37 @@ def cluster_picks(energies: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Ten
     highest = order[(starts + counts - 1).clamp(min=0, max=n - 1)]
     nonempty = counts > 0
     return torch.where(nonempty, lowest, 0), torch.where(nonempty, highest, 0), nonempty
+
+
+#: How the pool's penultimate features are normalized before k-means (Greg-OOD ``train_sea.py:110-119``, ``--repr``):
+#: ``row``: each feature vector to unit L2 norm (their default ``norm``); ``column``: each feature dimension to unit
+#: L2 norm over the pool (``normFeature``, their CIFAR-100 WRN script ``Scripts/normFeat.sh``); ``batch_mean``: all
+#: vectors divided by the pool's mean L2 norm (``normBatch``, their CIFAR-100 ResNet-18 script; one scale for the
+#: whole pool, so k-means sees the raw geometry); ``none``: the raw features (``latent``).
+FEATURE_NORMS = ("row", "column", "batch_mean", "none")
+
+
+def normalize_features(z: Tensor, how: str) -> Tensor:
+    """``z`` ``(N, C)`` normalized as :data:`FEATURE_NORMS` describes."""
+    if how == "row":
+        return F.normalize(z, dim=1)
+    if how == "column":
+        return F.normalize(z, dim=0)
+    if how == "batch_mean":
+        return z / z.norm(dim=1).mean()
+    if how == "none":
+        return z
+    raise ValueError(f"unknown feature normalization {how!r}; allowed: {', '.join(FEATURE_NORMS)}")
+
+
+def pool_size(sampler: "Sampler", n_id: int, n_aux: int | None = None, n_id_train: int | None = None) -> int:
+    """Candidates scored per step: ``int(min(candidates_per_epoch, n_aux) / n_id_train * n_id)`` when the sampler
+    sets ``candidates_per_epoch`` (Greg-OOD ``train_sea.py:330-333``, ``--size_candidate_ood``; on CIFAR with 300K
+    outliers and batch 64 that is 384, as ``pool_factor`` 6), else ``pool_factor * n_id``."""
+    c = getattr(sampler, "candidates_per_epoch", None)
+    if c is None or n_aux is None or not n_id_train:
+        return sampler.pool_factor * n_id
+    return max(1, int(min(c, n_aux) / n_id_train * n_id))
 
 
 class Sampler:
@@ -155,32 +238,52 @@ class EnergyClusterSampler(Sampler):
     64, ``size_factor_sampled_ood`` 1) therefore train on ``2 * 64 = 128`` outliers per step. With
     ``out_batch_size = 2 * batch_size`` our default ``k = n_out // 2`` is exactly that protocol.
     ``skip_fraction`` drops that fraction of the lowest-energy candidates before clustering (the GReg+
-    runs use ``--spt 0``: nothing dropped). Defaults: ``pool_factor`` 6 [GReg+ protocol],
-    ``two_way`` True [GReg+ scripts], ``kmeans_iters`` 10 [our choice].
+    runs use ``--spt 0``: nothing dropped). Defaults: ``pool_factor`` 6 [GReg+ protocol: 300K / 50K * 64 = 384],
+    ``two_way`` True [GReg+ scripts], ``feature_norm`` row [Greg-OOD ``--repr norm``], and k-means as
+    Greg-OOD's sklearn ``KMeans(n_init=3)`` (``train_sea.py:139``): ``n_init`` 3, ``kmeans_iters`` 300 and
+    ``kmeans_tol`` 1e-4 (sklearn's ``max_iter`` and ``tol``), ``local_trials`` None = sklearn's greedy k-means++
+    with ``2 + int(ln k)`` trials [code]. ``candidates_per_epoch`` (their ``--size_candidate_ood``; None: use
+    ``pool_factor``) sizes the pool as their code does, from the sizes of the auxiliary and ID training sets
+    (:func:`pool_size`; the ImageNet profile's 1,000,000).
     """
 
     name = "energy_cluster"
 
     def __init__(self, pool_factor: int = 6, num_clusters: int | None = None, two_way: bool = True,
-                 kmeans_iters: int = 10, skip_fraction: float = 0.0, eval_mode: bool = True):
+                 kmeans_iters: int = 300, n_init: int = 3, kmeans_tol: float | None = 1e-4,
+                 local_trials: int | None = None, feature_norm: str = "row", skip_fraction: float = 0.0,
+                 candidates_per_epoch: int | None = None, eval_mode: bool = True):
         _check_int(self.name, "pool_factor", pool_factor, 1)
         _check_int(self.name, "num_clusters", num_clusters, 1, allow_none=True)
         _check_int(self.name, "kmeans_iters", kmeans_iters, 0)
+        _check_int(self.name, "n_init", n_init, 1)
+        _check_int(self.name, "local_trials", local_trials, 1, allow_none=True)
+        _check_int(self.name, "candidates_per_epoch", candidates_per_epoch, 1, allow_none=True)
         for key, v in (("two_way", two_way), ("eval_mode", eval_mode)):
             if not isinstance(v, bool):
                 raise ValueError(f"invalid value {v!r} for parameter {key!r} of sampler {self.name!r}; "
                                  "allowed: true, false")
+        if kmeans_tol is not None and (isinstance(kmeans_tol, bool) or not isinstance(kmeans_tol, (int, float))
+                                       or not kmeans_tol >= 0):
+            raise ValueError(f"invalid value {kmeans_tol!r} for parameter 'kmeans_tol' of sampler {self.name!r}; "
+                             "allowed: null (exactly kmeans_iters steps) or a number >= 0")
+        if feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"invalid value {feature_norm!r} for parameter 'feature_norm' of sampler {self.name!r}; "
+                             f"allowed: {', '.join(FEATURE_NORMS)}")
         if isinstance(skip_fraction, bool) or not isinstance(skip_fraction, (int, float)) or not 0 <= skip_fraction < 1:
             raise ValueError(f"invalid value {skip_fraction!r} for parameter 'skip_fraction' of sampler {self.name!r}; "
                              "allowed: 0 <= skip_fraction < 1")
         self.pool_factor, self.num_clusters, self.two_way = pool_factor, num_clusters, two_way
-        self.kmeans_iters, self.skip_fraction, self.eval_mode = kmeans_iters, float(skip_fraction), eval_mode
+        self.kmeans_iters, self.n_init, self.local_trials = kmeans_iters, n_init, local_trials
+        self.kmeans_tol = None if kmeans_tol is None else float(kmeans_tol)
+        self.feature_norm, self.candidates_per_epoch = feature_norm, candidates_per_epoch
+        self.skip_fraction, self.eval_mode = float(skip_fraction), eval_mode
         self.last: dict[str, Tensor] = {}
 
     @torch.no_grad()
     def score(self, model: OODNet, candidates: Tensor) -> tuple[Tensor, Tensor]:
-        """Energies ``(N,)`` and L2-normalized penultimate features ``(N, C)`` of the pool (eval mode if
-        ``eval_mode``; the model's mode is restored)."""
+        """Energies ``(N,)`` and penultimate features ``(N, C)`` of the pool, the features normalized as
+        ``feature_norm`` says (:data:`FEATURE_NORMS`); eval mode if ``eval_mode`` (the model's mode is restored)."""
         was = model.training
         if self.eval_mode:
             model.eval()
@@ -190,7 +293,7 @@ class EnergyClusterSampler(Sampler):
         finally:
             model.train(was)
         e = -torch.logsumexp(logits.float(), 1)
-        return e, F.normalize(pen.float(), dim=1)
+        return e, normalize_features(pen.float(), self.feature_norm)
 
     def pick(self, energies: Tensor, feats: Tensor, n_out: int, generator: torch.Generator | None = None) -> Tensor:
         """Steps 2-4 on given energies and features (pure; used by ``select`` and the tests)."""
@@ -208,7 +311,9 @@ class EnergyClusterSampler(Sampler):
         u = _rand(m, generator, dev)
         prio = u.clone()  # fill-up: random order among the unpicked
         if n_out > 0:
-            labels, _ = kmeans(z, k, self.kmeans_iters, generator)
+            trials = self.local_trials or 2 + int(math.log(k))   # sklearn's greedy k-means++ default
+            labels, _ = kmeans(z, k, self.kmeans_iters, generator, n_init=self.n_init, tol=self.kmeans_tol,
+                               local_trials=trials)
             lo, hi, ok = cluster_picks(e, labels, k)
             if self.two_way:
                 prio.scatter_reduce_(0, hi, torch.where(ok, 2.0 + u[hi], -1.0), reduce="amax")
@@ -233,16 +338,19 @@ class DOSSampler(EnergyClusterSampler):
     lowest absent-category probability of a K+1-way classifier, which orders candidates the same way
     for a well-separated OOD class), after dropping the ``skip_fraction`` most ID-like candidates of the
     pool (DOS/GReg code default ``--spt 16`` of a 384 pool: 1/24 - they may be ID images in the
-    auxiliary set). Defaults: ``pool_factor`` 6, ``skip_fraction`` 1/24 [DOS code], ``kmeans_iters`` 10
-    [our choice].
+    auxiliary set). Defaults: ``pool_factor`` 6, ``skip_fraction`` 1/24 [DOS code], k-means as
+    :class:`EnergyClusterSampler` (sklearn's ``KMeans(n_init=3)`` of the GReg code) [code].
     """
 
     name = "dos"
 
-    def __init__(self, pool_factor: int = 6, num_clusters: int | None = None, kmeans_iters: int = 10,
-                 skip_fraction: float = 16 / 384, eval_mode: bool = True):
+    def __init__(self, pool_factor: int = 6, num_clusters: int | None = None, kmeans_iters: int = 300,
+                 n_init: int = 3, kmeans_tol: float | None = 1e-4, local_trials: int | None = None,
+                 feature_norm: str = "row", skip_fraction: float = 16 / 384, candidates_per_epoch: int | None = None,
+                 eval_mode: bool = True):
         super().__init__(pool_factor=pool_factor, num_clusters=num_clusters, two_way=False, kmeans_iters=kmeans_iters,
-                         skip_fraction=skip_fraction, eval_mode=eval_mode)
+                         n_init=n_init, kmeans_tol=kmeans_tol, local_trials=local_trials, feature_norm=feature_norm,
+                         skip_fraction=skip_fraction, candidates_per_epoch=candidates_per_epoch, eval_mode=eval_mode)
 
 
 SAMPLERS: dict[str, type[Sampler]] = {"random": RandomSampler, "energy_cluster": EnergyClusterSampler,

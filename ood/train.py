@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from ood.config import TrainConfig, uses_channels_last
 from ood.data import ArrayDataset, FolderDataset, Loader, augment_batch
+from ood.distributed import World, all_reduce_sum, all_true, barrier, setup, shard_slice
 from ood.losses import StepOutputs, build_term
 from ood.models import OODNet, build_model
 
@@ -105,38 +106,55 @@ def accuracy(model: OODNet, ds: ArrayDataset, device, batch_size: int = 500) -> 
     return 100.0 * correct.item() / len(ds)
 
 
-def _draw_outliers(aux: ArrayDataset | FolderDataset, n: int, g: torch.Generator, augment: bool, device) -> torch.Tensor:
+def _draw_outliers(aux: ArrayDataset | FolderDataset, n: int, g: torch.Generator, augment: bool, device,
+                   world: World | None = None) -> torch.Tensor:
+    """``n`` random outliers (with ``world``: this process's shard of the global draw of ``n``)."""
     if isinstance(aux, FolderDataset):   # streamed from files (ImageNet auxiliary classes)
-        return aux.draw(n, g, augment, device)
+        return aux.draw(n, g, augment, device, world=world)
     idx = torch.randint(len(aux), (n,), generator=g).to(aux.images.device)
-    x = aux.images[idx]
-    if augment:
-        x = augment_batch(x, g)
-    return x.float().div_(255)
+    if world is None or not world.distributed:
+        x = aux.images[idx]
+        return (augment_batch(x, g) if augment else x).float().div_(255)
+    rows = shard_slice(n, world, "outlier batch")
+    x = aux.images[idx[rows]]
+    return (augment_batch(x, g, draw=n, start=rows.start) if augment else x).float().div_(255)
 
 
 def _make_optimizer(model, cfg: TrainConfig):
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                                weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def train_step(model: OODNet, opt: torch.optim.Optimizer, terms: list, x_id: torch.Tensor, y: torch.Tensor, *,
                epoch: int = 0, aux: ArrayDataset | None = None, out_batch_size: int = 0, sampler=None,
                generator: torch.Generator | None = None, augment: bool = True, channels_last: bool = False,
-               amp: bool = False, check_finite: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+               amp: bool = False, check_finite: bool = False, id_train_size: int | None = None,
+               world: World | None = None, sampler_generator: torch.Generator | None = None,
+               forward=None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """One optimisation step of the loss ``sum(terms)`` on the ID batch ``(x_id, y)`` (x float in [0, 1], on the
     model's device); the body of :func:`train`'s loop, also used by ``benchmarks/train_speed.py``.
 
     If a term needs outliers, ``out_batch_size`` of them are drawn from ``aux`` (on the same device; augmented when
-    ``augment``), directly or, with a ``sampler``, picked from ``sampler.pool_factor * n_id`` candidates. Then one
+    ``augment``), directly or, with a ``sampler``, picked from ``ood.sampling.pool_size`` candidates
+    (``sampler.pool_factor * n_id``, or sized from ``len(aux)`` and ``id_train_size`` as the GReg code does when the
+    sampler sets ``candidates_per_epoch``). Then one
     forward of ``cat(x_id, x_out)`` (``channels_last`` memory format, bf16 autocast when ``amp``), the weighted
     terms are summed, and one ``zero_grad`` / ``backward`` / ``opt.step()`` follows. All random draws come from
     ``generator``. ``epoch`` is passed to the terms (warm-ups). ``check_finite``: raise :class:`NonFiniteLoss`
     before the backward if the loss is NaN or infinite (one host sync). Returns the term values (one scalar per
     term, attached to the graph) and the logits of the whole batch (ID rows first).
+
+    Under DDP (``world`` with more than one process, ``ood.distributed``): ``x_id`` is this process's shard,
+    ``out_batch_size`` and the candidate pool are global and sliced the same way, the sampler picks this shard's
+    ``out_batch_size / W`` from its slice of the pool with ``sampler_generator`` (per rank), ``forward`` is the
+    DistributedDataParallel module mapping ``xn`` to ``(fmap, pen, logits)``, and the NaN check is agreed on by
+    every process.
     """
+    w = world or World()
     n_id = x_id.shape[0]
     needs_out = any(t.needs_outliers for t in terms)
     needs_grad = any(t.needs_input_grad for t in terms)
@@ -146,15 +164,20 @@ def train_step(model: OODNet, opt: torch.optim.Optimizer, terms: list, x_id: tor
                              f"out_batch_size > 0 (got aux={'None' if aux is None else aux.name!r}, "
                              f"out_batch_size={out_batch_size})")
         if sampler is not None:
-            cand = _draw_outliers(aux, sampler.pool_factor * n_id, generator, augment, x_id.device)
+            from ood.sampling import pool_size
+
+            pool = pool_size(sampler, n_id * w.size, len(aux), id_train_size)
+            cand = _draw_outliers(aux, pool, generator, augment, x_id.device, w)
             # channels_last for the candidates' no-grad forward even when the model trains in NCHW: measured 0.30 s
             # vs 0.51 s for 768 images through SmallNet on a 2-core CPU (convolutions follow the input's format)
             cand = cand.contiguous(memory_format=torch.channels_last)
+            rows = shard_slice(out_batch_size, w, "outlier batch") if w.distributed else slice(0, out_batch_size)
+            n_pick = rows.stop - rows.start
             with torch.autocast(cand.device.type, dtype=torch.bfloat16, enabled=amp):  # the pool forward in bf16 too
-                pick = sampler.select(model, cand, out_batch_size, generator)
+                pick = sampler.select(model, cand, n_pick, sampler_generator or generator)
             x_out = cand[pick]
         else:
-            x_out = _draw_outliers(aux, out_batch_size, generator, augment, x_id.device)
+            x_out = _draw_outliers(aux, out_batch_size, generator, augment, x_id.device, w)
         x = torch.cat([x_id, x_out])
     else:
         x = x_id
@@ -164,13 +187,17 @@ def train_step(model: OODNet, opt: torch.optim.Optimizer, terms: list, x_id: tor
         xn = model.normalize(x)
         if needs_grad:
             xn.requires_grad_(True)
-        fmap = model.body(xn)
-        pen = model.pool(fmap)
-        logits = model.head(pen)
-        out = StepOutputs(model=model, xn=xn, fmap=fmap, pen=pen, logits=logits.float(), y=y, n_id=n_id, epoch=epoch)
+        if forward is None:
+            fmap = model.body(xn)
+            pen = model.pool(fmap)
+            logits = model.head(pen)
+        else:
+            fmap, pen, logits = forward(xn)
+        out = StepOutputs(model=model, xn=xn, fmap=fmap, pen=pen, logits=logits.float(), y=y, n_id=n_id, epoch=epoch,
+                          world_size=w.size)
         values = [t(out) for t in terms]
     loss = torch.stack([v.float() for v in values]).sum()
-    if check_finite and not bool(torch.isfinite(loss)):
+    if check_finite and not all_true(bool(torch.isfinite(loss)), w, loss.device):
         raise NonFiniteLoss(values)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -200,7 +227,7 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
     ``stop_after_epochs``: stop (as if interrupted) after this many epochs of this call - for tests.
     Returns the per-epoch history (also in ``history.csv``).
     """
-    device = torch.device(device)
+    w, device = setup(torch.device(device))   # torchrun: join the process group; one process: unchanged
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, model_path, hist_path = run_dir / "checkpoint.pt", run_dir / "model.pt", run_dir / "history.csv"
@@ -238,11 +265,25 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
             raise TrainingError(f"method {cfg.method!r} fine-tunes from {cfg.init!r}: pass init_dir (its run folder)")
         init = torch.load(Path(init_dir) / "model.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(init["state_dict"])
+        # the input statistics are this method's (a GReg fine-tune of a CE trained with other statistics, as
+        # Greg-OOD fine-tunes on CIFAR-100): the buffers come from model_spec, not from the init checkpoint
+        model.mean.copy_(torch.tensor(model_spec["mean"], dtype=model.mean.dtype).view_as(model.mean))
+        model.std.copy_(torch.tensor(model_spec["std"], dtype=model.std.dtype).view_as(model.std))
 
+    if w.distributed and cfg.sync_batchnorm:
+        if device.type != "cuda":
+            raise TrainingError(f"method {cfg.method!r}: sync_batchnorm needs CUDA (torch.nn.SyncBatchNorm has no CPU "
+                                "kernel); set sync_batchnorm: false to keep per-process BatchNorm statistics on the CPU")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     cl = uses_channels_last(cfg, device)
     if cl:
         model.to(memory_format=torch.channels_last)
+    forward = None
+    if w.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(_Forward(model), device_ids=[device.index] if device.type == "cuda" else None)
     opt = _make_optimizer(model, cfg)
     if blob is not None:
         opt.load_state_dict(blob["optimizer"])
@@ -250,7 +291,7 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
     id_train = id_train.to(device)
     aux = aux.to(device) if aux is not None else None
     loader = Loader(id_train, cfg.batch_size, device=device, shuffle=True, augment=cfg.augment, drop_last=True,
-                    pad=cfg.crop_pad)
+                    pad=cfg.crop_pad, world=w)
     if len(loader) == 0:
         raise TrainingError(f"batch_size {cfg.batch_size} is larger than the training set ({len(id_train)} images)")
     steps_per_epoch = min(len(loader), cfg.steps_per_epoch or len(loader))
@@ -261,8 +302,9 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
     for epoch in range(start_epoch, cfg.epochs):
         if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
             break
-        g = _epoch_generator(cfg.seed, epoch)
+        g = _epoch_generator(cfg.seed, epoch)   # the same on every rank: permutation, crops, outlier draws
         loader.generator = g
+        g_rank = torch.Generator().manual_seed((cfg.seed * 100_003 + epoch) * 1_000 + w.rank) if w.distributed else None
         model.train()
         t0 = time.time()
         sums = {t.name: torch.zeros((), device=device) for t in terms}
@@ -280,8 +322,9 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
             try:
                 values, logits = train_step(
                     model, opt, terms, x_id, y, epoch=epoch, aux=aux, out_batch_size=cfg.out_batch_size, sampler=sampler,
-                    generator=g, augment=cfg.augment, channels_last=cl, amp=amp,
-                    check_finite=(step + 1) % check_every == 0 or step == steps_per_epoch - 1)
+                    generator=g, augment=cfg.augment, channels_last=cl, amp=amp, id_train_size=len(id_train),
+                    check_finite=(step + 1) % check_every == 0 or step == steps_per_epoch - 1,
+                    world=w, sampler_generator=g_rank, forward=forward)
             except NonFiniteLoss as e:
                 detail = ", ".join(f"{t.name}={float(v.detach()):.4g}" for t, v in zip(terms, e.values))
                 raise TrainingError(
@@ -294,34 +337,55 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
                     sums[t.name] += v.detach().float()
                 correct += (logits[:n_id].argmax(1) == y).sum()
                 seen += n_id
+        if w.distributed:   # the ranks' loss means averaged, their counts summed
+            red = all_reduce_sum(torch.stack([*sums.values(), correct, torch.tensor(float(seen), device=device)]), w)
+            sums = {k: red[i] / w.size for i, k in enumerate(sums)}
+            correct, seen = red[-2], int(red[-1].item())
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
         row.update({f"loss_{k}": (v / steps_per_epoch).item() for k, v in sums.items()})
         row["train_accuracy"] = 100.0 * correct.item() / max(seen, 1)
-        if id_test is not None:
+        if id_test is not None and w.main:
             row["test_accuracy"] = accuracy(model, id_test, device)
         row["seconds"] = time.time() - t0
         history.append(row)
         if not all(math.isfinite(v) for v in row.values()):
             raise TrainingError(f"non-finite loss in method {cfg.method!r} in epoch {epoch + 1}: {row}; the last good "
                                 f"checkpoint (epoch {epoch}) is kept at {ckpt_path}; lower the learning rate or the weights")
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_atomic({"state_dict": state, "optimizer": opt.state_dict(), "epoch": epoch + 1, "history": history,
-                     "config_hash": chash, "config": asdict(cfg), "model": model_spec}, ckpt_path)
-        pd.DataFrame(history).to_csv(hist_path, index=False)
+        if w.main:   # one writer; the other ranks wait until the checkpoint is complete
+            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            save_atomic({"state_dict": state, "optimizer": opt.state_dict(), "epoch": epoch + 1, "history": history,
+                         "config_hash": chash, "config": asdict(cfg), "model": model_spec}, ckpt_path)
+            pd.DataFrame(history).to_csv(hist_path, index=False)
+        barrier(w)
         epochs_this_call += 1
-        if progress:
+        if progress and w.main:
             acc = f", test acc {row['test_accuracy']:.2f}%" if "test_accuracy" in row else ""
             print(f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}: " +
                   ", ".join(f"{k[5:]} {v:.4f}" for k, v in row.items() if k.startswith("loss_")) +
                   f", train acc {row['train_accuracy']:.2f}%{acc} ({row['seconds']:.1f} s)")
 
     done = len(history) >= cfg.epochs
-    if done and (epochs_this_call > 0 or not model_path.is_file()):
+    if done and w.main and (epochs_this_call > 0 or not model_path.is_file()):
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         meta = {"method": cfg.method, "epochs": cfg.epochs, "config": asdict(cfg)}
         if history and "test_accuracy" in history[-1]:
             meta["test_accuracy"] = history[-1]["test_accuracy"]
         save_atomic({"state_dict": state, "model": model_spec, "meta": meta}, model_path)
         pd.DataFrame(history).to_csv(hist_path, index=False)
+    barrier(w)
     model.eval()
     return pd.DataFrame(history)
+
+
+class _Forward(torch.nn.Module):
+    """``xn -> (fmap, pen, logits)`` of a model: the part of the step DistributedDataParallel wraps (normalization
+    stays outside, so that the GReg penalty differentiates w.r.t. the normalized input as in one process)."""
+
+    def __init__(self, model: OODNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, xn: torch.Tensor):
+        fmap = self.model.body(xn)
+        pen = self.model.pool(fmap)
+        return fmap, pen, self.model.head(pen)

@@ -138,3 +138,27 @@ def test_pipeline_seeds_come_from_params_and_are_checked(params):
     p = paths("synthetic", "greg", seed=2)
     assert p["run"].parts[-3:] == ("greg", "seeds", "2")
     assert p["scores"].name == "seed2.npz" and "run" not in paths("synthetic", "greg")
+
+
+def test_method_model_overrides_resolve_and_are_checked():
+    """A method's own ``model: {...}`` changes only drop/mean/std of its network; the paper profiles give CE, OE and
+    Energy-OE the OE code's dropout 0.3 and GReg's WRN none, and the GReg-code methods of CIFAR-100 the CIFAR-100
+    statistics (fidelity audit ranks 7 and 10)."""
+    from ood.pipeline import model_spec
+
+    params = C.load_params()
+    for prof in ("cifar10", "cifar100", "cifar10-offline"):
+        for m in ("ce", "oe", "energy_oe"):
+            assert model_spec(params, prof, m)["kwargs"]["drop"] == 0.3, (prof, m)
+        for m in ("greg", "greg_plus", "bfm", "bfm_greg"):
+            assert model_spec(params, prof, m)["kwargs"].get("drop", 0.0) == 0.0, (prof, m)
+    c100 = [0.5071, 0.4865, 0.4409]
+    for m in ("greg", "greg_plus", "oe_grad", "energy_oe_sampling", "bfm_greg"):
+        assert model_spec(params, "cifar100", m)["mean"] == c100
+    for m in ("ce", "oe", "energy_oe", "bfm"):
+        assert model_spec(params, "cifar100", m)["mean"] == [0.4914, 0.4824, 0.4467]
+    assert model_spec(params, "synthetic", "greg") == model_spec(params, "synthetic")
+    bad = copy.deepcopy(params)
+    bad["synthetic"]["method"]["greg"]["model"] = {"name": "wrn40_2"}
+    with pytest.raises(C.ParamError, match="model key.*name.*allowed: drop, mean, std"):
+        C.method_config(bad, "greg", "synthetic")

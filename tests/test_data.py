@@ -561,3 +561,22 @@ def test_load_folder_imagefolder_and_missing(tmp_path):
         D.load_folder("imagenet", tmp_path)
     with pytest.raises(D.DataMissingError, match=r"SUN\.tar\.gz.*huangrui/imagenet_ood_dataset/SUN\.tar\.gz"):
         D.load_folder("sun", tmp_path)
+
+
+def test_lsun_c_as_stored_for_the_energy_protocol_and_cropped_by_default(tmp_path):
+    """lsun-c-36 keeps LSUN-C's 36x36 images as the energy_ood code feeds them; lsun-c crops their centre 32x32 as
+    GReg's detect.py does (oracle: numpy slicing of the written pixels; PNG is lossless)."""
+    import numpy as np
+    from PIL import Image
+
+    from ood.data import load
+
+    rng = np.random.default_rng(0)
+    pix = rng.integers(0, 256, (5, 36, 36, 3), dtype=np.uint8)
+    (tmp_path / "LSUN" / "test").mkdir(parents=True)
+    for i, a in enumerate(pix):
+        Image.fromarray(a).save(tmp_path / "LSUN" / "test" / f"{i}.png")
+    raw, crop = load("lsun-c-36", root=tmp_path), load("lsun-c", root=tmp_path)
+    assert tuple(raw.images.shape) == (5, 3, 36, 36) and tuple(crop.images.shape) == (5, 3, 32, 32)
+    np.testing.assert_array_equal(raw.images.permute(0, 2, 3, 1).numpy(), pix)
+    np.testing.assert_array_equal(crop.images.permute(0, 2, 3, 1).numpy(), pix[:, 2:34, 2:34])

@@ -11,6 +11,8 @@ knob by a dotted path, resolved for its profile as the training code would see i
   (``ood.sampling.build_sampler``: the YAML value, else the constructor's default); ``name`` is the sampler's name;
 * ``model.<key>``: the profile's ``model`` block, else a property of the network that block builds (``depth``,
   ``widen``, ``drop`` of a WideResNet);
+* ``method.<method>.model.<key>``: the same for the network of one method, its own ``model: {...}`` overrides
+  applied (``config.method_model``); required for every key a method overrides;
 * ``benchmark.<key>[.<key>...]``: the profile's ``benchmark`` block.
 
 The ``ours`` cell is YAML (flow style) and must equal the resolved value after ``yaml.safe_load`` (numbers exactly,
@@ -43,7 +45,7 @@ RECIPE_FIELDS = ["epochs", "batch_size", "out_batch_size", "lr", "optimizer", "m
                  "schedule", "milestones", "amp", "init"]
 BENCHMARK_KEYS = ["id", "ood", "aux", "num_classes", "subset", "average_over", "image_size", "resize", "sizes"]
 #: TrainConfig fields that do not change the numbers (how the loop runs), or are listed elsewhere.
-UNTABLED_FIELDS = {"recipe", "terms", "sampler", "seed", "channels_last", "nan_check_every"}
+UNTABLED_FIELDS = {"recipe", "terms", "sampler", "model", "seed", "channels_last", "nan_check_every"}
 STATUS = re.compile(r"^(same\b|differs:\s*\S|unverifiable:\s*\S)")
 
 
@@ -100,11 +102,11 @@ _WRN_PROBES = {
 }
 
 
-def _model_property(params: dict, profile: str, key: str):
+def _model_property(params: dict, profile: str, key: str, method: str | None = None):
     from ood.models import WideResNet, build_model
     from ood.pipeline import model_spec
 
-    spec = model_spec(params, profile)
+    spec = model_spec(params, profile, method)
     model = build_model(spec["name"], spec["num_classes"], spec["mean"], spec["std"], **spec["kwargs"])
     if isinstance(model, WideResNet) and key in _WRN_PROBES:
         return _WRN_PROBES[key](model)
@@ -131,6 +133,9 @@ def resolve(params: dict, profile: str, knob: str):
     method = parts[1]
     cfg = config.method_config(params, method, profile)
     rest = parts[2:]
+    if rest[0] == "model" and len(rest) == 2:   # the network this method trains (its own model overrides applied)
+        model = config.method_model(block, method)
+        return model[rest[1]] if rest[1] in model else _model_property(params, profile, rest[1], method)
     if rest[0] == "terms" and len(rest) == 3:
         term, param = rest[1], rest[2]
         if term not in cfg.terms:
@@ -218,6 +223,7 @@ def required_knobs(params: dict, profile: str) -> list[str]:
             knobs.append(f"method.{method}.gamma")
         for term, p in cfg.terms.items():
             knobs += [f"method.{method}.terms.{term}.{k}" for k in build_term(term, **(p or {})).params]
+        knobs += [f"method.{method}.model.{k}" for k in (spec.get("model") or {})]
         if cfg.sampler:
             knobs.append(f"method.{method}.sampler.name")
             knobs += [f"method.{method}.sampler.{k}" for k in _sampler_params(cfg.sampler["name"])]
@@ -291,6 +297,10 @@ def test_a_differing_or_unverifiable_row_gives_its_reason(rows):
     (("cifar100", "model", "drop"), 0.3),
     (("imagenet", "benchmark", "aux"), "imagenet-aux990"),
     (("cifar10", "recipes", "greg_plus", "milestones"), [50, 55]),
+    (("cifar10", "method", "ce", "model"), {"drop": 0.0}),
+    (("cifar100", "method", "greg", "model", "mean"), [0.4914, 0.4824, 0.4467]),
+    (("cifar100", "method", "greg_plus", "sampler", "feature_norm"), "row"),
+    (("imagenet", "method", "greg_plus", "sampler", "candidates_per_epoch"), 600000),
 ])
 def test_an_edited_profile_value_fails_the_table(params, rows, path, value):
     modified = copy.deepcopy(params)

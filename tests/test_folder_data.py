@@ -95,9 +95,9 @@ def test_missing_class_folder_names_it(tree):
 
 def _rule_consistent_wnids() -> list[str]:
     """1,000 sorted class names in which GReg's rule (perm = RandomState(1993).permutation(1000), label perm[k])
-    puts each imagenet10 wnid at the position of its label; the other names are made up to sort in between."""
+    puts each imagenet20 wnid at the position of its label; the other names are made up to sort in between."""
     perm = np.random.RandomState(pipeline.IMAGENET_AUX_RULE["seed"]).permutation(1000)
-    ids = load_imagenet_subset("imagenet10")
+    ids = load_imagenet_subset("imagenet20")   # imagenet10 is its labels 0-9
     fixed = {int(np.flatnonzero(perm == label)[0]): wnid for label, wnid in enumerate(ids)}
     names, prev = [], "n00000000"
     for k in range(1000):
@@ -115,9 +115,10 @@ def test_imagenet_subset_labels_follow_the_permutation_rule():
 
 @pytest.fixture()
 def imagenet_root(tmp_path):
-    """<root>/imagenet/{train,val}/<wnid>/ with the 10 GReg classes and 990 others, and the four OOD folders."""
+    """<root>/imagenet/{train,val}/<wnid>/ with the 20 GReg classes (4 train and 2 val images each) and 980 others
+    (one train image each), and the four OOD folders."""
     rng = np.random.default_rng(1)
-    ids = load_imagenet_subset("imagenet10")
+    ids = load_imagenet_subset("imagenet20")
     names = _rule_consistent_wnids()
     others = [w for w in names if w not in ids]
     root = tmp_path / "data"
@@ -155,24 +156,48 @@ def test_imagenet_profile_trains_and_evaluates_from_the_files(imagenet_root, tmp
     assert isinstance(bench.id_train, FolderDataset) and len(bench.id_train) == 40 and len(bench.id_test) == 20
     assert list(bench.id_train.classes) == load_imagenet_subset("imagenet10")
     assert set(bench.ood) == {"inaturalist", "sun", "places", "textures"}
-    aux = bench.aux
-    assert len(aux) == 100 and set(aux.labels.tolist()) == {-1}   # 100 classes of one image each
-    assert not {f.split("/")[-2] for f in aux.files} & set(bench.id_train.classes)   # disjoint from the ID classes
+    aux = bench.aux   # imagenet-other: every class outside the 10 ID classes (Greg-OOD's loader)
+    aux_classes = {f.split("/")[-2] for f in aux.files}
+    assert len(aux_classes) == 990 and len(aux) == 980 + 10 * 4 and set(aux.labels.tolist()) == {-1}
+    assert not aux_classes & set(bench.id_train.classes)   # disjoint from the ID classes
+    assert set(load_imagenet_subset("imagenet20")) - set(bench.id_train.classes) <= aux_classes
     assert len(pipeline.data_manifest(bench)) == 7
 
-    spec = pipeline.model_spec(params, "imagenet")
+    spec = pipeline.model_spec(params, "imagenet", "ce")
     hist = train(C.method_config(params, "ce", "imagenet"), spec, bench.id_train, tmp_path / "ce", id_test=bench.id_test,
                  device="cpu", progress=False)
     assert len(hist) == 1 and 0 <= hist["test_accuracy"].iloc[0] <= 100
     cfg = C.method_config(params, "greg_plus", "imagenet")   # outliers streamed, picked by the cluster sampler
+    assert cfg.init == "ce" and cfg.optimizer == "adam"      # fine-tuned from CE, as Greg-OOD's README command
     hist = train(cfg, spec, bench.id_train, tmp_path / "greg_plus", aux=bench.aux, id_test=bench.id_test,
-                 device="cpu", progress=False)
+                 init_dir=tmp_path / "ce", device="cpu", progress=False)
     assert np.isfinite(hist["loss_grad_penalty"].iloc[0])
     res = evaluate(load_model(tmp_path / "greg_plus"), id_train=bench.id_train, id_test=bench.id_test,
                    ood_sets=bench.ood, scorers={"energy": {}, "odin": {}, "knn": {"k": 5}}, benchmark="imagenet",
                    method="greg_plus", batch_size=8, progress=False)
     assert set(res.metrics["ood_set"]) == {"inaturalist", "sun", "places", "textures", "average"}
     assert res.metrics[["fpr95", "auroc"]].notna().all().all()
+
+
+def test_imagenet_20_classes_and_the_other_auxiliary_sets(imagenet_root):
+    """The README commands' 20-class subset: 20 ID classes, labels in the file's order, 980 auxiliary classes; the
+    older imagenet-aux100 set is the 100 classes with 100 <= perm[k] < 200 (oracle: the permutation, numpy)."""
+    params = _tiny_imagenet_params()
+    params["imagenet"]["benchmark"].update(subset="imagenet20", num_classes=20)
+    bench = pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)
+    assert list(bench.id_train.classes) == load_imagenet_subset("imagenet20") and len(bench.id_test) == 40
+    assert len({f.split("/")[-2] for f in bench.aux.files}) == 980 and len(bench.aux) == 980
+    params["imagenet"]["benchmark"]["aux"] = "imagenet-aux100"
+    bench = pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)
+    names = _rule_consistent_wnids()
+    perm = np.random.RandomState(1993).permutation(1000)
+    assert {f.split("/")[-2] for f in bench.aux.files} == {names[k] for k in range(1000) if 100 <= perm[k] < 200}
+    params["imagenet"]["benchmark"].update(num_classes=10)
+    with pytest.raises(C.ParamError, match="num_classes is 10 but the ID classes are 20"):
+        pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)
+    params["imagenet"]["benchmark"].update(num_classes=20, aux="imagenet-all")
+    with pytest.raises(C.ParamError, match="allowed: imagenet-other, imagenet-aux100, null"):
+        pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)
 
 
 def test_imagenet_profile_without_data_says_where_to_put_it(tmp_path):

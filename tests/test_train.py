@@ -108,6 +108,33 @@ def test_finetune_starts_from_the_init_checkpoint(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_finetune_keeps_its_own_input_statistics_and_dropout(tmp_path):
+    """A method whose model block overrides mean/std (GReg on CIFAR-100) or drop (the OE baselines) loads the init
+    checkpoint's weights but normalizes with its own statistics: the buffers come from its model spec."""
+    data = _data()
+    train(_cfg(epochs=1), SPEC, data, tmp_path / "ce", progress=False)
+    spec = {**SPEC, "mean": [0.4, 0.45, 0.5], "std": [0.2, 0.21, 0.22]}
+    train(_cfg(epochs=0, init="ce"), spec, data, tmp_path / "ft", init_dir=tmp_path / "ce", progress=False)
+    a, b = _weights(tmp_path / "ce"), _weights(tmp_path / "ft")
+    assert all(torch.equal(a[k], b[k]) for k in a if k not in ("mean", "std"))
+    assert b["mean"].flatten().tolist() == pytest.approx([0.4, 0.45, 0.5])
+    assert b["std"].flatten().tolist() == pytest.approx([0.2, 0.21, 0.22])
+    m = load_model(tmp_path / "ft")
+    assert m.mean.flatten().tolist() == pytest.approx([0.4, 0.45, 0.5])
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_recipe_optimizer_is_the_named_one(tmp_path, monkeypatch, name, cls):
+    """optimizer: adam is torch.optim.Adam with L2 weight decay (Greg-OOD's ImageNet runs), not AdamW."""
+    import ood.train as T
+
+    made = []
+    real = T._make_optimizer
+    monkeypatch.setattr(T, "_make_optimizer", lambda model, cfg: made.append(real(model, cfg)) or made[-1])
+    train(_cfg(epochs=1, optimizer=name, lr=1e-3, weight_decay=0.0), SPEC, _data(), tmp_path / name, progress=False)
+    assert type(made[0]) is cls
+
+
 def test_steps_per_epoch_caps_the_epoch(tmp_path, monkeypatch):
     import ood.train as T
 
