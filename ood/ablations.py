@@ -1,0 +1,179 @@
+"""Ablations as DVC experiments: collect a sweep that ``dvc exp run --queue -S ...`` ran, and plot it.
+
+A sweep is a set of DVC experiments of the pipeline that differ in one knob of a profile (``dvc exp run --queue -n
+NAME -S 'profiles/synthetic.yaml:synthetic.method.greg.terms.grad_penalty.weight=30'``, then ``dvc queue start``).
+Each experiment records its params and the pipeline's metrics file ``results/<profile>/summary.json`` (per method:
+the energy score's FPR95 and AUROC and the ID accuracy, mean and std over the seeds). :func:`collect` reads them
+from ``dvc exp show --json`` into one table; ``python -m ood.ablations export`` writes that table to
+``results/<profile>/sweeps/<sweep>.csv``, where ``notebooks/06_ablations.ipynb`` reads it (experiments live in the
+local repository's git refs, so the table is what a clone can re-plot). :func:`plot_sweep` draws FPR95 and ID
+accuracy against the knob, one line per method, with the seed spread as error bars.
+
+Nothing here tunes on the OOD test sets: a sweep shows how a training knob moves the test numbers, as the papers'
+ablations do; a value chosen from it is chosen on the test sets and must be reported as such.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ood import config as C
+
+__all__ = ["collect", "knob_default", "plot_sweep", "read_sweep", "sweep_path", "main"]
+
+#: The columns of a sweep table.
+COLUMNS = ["experiment", "value", "method", "fpr95", "fpr95_std", "auroc", "auroc_std", "id_accuracy",
+           "id_accuracy_std"]
+
+
+def _split_param(param: str) -> tuple[str, list[str]]:
+    """``'profiles/synthetic.yaml:synthetic.method.greg.terms.grad_penalty.weight'`` -> (file, key path)."""
+    if ":" not in param:
+        raise C.ParamError(f"knob {param!r} must be <params file>:<dotted key>, e.g. "
+                           "profiles/synthetic.yaml:synthetic.method.greg.terms.grad_penalty.weight")
+    file, key = param.split(":", 1)
+    return file, key.split(".")
+
+
+def knob_default(param: str, params: dict | None = None):
+    """The value the pipeline uses when the profile does not set the knob: a loss term's or a sampler's default for
+    ``<profile>.method.<m>.terms.<t>.<p>`` / ``.sampler.<p>``, else None."""
+    _, keys = _split_param(param)
+    if len(keys) == 6 and keys[1] == "method" and keys[3] == "terms":
+        from ood.losses import build_term
+
+        params = params or C.load_params()
+        cfg = C.method_config(params, keys[2], keys[0])
+        return build_term(keys[4], **(cfg.terms.get(keys[4]) or {})).params.get(keys[5])
+    return None
+
+
+def _entries(node):
+    """Every experiment record of ``dvc exp show --json`` (the workspace, the baseline commit and each experiment),
+    as dicts with ``rev``, ``name`` and ``data``; the nesting of that output differs between DVC versions."""
+    if isinstance(node, list):
+        for x in node:
+            yield from _entries(x)
+    elif isinstance(node, dict):
+        if isinstance(node.get("data"), dict) and "params" in node["data"]:
+            yield node
+        for key in ("experiments", "revs"):
+            if node.get(key):
+                yield from _entries(node[key])
+
+
+def _lookup(tree: dict, keys: list[str]):
+    for k in keys:
+        if not isinstance(tree, dict) or k not in tree:
+            return None
+        tree = tree[k]
+    return tree
+
+
+def collect(exp_show: list, param: str, *, match: str | None = None, profile: str | None = None,
+            default=None) -> pd.DataFrame:
+    """The sweep table (:data:`COLUMNS`) of the experiments in ``exp_show`` (the parsed ``dvc exp show --json``).
+
+    ``param``: the swept knob as ``<file>:<dotted key>``; ``match``: keep experiments whose name starts with it
+    (the workspace row is kept too, as the baseline). An experiment that does not set the knob has ``default``
+    (:func:`knob_default`). Experiments without metrics (failed or still queued) are left out.
+    """
+    file, keys = _split_param(param)
+    profile = profile or keys[0]
+    metrics_file = f"results/{profile}/summary.json"
+    rows, seen = [], set()
+    for e in _entries(exp_show):
+        name = e.get("name") or e.get("rev")
+        if e.get("rev") != "workspace" and match and not str(name).startswith(match):
+            continue
+        data = e["data"]
+        metrics = _lookup(data.get("metrics") or {}, [metrics_file, "data"])
+        if not metrics:
+            continue
+        value = _lookup(data["params"], [file, "data", *keys])
+        value = default if value is None else value
+        key = (name, value)
+        if key in seen:
+            continue
+        seen.add(key)
+        for method, m in metrics.items():
+            rows.append({"experiment": "baseline" if e.get("rev") == "workspace" else name, "value": value,
+                         "method": method, "fpr95": m.get("energy_fpr95"), "fpr95_std": m.get("energy_fpr95_std"),
+                         "auroc": m.get("energy_auroc"), "auroc_std": m.get("energy_auroc_std"),
+                         "id_accuracy": m.get("id_accuracy"), "id_accuracy_std": m.get("id_accuracy_std")})
+    if not rows:
+        raise C.ParamError(f"no experiment with metrics ({metrics_file}) matches {match!r}; run the sweep first "
+                           "(dvc exp run --queue ... && dvc queue start) and wait for dvc queue status to show it done")
+    return pd.DataFrame(rows, columns=COLUMNS).sort_values(["method", "value"], kind="stable").reset_index(drop=True)
+
+
+def sweep_path(profile: str, sweep: str, root: Path | None = None) -> Path:
+    return (root or C.repo_root()) / "results" / profile / "sweeps" / f"{sweep}.csv"
+
+
+def read_sweep(profile: str, sweep: str, root: Path | None = None) -> pd.DataFrame:
+    """A sweep table written by ``python -m ood.ablations export``; a clear error when it is missing."""
+    path = sweep_path(profile, sweep, root)
+    if not path.is_file():
+        raise FileNotFoundError(f"no sweep {sweep!r} at {path}; run it and export it (README, 'Ablations as DVC "
+                                f"experiments': python -m ood.ablations export --sweep {sweep} --param ...)")
+    return pd.read_csv(path)
+
+
+def plot_sweep(table: pd.DataFrame, knob: str, methods: list[str] | None = None, *, log_x: bool = False):
+    """FPR95 (energy score) and ID accuracy against the swept knob, one line per method, error bars = std over
+    the seeds. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    methods = methods or sorted(table["method"].unique())
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for method in methods:
+        t = table[table["method"] == method].sort_values("value")
+        for ax, col in zip(axes, ("fpr95", "id_accuracy")):
+            ax.errorbar(t["value"], t[col], yerr=t[f"{col}_std"], marker="o", capsize=3, label=method)
+    for ax, title in zip(axes, ("FPR95 (energy score, %) - lower is better", "ID accuracy (%)")):
+        ax.set_xlabel(knob)
+        ax.set_title(title, fontsize=10)
+        if log_x:
+            ax.set_xscale("log")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ood.ablations", description="Export a DVC-experiment sweep.")
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export", help="write results/<profile>/sweeps/<sweep>.csv from dvc exp show --json")
+    e.add_argument("--sweep", required=True, help="the sweep's name (and the experiments' name prefix)")
+    e.add_argument("--param", required=True, help="the swept knob, <params file>:<dotted key>")
+    e.add_argument("--json", type=Path, default=None, help="a saved dvc exp show --json (default: run it)")
+    args = p.parse_args(argv)
+    try:
+        if args.json:
+            shown = json.loads(args.json.read_text())
+        else:
+            out = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=C.repo_root(),
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                raise C.ParamError(f"dvc exp show --json failed: {out.stderr.strip().splitlines()[-1:]}")
+            shown = json.loads(out.stdout)
+        _, keys = _split_param(args.param)
+        table = collect(shown, args.param, match=args.sweep, default=knob_default(args.param))
+        path = sweep_path(keys[0], args.sweep)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False)
+        print(f"{path}: {table['experiment'].nunique()} experiments x {table['method'].nunique()} methods")
+    except (C.ParamError, FileNotFoundError, ValueError, json.JSONDecodeError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
