@@ -24,10 +24,10 @@ import pandas as pd
 
 from ood import config as C
 
-__all__ = ["collect", "knob_default", "plot_sweep", "read_sweep", "sweep_path", "main"]
+__all__ = ["collect", "knob_default", "plot_sweep", "read_sweep", "sweep_path", "sweep_summary", "main"]
 
 #: The columns of a sweep table.
-COLUMNS = ["experiment", "value", "method", "fpr95", "fpr95_std", "auroc", "auroc_std", "id_accuracy",
+COLUMNS = ["knob", "experiment", "value", "method", "fpr95", "fpr95_std", "auroc", "auroc_std", "id_accuracy",
            "id_accuracy_std"]
 
 
@@ -102,7 +102,7 @@ def collect(exp_show: list, param: str, *, match: str | None = None, profile: st
             continue
         seen.add(key)
         for method, m in metrics.items():
-            rows.append({"experiment": "baseline" if e.get("rev") == "workspace" else name, "value": value,
+            rows.append({"knob": param, "experiment": "baseline" if e.get("rev") == "workspace" else name, "value": value,
                          "method": method, "fpr95": m.get("energy_fpr95"), "fpr95_std": m.get("energy_fpr95_std"),
                          "auroc": m.get("energy_auroc"), "auroc_std": m.get("energy_auroc_std"),
                          "id_accuracy": m.get("id_accuracy"), "id_accuracy_std": m.get("id_accuracy_std")})
@@ -125,18 +125,19 @@ def read_sweep(profile: str, sweep: str, root: Path | None = None) -> pd.DataFra
     return pd.read_csv(path)
 
 
-def plot_sweep(table: pd.DataFrame, knob: str, methods: list[str] | None = None, *, log_x: bool = False):
-    """FPR95 (energy score) and ID accuracy against the swept knob, one line per method, error bars = std over
-    the seeds. Returns the figure."""
+def plot_sweep(table: pd.DataFrame, methods: list[str] | None = None, *, log_x: bool = False):
+    """FPR95 (energy score) and ID accuracy against the swept knob (the table's ``knob``), one line per method,
+    error bars = std over the seeds. Returns the figure."""
     import matplotlib.pyplot as plt
 
+    knob = table["knob"].iloc[0].split(":", 1)[1].split(".", 1)[1]   # without the file and the profile
     methods = methods or sorted(table["method"].unique())
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for method in methods:
         t = table[table["method"] == method].sort_values("value")
         for ax, col in zip(axes, ("fpr95", "id_accuracy")):
             ax.errorbar(t["value"], t[col], yerr=t[f"{col}_std"], marker="o", capsize=3, label=method)
-    for ax, title in zip(axes, ("FPR95 (energy score, %) - lower is better", "ID accuracy (%)")):
+    for ax, title in zip(axes, ("FPR95, energy score (%): lower is better", "ID accuracy (%)")):
         ax.set_xlabel(knob)
         ax.set_title(title, fontsize=10)
         if log_x:
@@ -177,3 +178,14 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def sweep_summary(table: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """One row per value of the knob, ``mean ± std`` of FPR95 and ID accuracy for each of ``methods``."""
+    t = table[table["method"].isin(methods)]
+    fmt = lambda m, s: f"{m:.1f} ± {s:.1f}"
+    out = t.assign(fpr95=[fmt(a, b) for a, b in zip(t.fpr95, t.fpr95_std)],
+                   id_accuracy=[fmt(a, b) for a, b in zip(t.id_accuracy, t.id_accuracy_std)])
+    wide = out.pivot_table(index=["value", "experiment"], columns="method", values=["fpr95", "id_accuracy"],
+                           aggfunc="first")
+    return wide.reindex(columns=[(c, m) for c in ("fpr95", "id_accuracy") for m in methods])

@@ -311,6 +311,13 @@ NOTEBOOK_SCHEMAS: dict[str, dict[str, tuple]] = {
     },
     "tables": {**_COMMON},
     "figures": {**_COMMON},
+    "ablations": {
+        **_COMMON,
+        "sweeps": (lambda v: isinstance(v, dict) and len(v) > 0 and all(
+            isinstance(k, str) and isinstance(m, list) and m and all(isinstance(x, str) for x in m)
+            for k, m in v.items()), "a non-empty mapping sweep name -> list of methods to plot"),
+        "log_x": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of sweep names"),
+    },
 }
 
 
