@@ -69,7 +69,7 @@ from ood.data import DATA_ROOT, SHARED_DATA, ArrayDataset, DataMissingError, Loa
 from ood.losses import GradPenalty, StepOutputs, build_term, grad_penalty_reference
 from ood.models import MODELS, OODNet, build_model
 from ood.sampling import build_sampler
-from ood.train import _make_optimizer, train_step
+from ood.train import make_optimizer, train_step
 
 #: Methods this benchmark knows (compositions from profiles/<PROFILE>.yaml).
 METHODS: tuple[str, ...] = ("ce", "bfm", "energy_oe", "greg", "greg_plus")
@@ -401,7 +401,7 @@ def run_ours(spec: MethodSpec, mspec: dict, data: BenchData, device: torch.devic
     if cl:
         model.to(memory_format=torch.channels_last)
     model.train()
-    opt = _make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg)
     terms = spec.build_terms()
     sampler = None
     if cfg.sampler:

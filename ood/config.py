@@ -311,6 +311,18 @@ NOTEBOOK_SCHEMAS: dict[str, dict[str, tuple]] = {
     },
     "tables": {**_COMMON},
     "figures": {**_COMMON},
+    "tour": {
+        **_COMMON,
+        "use_pipeline_runs": (lambda v: isinstance(v, bool), "True, False"),
+        "run_root": (lambda v: isinstance(v, str) and v != "", "a folder (relative to the repository root or absolute)"),
+        "scratch_epochs": (_opt(_pos_int), "None or an integer > 0"),
+        "finetune_steps": (_opt(_pos_int), "None or an integer > 0"),
+        "bfm_ratio": (_opt(lambda v: _num(v) and 0 < v <= 1), "None or a number in (0, 1]"),
+        "grad_weight": (_opt(lambda v: _num(v) and v >= 0), "None or a number >= 0"),
+        "n_show": (_pos_int, "an integer > 0"),
+        "n_pick": (lambda v: _pos_int(v) and v >= 2, "an integer >= 2"),
+        "seed": (_nonneg_int, "an integer >= 0"),
+    },
     "ablations": {
         **_COMMON,
         "sweeps": (lambda v: isinstance(v, dict) and len(v) > 0 and all(

@@ -47,12 +47,13 @@ from matplotlib.patches import Patch
 from torch import Tensor
 
 from ood import config as C
-from ood.losses import background_mask, energy
+from ood.losses import background_mask
+from ood.numerics import energy
 from ood.metrics import auroc, fpr_at_tpr, roc_curve, tpr_threshold  # tpr_threshold: re-exported for the tour
 from ood.models import OODNet
 from ood.plots import save
 from ood.sampling import EnergyClusterSampler, RandomSampler
-from ood.scorers import _eval_mode  # eval mode for a block, training flag restored
+from ood.numerics import eval_mode  # eval mode for a block, training flag restored
 
 __all__ = [
     "feature_norm_maps", "feature_norms", "input_grad_norms", "energies", "energy_line", "SamplerPicks",
@@ -120,7 +121,7 @@ def feature_norm_maps(model: OODNet, x, y=None, ratio: float = 0.25) -> tuple[Te
     bool, on the model's device.
     """
     x = _as_float_images(x).to(_device(model))
-    with _eval_mode(model):
+    with eval_mode(model):
         fmap = model.features(x).float()
         if y is None:
             y = model.head(model.pool(fmap)).argmax(1)
@@ -138,7 +139,7 @@ def feature_norms(model: OODNet, x, batch_size: int = 500) -> Tensor:
     x = _as_float_images(x)
     dev = _device(model)
     out = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for xb in _batches(x, batch_size):
             out.append(model.features(xb.to(dev)).float().pow(2).sum(1).sqrt().flatten())
     return torch.cat(out)
@@ -153,7 +154,7 @@ def energies(model: OODNet, x, batch_size: int = 500) -> Tensor:
     r""":math:`E(x) = -\log\sum_c e^{f_c(x)}` per image (eval mode; low = ID-like), ``(B,)`` float."""
     x = _as_float_images(x)
     dev = _device(model)
-    with _eval_mode(model):
+    with eval_mode(model):
         return torch.cat([energy(model(xb.to(dev))) for xb in _batches(x, batch_size)])
 
 
@@ -173,7 +174,7 @@ def input_grad_norms(model: OODNet, x, batch_size: int = 256) -> Tensor:
     x = _as_float_images(x)
     dev = _device(model)
     out = []
-    with _eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         for xb in _batches(x, batch_size):
             xn = model.normalize(xb.to(dev)).detach().requires_grad_(True)
             e = energy(model.head(model.pool(model.body(xn))))
@@ -554,21 +555,9 @@ def roc_threshold_figure(id_scores, ood_scores, score_name: str = "score", ood_n
 # The tour's checkpoints
 # ----------------------------------------------------------------------------------------------
 
-#: Parameters of ``notebooks/00_tour.ipynb`` (name -> (check, allowed values)), registered with
-#: :func:`ood.config.check_notebook_params` under the name ``"tour"``.
-TOUR_SCHEMA: dict[str, tuple] = {
-    **C._COMMON,
-    "use_pipeline_runs": (lambda v: isinstance(v, bool), "True, False"),
-    "run_root": (lambda v: isinstance(v, str) and v != "", "a folder (relative to the repository root or absolute)"),
-    "scratch_epochs": (C._opt(C._pos_int), "None or an integer > 0"),
-    "finetune_steps": (C._opt(C._pos_int), "None or an integer > 0"),
-    "bfm_ratio": (C._opt(lambda v: C._num(v) and 0 < v <= 1), "None or a number in (0, 1]"),
-    "grad_weight": (C._opt(lambda v: C._num(v) and v >= 0), "None or a number >= 0"),
-    "n_show": (C._pos_int, "an integer > 0"),
-    "n_pick": (lambda v: C._pos_int(v) and v >= 2, "an integer >= 2"),
-    "seed": (C._nonneg_int, "an integer >= 0"),
-}
-C.NOTEBOOK_SCHEMAS.setdefault("tour", TOUR_SCHEMA)
+#: Parameters of ``notebooks/00_tour.ipynb`` (name -> (check, allowed values)), the ``"tour"`` entry of
+#: :data:`ood.config.NOTEBOOK_SCHEMAS` that :func:`ood.config.check_notebook_params` checks.
+TOUR_SCHEMA: dict[str, tuple] = C.NOTEBOOK_SCHEMAS["tour"]
 
 
 @dataclass

@@ -32,18 +32,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ood.models import OODNet
+from ood.numerics import energy, wide
 
 __all__ = [
     "StepOutputs", "LossTerm", "CrossEntropy", "OutlierExposure", "EnergyMargin", "GradPenalty", "BackgroundFeatures",
     "TERMS", "METHODS", "build_term", "build_terms", "energy", "background_mask", "position_logits",
     "grad_penalty_reference",
 ]
-
-
-def energy(logits: Tensor, T: float = 1.0) -> Tensor:
-    r""":math:`E = -T \log\sum_c \exp(f_c / T)` per row (Liu et al. 2020, Eq. 1); computed in float32 or wider."""
-    logits = _wide(logits)
-    return -T * torch.logsumexp(logits / T, dim=1)
 
 
 @dataclass
@@ -77,14 +72,9 @@ class StepOutputs:
         return self.logits.shape[0] - self.n_id
 
 
-def _wide(t: Tensor) -> Tensor:
-    """``t`` in float32 if it is half / bfloat16, else unchanged (float64 stays float64)."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
 def _zero(t: Tensor) -> Tensor:
     """A zero that stays attached to the graph of ``t`` (backprop gives zero gradients, never NaN)."""
-    return _wide(t).sum() * 0.0
+    return wide(t).sum() * 0.0
 
 
 def _mean_or_zero(v: Tensor) -> Tensor:
@@ -167,7 +157,7 @@ class CrossEntropy(LossTerm):
     defaults = {"weight": 1.0}
 
     def value(self, out):
-        loss = F.cross_entropy(_wide(out.logits_id), out.y)
+        loss = F.cross_entropy(wide(out.logits_id), out.y)
         self.last = {"ce": loss.detach()}
         return self.weight * loss
 
@@ -185,7 +175,7 @@ class OutlierExposure(LossTerm):
     defaults = {"weight": 0.5}
 
     def value(self, out):
-        lo = _wide(out.logits_out)
+        lo = wide(out.logits_out)
         if lo.shape[0] == 0:
             return _zero(out.logits)
         loss = (torch.logsumexp(lo, 1) - lo.mean(1)).mean()
@@ -328,7 +318,7 @@ class GradPenalty(LossTerm):
         e = energy(out.logits)
         c, post, sel = _penalty_coefficients(e.detach(), out.n_id, self.m_in, self.m_out, self.scaling)
         (g,) = torch.autograd.grad((c.to(e.dtype) * e).sum(), out.xn, create_graph=True)
-        norms = _safe_norm(_wide(g).pow(2).flatten(1).sum(1))
+        norms = _safe_norm(wide(g).pow(2).flatten(1).sum(1))
         pen = post * norms.sum()
         if out.world_size > 1:   # a shard's means over B/W rows make each row's gradient W times the global one
             pen = pen / out.world_size
@@ -400,7 +390,7 @@ def background_mask(fmap: Tensor, fc: torch.nn.Linear, y: Tensor, selection: str
         raise ValueError(f"invalid value {selection!r} for selection; allowed: {', '.join(map(repr, _SELECTIONS))}")
     if score not in _SCORES:
         raise ValueError(f"invalid value {score!r} for score; allowed: {', '.join(map(repr, _SCORES))}")
-    pl = position_logits(_wide(fmap), fc)
+    pl = position_logits(wide(fmap), fc)
     if score == "softmax":
         pl = pl.softmax(1)
     b, _, h, w = pl.shape
@@ -454,7 +444,7 @@ class BackgroundFeatures(LossTerm):
         if out.epoch < self.warmup_epochs or fm.shape[0] == 0:
             return _zero(out.fmap)
         mask = background_mask(fm, out.model.fc, out.y, self.selection, self.ratio, self.threshold, self.score)
-        sq = _wide(fm).pow(2).sum(1)  # (B, H, W)
+        sq = wide(fm).pow(2).sum(1)  # (B, H, W)
         norms = _safe_norm(sq)
         if self.norm == "l2sq":
             vals = sq

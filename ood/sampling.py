@@ -17,6 +17,7 @@ the given CPU ``torch.Generator`` (moved to the device as tensors), so a run is 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ood.models import OODNet
+from ood.numerics import energy, eval_mode
 
 __all__ = ["Sampler", "RandomSampler", "EnergyClusterSampler", "DOSSampler", "SAMPLERS", "build_sampler", "kmeans",
            "cluster_picks", "FEATURE_NORMS", "normalize_features", "pool_size"]
@@ -284,15 +286,10 @@ class EnergyClusterSampler(Sampler):
     def score(self, model: OODNet, candidates: Tensor) -> tuple[Tensor, Tensor]:
         """Energies ``(N,)`` and penultimate features ``(N, C)`` of the pool, the features normalized as
         ``feature_norm`` says (:data:`FEATURE_NORMS`); eval mode if ``eval_mode`` (the model's mode is restored)."""
-        was = model.training
-        if self.eval_mode:
-            model.eval()
-        try:
+        with eval_mode(model) if self.eval_mode else contextlib.nullcontext():
             pen = model.pool(model.features(candidates))
             logits = model.head(pen)
-        finally:
-            model.train(was)
-        e = -torch.logsumexp(logits.float(), 1)
+        e = energy(logits.float())
         return e, normalize_features(pen.float(), self.feature_norm)
 
     def pick(self, energies: Tensor, feats: Tensor, n_out: int, generator: torch.Generator | None = None) -> Tensor:

@@ -44,7 +44,6 @@ Everything is batched (no Python loop over samples) and runs on the device of it
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, Iterable
 
@@ -53,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ood.models import OODNet
+from ood.numerics import energy as free_energy, eval_mode, wide
 
 __all__ = [
     "msp", "maxlogit", "energy", "entropy", "ash_p", "ash_b", "ash_s", "extract",
@@ -65,33 +65,27 @@ __all__ = [
 # Pure scoring functions (nothing fitted)
 # ----------------------------------------------------------------------------------------------
 
-def _wide(t: Tensor) -> Tensor:
-    """float32 at least (half-precision logits are widened before exp/log)."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
 def msp(logits: Tensor) -> Tensor:
     r"""Maximum softmax probability :math:`\max_c \mathrm{softmax}(f)_c` (Hendrycks & Gimpel 2017)."""
-    return torch.softmax(_wide(logits), dim=1).amax(dim=1)
+    return torch.softmax(wide(logits), dim=1).amax(dim=1)
 
 
 def maxlogit(logits: Tensor) -> Tensor:
     r"""Maximum logit :math:`\max_c f_c` (Hendrycks et al. 2022, "Scaling out-of-distribution detection
     for real-world settings", MaxLogit)."""
-    return _wide(logits).amax(dim=1)
+    return wide(logits).amax(dim=1)
 
 
 def energy(logits: Tensor, T: float = 1.0) -> Tensor:
     r"""Negative free energy :math:`-E(x) = T \log\sum_c e^{f_c/T}` (Liu et al. 2020, Eq. 1 negated);
-    T = 1 [paper]. Note ``ood.losses.energy`` returns :math:`E` itself (low = ID)."""
-    logits = _wide(logits)
-    return T * torch.logsumexp(logits / T, dim=1)
+    T = 1 [paper]. ``ood.numerics.energy`` is :math:`E` itself (low = ID), which the losses and the sampler use."""
+    return -free_energy(logits, T)
 
 
 def entropy(logits: Tensor) -> Tensor:
     r"""Negative predictive entropy :math:`\sum_c p_c \log p_c` (0 for a one-hot prediction,
     :math:`-\log K` for the uniform one)."""
-    logp = torch.log_softmax(_wide(logits), dim=1)
+    logp = torch.log_softmax(wide(logits), dim=1)
     return (logp.exp() * logp).sum(dim=1)
 
 
@@ -138,15 +132,6 @@ def ash_s(x: Tensor, percentile: float = 90) -> Tensor:
 # Feature extraction
 # ----------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module):
-    """Run in eval mode (BatchNorm running statistics, no dropout) and restore the training flag."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def _forward_parts(model: OODNet, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -164,7 +149,7 @@ def extract(model: OODNet, loader: Iterable, device=None) -> tuple[Tensor, Tenso
     on the device the batches were computed on. Returns ``pen (N, D)``, ``logits (N, K)``, ``labels (N,)``.
     """
     pens, logits, labels = [], [], []
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for x, y in loader:
             if device is not None:
                 x, y = x.to(device), y.to(device)
@@ -252,7 +237,7 @@ class Scorer:
     def score(self, model: OODNet, x: Tensor) -> Tensor:
         """Convenience: run the network on ``x`` (float in [0, 1]) in eval mode without gradients, then
         :meth:`score_features`."""
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             pen, logits = _forward_parts(model, x)
             return self.score_features(pen, logits, model)
 
@@ -268,7 +253,7 @@ def _fc(model: OODNet, device, dtype=torch.float64) -> tuple[Tensor, Tensor]:
 def _percentile(x: Tensor, q: float) -> float:
     """``np.percentile(x, q)`` (linear interpolation) of all entries of ``x``, via ``torch.kthvalue`` on the
     tensor's device (no size limit, unlike ``torch.quantile``)."""
-    flat = _wide(x.detach().reshape(-1))
+    flat = wide(x.detach().reshape(-1))
     n = flat.numel()
     pos = q / 100.0 * (n - 1)
     lo, hi = math.floor(pos), math.ceil(pos)
@@ -387,7 +372,7 @@ class ODIN(Scorer):
         """The ODIN input :math:`\\tilde x` for a batch ``x`` in [0, 1] (model assumed in eval mode)."""
         with torch.enable_grad():
             xg = x.detach().clone().requires_grad_(True)
-            logits = _wide(model(xg))
+            logits = wide(model(xg))
             labels = logits.argmax(dim=1)
             # sum, not mean: the same sign per sample, without a 1/B factor that could underflow at T = 1000
             loss = F.cross_entropy(logits / self.T, labels, reduction="sum")
@@ -396,16 +381,16 @@ class ODIN(Scorer):
         return x.detach() - self.eps * step
 
     def score(self, model: OODNet, x: Tensor) -> Tensor:
-        with _eval_mode(model):
+        with eval_mode(model):
             xt = self.perturb(model, x) if self.eps > 0 else x.detach()
             with torch.no_grad():
-                return msp(_wide(model(xt)) / self.T)
+                return msp(wide(model(xt)) / self.T)
 
     def score_features(self, pen, logits, model=None):
         if self.eps != 0:
             raise RuntimeError(f"scorer 'odin' with eps={self.eps} needs the network (needs_network=True); "
                                f"call score(model, x) instead of score_features")
-        return msp(_wide(logits) / self.T)
+        return msp(wide(logits) / self.T)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -490,7 +475,7 @@ class KNN(Scorer):
 
     @staticmethod
     def _normalize(h: Tensor) -> Tensor:
-        h = _wide(h.detach())
+        h = wide(h.detach())
         return h / (h.norm(dim=1, keepdim=True) + 1e-10)
 
     def fit_features(self, train_pen, train_logits, train_labels, model):
@@ -643,7 +628,7 @@ class DICE(Scorer):
     @torch.no_grad()
     def score_features(self, pen, logits=None, model=None):
         self._check_fitted("weight")
-        h = _wide(pen.detach())
+        h = wide(pen.detach())
         w, b = self.weight.to(h.device, h.dtype), self.bias.to(h.device, h.dtype)
         return energy(h @ w.T + b)
 
@@ -673,10 +658,10 @@ class GradNorm(Scorer):
 
     @torch.no_grad()
     def score_features(self, pen, logits, model=None):
-        logits = _wide(logits.detach())
+        logits = wide(logits.detach())
         k = logits.shape[1]
         p = torch.softmax(logits / self.T, dim=1)
-        return (p - 1.0 / k).abs().sum(1) * _wide(pen.detach()).abs().sum(1).to(p.dtype) / self.T
+        return (p - 1.0 / k).abs().sum(1) * wide(pen.detach()).abs().sum(1).to(p.dtype) / self.T
 
 
 class ViM(Scorer):
@@ -730,7 +715,7 @@ class ViM(Scorer):
         self.residual_basis = evecs[:, order[dim:]].contiguous()    # (D, D - dim)
         self.principal_dim = dim
         res = (x @ self.residual_basis).norm(dim=1)
-        self.alpha = float(_wide(train_logits.detach()).double().amax(dim=1).mean() / res.mean())
+        self.alpha = float(wide(train_logits.detach()).double().amax(dim=1).mean() / res.mean())
         return self
 
     def residual_norm(self, pen: Tensor) -> Tensor:
@@ -742,7 +727,7 @@ class ViM(Scorer):
     @torch.no_grad()
     def score_features(self, pen, logits, model=None):
         res = self.residual_norm(pen)
-        return (energy(_wide(logits.detach()).double()) - self.alpha * res).float()
+        return (energy(wide(logits.detach()).double()) - self.alpha * res).float()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -42,8 +42,9 @@ from ood.data import ArrayDataset, FolderDataset, Loader, augment_batch
 from ood.distributed import World, all_reduce_sum, all_true, barrier, setup, shard_slice
 from ood.losses import StepOutputs, build_term
 from ood.models import OODNet, build_model
+from ood.numerics import eval_mode
 
-__all__ = ["train", "train_step", "TrainingError", "NonFiniteLoss", "load_model", "save_atomic", "config_hash", "accuracy"]
+__all__ = ["train", "train_step", "make_optimizer", "TrainingError", "NonFiniteLoss", "load_model", "save_atomic", "config_hash", "accuracy"]
 
 
 class TrainingError(RuntimeError):
@@ -97,12 +98,10 @@ def _lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 @torch.no_grad()
 def accuracy(model: OODNet, ds: ArrayDataset, device, batch_size: int = 500) -> float:
     """Top-1 accuracy (percent) of ``model`` on a labelled ArrayDataset."""
-    was = model.training
-    model.eval()
     correct = torch.zeros((), device=device)
-    for x, y in Loader(ds, batch_size, device=device):
-        correct += (model(x).argmax(1) == y).sum()
-    model.train(was)
+    with eval_mode(model):
+        for x, y in Loader(ds, batch_size, device=device):
+            correct += (model(x).argmax(1) == y).sum()
     return 100.0 * correct.item() / len(ds)
 
 
@@ -120,7 +119,8 @@ def _draw_outliers(aux: ArrayDataset | FolderDataset, n: int, g: torch.Generator
     return (augment_batch(x, g, draw=n, start=rows.start) if augment else x).float().div_(255)
 
 
-def _make_optimizer(model, cfg: TrainConfig):
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The recipe's optimizer (``cfg.optimizer``: SGD with momentum/Nesterov, Adam or AdamW) over ``model``."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                                weight_decay=cfg.weight_decay)
@@ -284,7 +284,7 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(_Forward(model), device_ids=[device.index] if device.type == "cuda" else None)
-    opt = _make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg)
     if blob is not None:
         opt.load_state_dict(blob["optimizer"])
 

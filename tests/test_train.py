@@ -129,8 +129,8 @@ def test_recipe_optimizer_is_the_named_one(tmp_path, monkeypatch, name, cls):
     import ood.train as T
 
     made = []
-    real = T._make_optimizer
-    monkeypatch.setattr(T, "_make_optimizer", lambda model, cfg: made.append(real(model, cfg)) or made[-1])
+    real = T.make_optimizer
+    monkeypatch.setattr(T, "make_optimizer", lambda model, cfg: made.append(real(model, cfg)) or made[-1])
     train(_cfg(epochs=1, optimizer=name, lr=1e-3, weight_decay=0.0), SPEC, _data(), tmp_path / name, progress=False)
     assert type(made[0]) is cls
 
