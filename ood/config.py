@@ -21,13 +21,14 @@ with a one-line message naming the key and the allowed values.
 from __future__ import annotations
 
 import copy
-import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import yaml
+
+from ood.numerics import check_number, is_number
 
 __all__ = [
     "ParamError", "repo_root", "load_params", "profile_params", "method_config", "method_model", "TrainConfig",
@@ -156,16 +157,15 @@ class TrainConfig:
     nan_check_every: int = 0             # steps between NaN checks (0: every step on CPU, 50 on CUDA)
 
     def __post_init__(self):
-        _check(self.epochs, "epochs", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
-        _check(self.batch_size, "batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0")
-        _check(self.steps_per_epoch, "steps_per_epoch", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
-               "null or an integer > 0")
-        _check(self.out_batch_size, "out_batch_size", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
-        _check(self.crop_pad, "crop_pad", lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 16,
-               "an integer in 0..16")
-        _check(self.lr, "lr", lambda v: _num(v) and v > 0, "a number > 0")
-        _check(self.weight_decay, "weight_decay", lambda v: _num(v) and v >= 0, "a number >= 0")
-        _check(self.momentum, "momentum", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
+        n = lambda v, name, **rule: check_number(v, repr(name), error=ParamError, **rule)
+        n(self.epochs, "epochs", low=0, integer=True, strict=True)
+        n(self.batch_size, "batch_size", low=0, low_open=True, integer=True, strict=True)
+        n(self.steps_per_epoch, "steps_per_epoch", low=0, low_open=True, integer=True, strict=True, allow_none=True)
+        n(self.out_batch_size, "out_batch_size", low=0, integer=True, strict=True)
+        n(self.crop_pad, "crop_pad", low=0, high=16, integer=True, strict=True)
+        n(self.lr, "lr", low=0, low_open=True)
+        n(self.weight_decay, "weight_decay", low=0)
+        n(self.momentum, "momentum", low=0, high=1, high_open=True)
         _check(self.optimizer, "optimizer", lambda v: v in OPTIMIZERS, "one of " + ", ".join(OPTIMIZERS))
         _check(self.schedule, "schedule", lambda v: v in ("cosine", "step", "constant"), "one of cosine, step, constant")
         _check(self.sync_batchnorm, "sync_batchnorm", lambda v: isinstance(v, bool), "true or false")
@@ -190,8 +190,7 @@ def uses_channels_last(cfg: TrainConfig, device) -> bool:
     return "grad_penalty" not in cfg.terms
 
 
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+_num = is_number   # notebook schemas: a finite int or float, not a bool
 
 
 def _check(value, name: str, ok: Callable[[Any], bool], allowed: str):

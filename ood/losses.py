@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ood.models import OODNet
-from ood.numerics import energy, wide
+from ood.numerics import check_choice, check_number, energy, wide
 
 __all__ = [
     "StepOutputs", "LossTerm", "CrossEntropy", "OutlierExposure", "EnergyMargin", "GradPenalty", "BackgroundFeatures",
@@ -115,25 +115,11 @@ class LossTerm:
 
     # -- validation helpers ---------------------------------------------------------------------
     def _check_number(self, key, low=None, high=None, low_open=False, integer=False):
-        v = self.params[key]
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
-        if ok and integer:
-            ok = float(v).is_integer()
-        if ok and low is not None:
-            ok = v > low if low_open else v >= low
-        if ok and high is not None:
-            ok = v <= high
-        if not ok:
-            rng = ("an integer" if integer else "a finite number") + (
-                f" {'>' if low_open else '>='} {low}" if low is not None else "") + (
-                f" and <= {high}" if high is not None else "")
-            raise ValueError(f"invalid value {v!r} for parameter {key!r} of loss term {self.name!r}; allowed: {rng}")
+        check_number(self.params[key], f"parameter {key!r} of loss term {self.name!r}", low=low, high=high,
+                     low_open=low_open, integer=integer)
 
     def _check_choice(self, key, choices):
-        v = self.params[key]
-        if v not in choices:
-            raise ValueError(f"invalid value {v!r} for parameter {key!r} of loss term {self.name!r}; "
-                             f"allowed: {', '.join(map(repr, choices))}")
+        check_choice(self.params[key], f"parameter {key!r} of loss term {self.name!r}", choices)
 
     def check(self) -> None:
         """Validate ``self.params`` (subclasses); raise ValueError naming the bad value and the allowed ones."""

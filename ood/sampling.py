@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ood.models import OODNet
-from ood.numerics import energy, eval_mode
+from ood.numerics import check_choice, check_number, energy, eval_mode
 
 __all__ = ["Sampler", "RandomSampler", "EnergyClusterSampler", "DOSSampler", "SAMPLERS", "build_sampler", "kmeans",
            "cluster_picks", "FEATURE_NORMS", "normalize_features", "pool_size"]
@@ -198,11 +198,8 @@ class Sampler:
 
 
 def _check_int(sampler: str, key: str, v, low: int, allow_none: bool = False):
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ValueError(f"invalid value {v!r} for parameter {key!r} of sampler {sampler!r}; "
-                         f"allowed: an integer >= {low}" + (" or None" if allow_none else ""))
+    check_number(v, f"parameter {key!r} of sampler {sampler!r}", low=low, integer=True, strict=True,
+                 allow_none=allow_none)
 
 
 class RandomSampler(Sampler):
@@ -261,20 +258,12 @@ class EnergyClusterSampler(Sampler):
         _check_int(self.name, "n_init", n_init, 1)
         _check_int(self.name, "local_trials", local_trials, 1, allow_none=True)
         _check_int(self.name, "candidates_per_epoch", candidates_per_epoch, 1, allow_none=True)
+        what = lambda key: f"parameter {key!r} of sampler {self.name!r}"
         for key, v in (("two_way", two_way), ("eval_mode", eval_mode)):
-            if not isinstance(v, bool):
-                raise ValueError(f"invalid value {v!r} for parameter {key!r} of sampler {self.name!r}; "
-                                 "allowed: true, false")
-        if kmeans_tol is not None and (isinstance(kmeans_tol, bool) or not isinstance(kmeans_tol, (int, float))
-                                       or not kmeans_tol >= 0):
-            raise ValueError(f"invalid value {kmeans_tol!r} for parameter 'kmeans_tol' of sampler {self.name!r}; "
-                             "allowed: null (exactly kmeans_iters steps) or a number >= 0")
-        if feature_norm not in FEATURE_NORMS:
-            raise ValueError(f"invalid value {feature_norm!r} for parameter 'feature_norm' of sampler {self.name!r}; "
-                             f"allowed: {', '.join(FEATURE_NORMS)}")
-        if isinstance(skip_fraction, bool) or not isinstance(skip_fraction, (int, float)) or not 0 <= skip_fraction < 1:
-            raise ValueError(f"invalid value {skip_fraction!r} for parameter 'skip_fraction' of sampler {self.name!r}; "
-                             "allowed: 0 <= skip_fraction < 1")
+            check_choice(v, what(key), (True, False))
+        check_number(kmeans_tol, what("kmeans_tol"), low=0, allow_none=True)   # None: exactly kmeans_iters steps
+        check_choice(feature_norm, what("feature_norm"), FEATURE_NORMS)
+        check_number(skip_fraction, what("skip_fraction"), low=0, high=1, high_open=True)
         self.pool_factor, self.num_clusters, self.two_way = pool_factor, num_clusters, two_way
         self.kmeans_iters, self.n_init, self.local_trials = kmeans_iters, n_init, local_trials
         self.kmeans_tol = None if kmeans_tol is None else float(kmeans_tol)

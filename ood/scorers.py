@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ood.models import OODNet
-from ood.numerics import energy as free_energy, eval_mode, wide
+from ood.numerics import check_number, energy as free_energy, eval_mode, wide
 
 __all__ = [
     "msp", "maxlogit", "energy", "entropy", "ash_p", "ash_b", "ash_s", "extract",
@@ -166,28 +166,9 @@ def extract(model: OODNet, loader: Iterable, device=None) -> tuple[Tensor, Tenso
 # Scorer base class and parameter checks
 # ----------------------------------------------------------------------------------------------
 
-def _check_number(name: str, key: str, v, *, low=None, high=None, low_open=False, high_open=False,
-                  integer=False, allow_none=False, allow_inf=False):
-    if v is None and allow_none:
-        return v
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-    if ok and integer:
-        ok = float(v).is_integer()
-    if ok:
-        ok = (not math.isnan(v)) and (allow_inf or math.isfinite(v))
-    if ok and low is not None:
-        ok = v > low if low_open else v >= low
-    if ok and high is not None:
-        ok = v < high if high_open else v <= high
-    if not ok:
-        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
-        hi = "" if high is None else (f"< {high}" if high_open else f"<= {high}")
-        kind = "an integer" if integer else "a number"
-        rng = " and ".join(s for s in (lo, hi) if s)
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"invalid value {v!r} for parameter {key!r} of scorer {name!r}; allowed: {kind}"
-                         f"{' ' + rng if rng else ''}{extra}")
-    return int(v) if integer else v
+def _check_number(name: str, key: str, v, **rule):
+    """A scorer parameter checked by ``ood.numerics.check_number``."""
+    return check_number(v, f"parameter {key!r} of scorer {name!r}", **rule)
 
 
 class Scorer:

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from ood.config import TrainConfig, uses_channels_last
 from ood.data import ArrayDataset, FolderDataset, Loader, augment_batch
-from ood.distributed import World, all_reduce_sum, all_true, barrier, setup, shard_slice
+from ood.distributed import World, all_reduce_sum, all_true, barrier, setup, shard_slice, world
 from ood.losses import StepOutputs, build_term
 from ood.models import OODNet, build_model
 from ood.numerics import eval_mode
@@ -227,6 +227,9 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
     ``stop_after_epochs``: stop (as if interrupted) after this many epochs of this call - for tests.
     Returns the per-epoch history (also in ``history.csv``).
     """
+    if cfg.sync_batchnorm and world().distributed and torch.device(device).type != "cuda":
+        raise TrainingError(f"method {cfg.method!r}: sync_batchnorm needs CUDA (torch.nn.SyncBatchNorm has no CPU "
+                            "kernel); set sync_batchnorm: false to keep per-process BatchNorm statistics on the CPU")
     w, device = setup(torch.device(device))   # torchrun: join the process group; one process: unchanged
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -271,9 +274,6 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
         model.std.copy_(torch.tensor(model_spec["std"], dtype=model.std.dtype).view_as(model.std))
 
     if w.distributed and cfg.sync_batchnorm:
-        if device.type != "cuda":
-            raise TrainingError(f"method {cfg.method!r}: sync_batchnorm needs CUDA (torch.nn.SyncBatchNorm has no CPU "
-                                "kernel); set sync_batchnorm: false to keep per-process BatchNorm statistics on the CPU")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     cl = uses_channels_last(cfg, device)

@@ -269,3 +269,11 @@ def test_a_profile_with_distributed_trains_its_stage_through_torchrun(tmp_path, 
     with pytest.raises(C.ParamError, match="distributed.nproc_per_node"):
         pipeline.train_method(C.load_params(tmp_path / "params.yaml"), "ce", "synthetic", device="cpu",
                               run_dir=tmp_path / "x", seeds=[0])
+
+
+def test_sync_batchnorm_on_the_cpu_stops_with_what_to_do(tmp_path):
+    """torch.nn.SyncBatchNorm has no CPU kernel: a distributed CPU run that asks for it stops at the start, on every
+    rank, naming the option and the way out (per-process statistics), and writes nothing."""
+    with pytest.raises(mp.ProcessRaisedException, match="sync_batchnorm needs CUDA.*set sync_batchnorm: false"):
+        _spawn(tmp_path / "sync", sync_batchnorm=True, epochs=1)
+    assert not (tmp_path / "sync").exists() or not any((tmp_path / "sync").iterdir())

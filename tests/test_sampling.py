@@ -227,7 +227,7 @@ def test_feature_norms_as_the_greg_code_defines_them():
     np.testing.assert_allclose(normalize_features(z, "batch_mean").numpy(), zn / np.linalg.norm(zn, axis=1).mean(),
                                rtol=1e-6)
     assert torch.equal(normalize_features(z, "none"), z)
-    with pytest.raises(ValueError, match="feature_norm.*allowed: row, column, batch_mean, none"):
+    with pytest.raises(ValueError, match="feature_norm.*allowed: 'row', 'column', 'batch_mean', 'none'"):
         build_sampler("energy_cluster", feature_norm="l2")
 
 
