@@ -250,22 +250,17 @@ class Loader:
             order = order.to(self.ds.images.device)
         sharded = self.world is not None and self.world.distributed
         for i in range(len(self)):
-            if order is None:
-                idx = slice(i * b, min((i + 1) * b, n))
-            else:
-                idx = order[i * b:(i + 1) * b]
-            rows = None
-            if sharded:
-                total = len(range(n)[idx]) if isinstance(idx, slice) else len(idx)
-                rows = self.shard(total)
-                idx = range(n)[idx][rows] if isinstance(idx, slice) else idx[rows]
-                idx = slice(idx.start, idx.stop) if isinstance(idx, range) else idx
+            lo, hi = i * b, min((i + 1) * b, n)
+            idx = slice(lo, hi) if order is None else order[lo:hi]
+            rows = self.shard(hi - lo) if sharded else None   # this process's rows of the global batch
+            if rows is not None:
+                idx = slice(lo + rows.start, lo + rows.stop) if order is None else idx[rows]
             x, y = self.ds.images[idx], self.ds.labels[idx]
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             if self.augment:
                 x = (augment_batch(x, self.generator, pad=self.pad) if rows is None else
-                     augment_batch(x, self.generator, pad=self.pad, draw=total, start=rows.start))
+                     augment_batch(x, self.generator, pad=self.pad, draw=hi - lo, start=rows.start))
             yield x.float().div_(255), y
 
 
@@ -512,6 +507,12 @@ def _synthetic_entry(name: str, set_name: str, kind: str, title: str, splits) ->
     )
 
 
+#: LSUN-C's archive, read by two registry sets: ``lsun-c`` (centre 32x32, GReg) and ``lsun-c-36`` (as stored, Energy).
+_LSUN_C_FILES = (FileInfo("LSUN.tar.gz", "https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz?dl=1",
+                          "md5:458a0a0ab8e5f1cb4516d7400568e460",
+                          "URL: ODIN README (facebookresearch/odin); md5: pytorch-ood and detectors (edadaltocg) source, "
+                          "not recomputed by us", extract_to=""),)
+
 DATASETS: dict[str, DatasetInfo] = {}
 
 
@@ -611,20 +612,14 @@ _register(
     ),
     DatasetInfo(
         name="lsun-c", kind="ood", title="LSUN-C (LSUN crop), 10,000 images of 36x36", splits=("test",),
-        files=(FileInfo("LSUN.tar.gz", "https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz?dl=1",
-                        "md5:458a0a0ab8e5f1cb4516d7400568e460",
-                        "URL: ODIN README (facebookresearch/odin); md5: pytorch-ood and detectors (edadaltocg) source, not recomputed by us",
-                        extract_to=""),),
+        files=_LSUN_C_FILES,
         folders=("LSUN", "LSUN_C"), transform="center_crop",
         preprocessing="center-crop 36x36 -> 32x32 (Greg-OOD code, trn.CenterCrop(32); the energy_ood code feeds 36x36)",
         citation="Yu et al., LSUN, arXiv:1506.03365, 2015; " + _ODIN_CITE, size={"test": 10000},
     ),
     DatasetInfo(
         name="lsun-c-36", kind="ood", title="LSUN-C (LSUN crop), 10,000 images as stored, 36x36", splits=("test",),
-        files=(FileInfo("LSUN.tar.gz", "https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz?dl=1",
-                        "md5:458a0a0ab8e5f1cb4516d7400568e460",
-                        "URL: ODIN README (facebookresearch/odin); md5: pytorch-ood and detectors (edadaltocg) source, not recomputed by us",
-                        extract_to=""),),
+        files=_LSUN_C_FILES,
         folders=("LSUN", "LSUN_C"), transform="as_is", decode_size=36,
         preprocessing="none: the 36x36 images as stored, as the energy_ood code feeds them (CIFAR/test.py:262-263, "
                       "ToTensor + Normalize only); the networks pool globally, so 36 px is accepted",

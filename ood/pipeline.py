@@ -258,10 +258,6 @@ def _train_seed(*, seed: int, params: dict, method: str, profile: str, overrides
     init_dir = None
     if cfg.init:
         init_dir = seed_dir(Path(init_base), seed) if init_base is not None else paths(profile, cfg.init, seed=seed)["run"]
-        if not (Path(init_dir) / "model.pt").is_file():
-            raise FileNotFoundError(f"method {method!r} fine-tunes from {cfg.init!r}, but {init_dir}/model.pt does not "
-                                    f"exist; train {cfg.init!r} first (dvc repro, or python -m ood train --method "
-                                    f"{cfg.init} --run-dir DIR and then pass --init-dir DIR)")
     h = train(cfg, model_spec(params, profile, method), bench.id_train, seed_dir(base, seed), aux=bench.aux,
               id_test=bench.id_test, init_dir=init_dir, device=C.resolve_device(device), progress=progress)
     return h.assign(seed=seed)
@@ -292,10 +288,9 @@ def train_method(params: dict, method: str, profile: str | None = None, *, devic
                      init_dir=init_dir)
         histories = [pd.read_csv(seed_dir(base, s) / "history.csv").assign(seed=s) for s in seeds]
     else:
-        histories = None
-    histories = histories or map_seeds(_train_seed, seeds, workers, device, params=params, method=method, profile=profile,
-                          overrides=overrides, base=base, device=device, progress=progress and workers == 1,
-                          init_base=Path(init_dir) if init_dir is not None else None)
+        histories = map_seeds(_train_seed, seeds, workers, device, params=params, method=method, profile=profile,
+                              overrides=overrides, base=base, device=device, progress=progress and workers == 1,
+                              init_base=Path(init_dir) if init_dir is not None else None)
     cfg = C.method_config(params, method, profile, **{**overrides, "seed": seeds[-1]})
     history = pd.concat(histories, ignore_index=True)
     history = history[["seed"] + [c for c in history.columns if c != "seed"]]

@@ -266,7 +266,12 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
     if blob is None and cfg.init:
         if init_dir is None:
             raise TrainingError(f"method {cfg.method!r} fine-tunes from {cfg.init!r}: pass init_dir (its run folder)")
-        init = torch.load(Path(init_dir) / "model.pt", map_location="cpu", weights_only=True)
+        init_path = Path(init_dir) / "model.pt"
+        if not init_path.is_file():
+            raise TrainingError(f"method {cfg.method!r} fine-tunes from {cfg.init!r}, but {init_path} does not exist; "
+                                f"train {cfg.init!r} first (dvc repro, or python -m ood train --method {cfg.init} "
+                                "--run-dir DIR and then pass --init-dir DIR)")
+        init = torch.load(init_path, map_location="cpu", weights_only=True)
         model.load_state_dict(init["state_dict"])
         # the input statistics are this method's (a GReg fine-tune of a CE trained with other statistics, as
         # Greg-OOD fine-tunes on CIFAR-100): the buffers come from model_spec, not from the init checkpoint

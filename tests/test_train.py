@@ -102,6 +102,8 @@ def test_finetune_starts_from_the_init_checkpoint(tmp_path):
     train(_cfg(epochs=1), SPEC, data, tmp_path / "ce", progress=False)
     with pytest.raises(TrainingError, match="init_dir"):
         train(_cfg(epochs=1, init="ce"), SPEC, data, tmp_path / "ft", progress=False)
+    with pytest.raises(TrainingError, match=r"nowhere/model.pt does not exist; train 'ce' first .*--init-dir"):
+        train(_cfg(epochs=1, init="ce"), SPEC, data, tmp_path / "ft", init_dir=tmp_path / "nowhere", progress=False)
     h = train(_cfg(epochs=0, init="ce"), SPEC, data, tmp_path / "ft0", init_dir=tmp_path / "ce", progress=False)
     assert len(h) == 0
     a, b = _weights(tmp_path / "ce"), _weights(tmp_path / "ft0")
