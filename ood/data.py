@@ -41,6 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ood.distributed import shard_slice
+
 __all__ = [
     "DATA_ROOT", "SHARED_DATA", "SYNTHETIC_SIZES", "ArrayDataset", "FolderDataset", "folder_dataset", "locate_folder", "Loader",
     "augment_batch", "load",
@@ -222,16 +224,12 @@ class Loader:
         self.pad = pad
         self.world = world
         if world is not None and world.distributed:
-            from ood.distributed import shard_slice
-
             shard_slice(batch_size, world, "batch size")   # checks that it splits evenly
 
     def shard(self, total: int) -> slice:
         """The rows of a global batch of ``total`` this process keeps (all of them without ``world``)."""
         if self.world is None or not self.world.distributed:
             return slice(0, total)
-        from ood.distributed import shard_slice
-
         return shard_slice(total, self.world)
 
     def __len__(self) -> int:

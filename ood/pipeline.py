@@ -21,6 +21,7 @@ import pandas as pd
 from ood import config as C
 from ood.data import ArrayDataset, load
 from ood.data import describe as describe_dataset
+from ood.distributed import world
 
 __all__ = ["describe_dataset", "collect", "Benchmark", "load_benchmark", "model_spec", "paths", "seed_dir", "seeds_of", "train_method", "fit_set", "evaluate_method", "SeedEvaluation", "data_manifest"]
 
@@ -223,8 +224,6 @@ def map_seeds(fn, seeds: list[int], workers: int, on_device: str, **kwargs) -> l
     then come from 1-thread kernels: bit-reproducible like every pinned run, but not the bits of ``workers: 1``.
     On CUDA (``on_device``, as ``config.resolve_device`` resolves it) the seeds run one after the other.
     """
-    from ood.distributed import world
-
     if (workers <= 1 or len(seeds) <= 1 or str(C.resolve_device(on_device)).startswith("cuda")
             or world().distributed):   # under torchrun every rank runs the seeds in turn, together
         return [fn(seed=s, **kwargs) for s in seeds]
@@ -281,8 +280,6 @@ def train_method(params: dict, method: str, profile: str | None = None, *, devic
     seeds = seeds_of(params, seeds)
     workers = seed_workers(params)
     nproc = distributed_procs(params, profile)
-    from ood.distributed import world
-
     if nproc > 1 and not world().distributed:   # the profile trains under torchrun: launch it, then read its files
         launch_train(params, method, profile, nproc, device=device, run_dir=base, seeds=seeds, overrides=overrides,
                      init_dir=init_dir)
@@ -294,8 +291,6 @@ def train_method(params: dict, method: str, profile: str | None = None, *, devic
     cfg = C.method_config(params, method, profile, **{**overrides, "seed": seeds[-1]})
     history = pd.concat(histories, ignore_index=True)
     history = history[["seed"] + [c for c in history.columns if c != "seed"]]
-    from ood.distributed import world
-
     if run_dir is None and world().main:  # the pipeline's run: publish the histories beside the results
         p["history"].parent.mkdir(parents=True, exist_ok=True)
         history.drop(columns=WALL_CLOCK_COLUMNS, errors="ignore").to_csv(p["history"], index=False, float_format="%.6g")
@@ -379,8 +374,6 @@ def _evaluate_seed(*, seed: int, params: dict, method: str, profile: str, base: 
                    scorers={n: sparams.get(n, {}) for n in scorers or ev["scorers"]}, benchmark=profile, method=method,
                    device=dev, batch_size=ev.get("batch_size", 500), progress=progress,
                    average_over=block["benchmark"].get("average_over"), protocol=ev.get("protocol", "greg-detect"))
-    from ood.distributed import world
-
     if world().main:   # under torchrun every rank holds the gathered scores; rank 0 writes them
         save_scores(res.scores, cache / f"seed{seed}.npz")
     return res
@@ -412,8 +405,6 @@ def evaluate_method(params: dict, method: str, profile: str | None = None, *, de
     # the pipeline's run publishes into results/ and cache/; a run of another folder keeps its outputs there
     metrics_path = p["method_metrics"] if run_dir is None else base / "metrics.csv"
     per_seed = pd.concat(frames, ignore_index=True)
-    from ood.distributed import world
-
     if world().main:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         per_seed.to_csv(metrics_path, index=False, float_format="%.4f")

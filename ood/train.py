@@ -111,10 +111,7 @@ def _draw_outliers(aux: ArrayDataset | FolderDataset, n: int, g: torch.Generator
     if isinstance(aux, FolderDataset):   # streamed from files (ImageNet auxiliary classes)
         return aux.draw(n, g, augment, device, world=world)
     idx = torch.randint(len(aux), (n,), generator=g).to(aux.images.device)
-    if world is None or not world.distributed:
-        x = aux.images[idx]
-        return (augment_batch(x, g) if augment else x).float().div_(255)
-    rows = shard_slice(n, world, "outlier batch")
+    rows = shard_slice(n, world, "outlier batch") if world is not None and world.distributed else slice(0, n)
     x = aux.images[idx[rows]]
     return (augment_batch(x, g, draw=n, start=rows.start) if augment else x).float().div_(255)
 
@@ -187,12 +184,7 @@ def train_step(model: OODNet, opt: torch.optim.Optimizer, terms: list, x_id: tor
         xn = model.normalize(x)
         if needs_grad:
             xn.requires_grad_(True)
-        if forward is None:
-            fmap = model.body(xn)
-            pen = model.pool(fmap)
-            logits = model.head(pen)
-        else:
-            fmap, pen, logits = forward(xn)
+        fmap, pen, logits = forward(xn) if forward is not None else _body_pool_head(model, xn)
         out = StepOutputs(model=model, xn=xn, fmap=fmap, pen=pen, logits=logits.float(), y=y, n_id=n_id, epoch=epoch,
                           world_size=w.size)
         values = [t(out) for t in terms]
@@ -391,6 +383,11 @@ class _Forward(torch.nn.Module):
         self.model = model
 
     def forward(self, xn: torch.Tensor):
-        fmap = self.model.body(xn)
-        pen = self.model.pool(fmap)
-        return fmap, pen, self.model.head(pen)
+        return _body_pool_head(self.model, xn)
+
+
+def _body_pool_head(model: OODNet, xn: torch.Tensor):
+    """``(fmap, pen, logits)`` of the normalized input: the forward of a training step."""
+    fmap = model.body(xn)
+    pen = model.pool(fmap)
+    return fmap, pen, model.head(pen)
