@@ -5,11 +5,13 @@ For each method (``ce``, ``bfm``, ``energy_oe``, ``greg``, ``greg_plus``; compos
 ratio from ``profiles/cifar10.yaml``) and device, two loops train the same network from the same
 initialisation on the same data, and the script prints a Markdown table:
 
-* **ours**: :func:`ood.train.train_step` fed by :class:`ood.data.Loader` - the ID set as uint8 on the device,
+* **ours**: the run :func:`ood.train.prepare_training` sets up (what ``ood.train.train`` and ``python -m ood train``
+  run), stepped by :meth:`ood.train.Training.step` and fed by its :class:`ood.data.Loader` - the ID set as uint8 on the device,
   crop + flip of the whole batch on the device (``augment_batch``), channels_last where
   ``ood.config.uses_channels_last`` says so, bf16 autocast on CUDA (as ``ood.train.train`` runs it), the gradient penalty by one double-backward through the training forward
   (``GradPenalty``), GReg+ outliers by :class:`ood.sampling.EnergyClusterSampler` (torch k-means on the device).
-* **reference** (the authors' code path: ``energy_ood/CIFAR/train.py`` and ``Greg-OOD/train_sea.py``): a
+* **reference** (``authors_loop.py``; the authors' code path: ``energy_ood/CIFAR/train.py`` and
+  ``Greg-OOD/train_sea.py``): a
   torchvision-style dataset decoding each image to PIL and applying ``RandomCrop(32, padding=4)``,
   ``RandomHorizontalFlip()``, ``ToTensor()``, ``Normalize(mean, std)``, a ``torch.utils.data.DataLoader`` with
   ``num_workers`` workers for the ID set and another for the outliers, fp32, NCHW, the gradient penalty through
@@ -18,7 +20,7 @@ initialisation on the same data, and the script prints a Markdown table:
   authors' per-cluster picking loop (:func:`reference_cluster_select`). The other loss terms are the same objects
   as in ours, so both loops minimise the same loss.
 
-Measured per loop: ID images per second of a whole step (data loading included; warm-up steps excluded), one
+Measured per loop (``measure.py``): ID images per second of a whole step (data loading included; warm-up steps excluded), one
 CIFAR-10 epoch's time **estimated** as ``50,000 // batch`` steps at that rate (no evaluation, no per-epoch
 DataLoader worker start-up), peak memory (CUDA: ``torch.cuda.max_memory_allocated``, which for ours includes the
 ID and auxiliary sets held on the GPU; CPU: the peak resident set size of this process above its size at the start
@@ -52,24 +54,26 @@ import gc
 import json
 import os
 import platform
-import random
-import re
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ood.config import TrainConfig, load_params, method_config, uses_channels_last
-from ood.data import DATA_ROOT, SHARED_DATA, ArrayDataset, DataMissingError, Loader, load
-from ood.losses import GradPenalty, StepOutputs, build_term, grad_penalty_reference
-from ood.models import MODELS, OODNet, build_model
-from ood.sampling import build_sampler
-from ood.train import make_optimizer, train_step
+from ood.config import TrainConfig, load_params, method_config
+from ood.data import DATA_ROOT, SHARED_DATA, ArrayDataset, DataMissingError, load
+from ood.losses import GradPenalty, StepOutputs, build_term
+from ood.models import MODELS, OODNet
+from ood.train import prepare_training
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # the sibling modules below (benchmarks/ is no package)
+from authors_loop import build_net, reference_cluster_select, run_reference  # noqa: E402
+from measure import LoopResult, PeakMemory, TimedSampler, forever, sampling_pass, time_loop  # noqa: E402
+
+__all__ = ["METHODS", "main", "method_spec", "model_spec", "load_data", "run_ours", "run_reference",
+           "reference_cluster_select", "bf16_check", "markdown"]
 
 #: Methods this benchmark knows (compositions from profiles/<PROFILE>.yaml).
 METHODS: tuple[str, ...] = ("ce", "bfm", "energy_oe", "greg", "greg_plus")
@@ -82,8 +86,6 @@ SIZES: dict[str, dict] = {
 }
 #: Images of one CIFAR-10 training epoch (the epoch-time estimate).
 EPOCH_IMAGES = 50_000
-#: scikit-learn KMeans restarts in the authors' GReg+ code (``--n_init 3``).
-SKLEARN_N_INIT = 3
 MiB = 2 ** 20
 
 
@@ -141,13 +143,6 @@ def model_spec(params: dict, name: str) -> dict:
             return {"name": name, "num_classes": 10, "mean": list(mean), "std": list(std), "kwargs": block}
     return {"name": name, "num_classes": 10, "mean": [0.4914, 0.4824, 0.4467], "std": [0.2471, 0.2435, 0.2616],
             "kwargs": {}}
-
-
-def _build(spec: dict, *, identity_normalization: bool = False) -> OODNet:
-    """The network of ``spec``; with ``identity_normalization`` its ``normalize`` is the identity (mean 0, std 1),
-    for inputs that the reference's ``Normalize`` transform has already normalized."""
-    mean, std = (([0.0] * 3, [1.0] * 3) if identity_normalization else (spec["mean"], spec["std"]))
-    return build_model(spec["name"], spec["num_classes"], mean, std, **spec.get("kwargs", {}))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -209,342 +204,37 @@ def load_data(size: str, batch_size: int, steps_needed: int, pool_needed: int, r
     return BenchData(id_train, aux, f"ID: {where}; outliers: synthetic aux, {n_aux} images")
 
 
-class PILArrayDataset(torch.utils.data.Dataset):
-    """What ``torchvision.datasets.CIFAR10.__getitem__`` does, over an in-memory uint8 ``(N, H, W, 3)`` array:
-    ``Image.fromarray`` then the transform, per image (the authors' data path)."""
-
-    def __init__(self, images_hwc: np.ndarray, labels: np.ndarray, transform):
-        """Hold the images, labels and the per-image transform."""
-        self.images, self.labels, self.transform = images_hwc, labels, transform
-
-    def __len__(self) -> int:
-        """Number of images."""
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        """``(transform(PIL image i), label i)``."""
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
-
-
-def _pil_dataset(ds: ArrayDataset, mean, std) -> PILArrayDataset:
-    """``ds`` behind the CIFAR training transforms of the OE / Energy-OE / GReg code."""
-    import torchvision.transforms as T
-
-    trf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
-    return PILArrayDataset(ds.images.permute(0, 2, 3, 1).contiguous().numpy(), ds.labels.numpy(), trf)
-
-
-def _forever(loader):
-    """Endless batches of a re-iterable loader (a new epoch, re-shuffled, each time it runs out)."""
-    while True:
-        yield from loader
-
-
-def _start_loader(make, workers: int):
-    """``(iterator, workers used, note)``: an endless iterator over ``make(workers)`` whose first batch is already
-    fetched (so a worker failure shows here); falls back to ``num_workers=0`` if workers cannot start."""
-    try:
-        it = _forever(make(workers))
-        first = next(it)
-        note = ""
-    except (RuntimeError, OSError) as e:
-        if workers == 0:
-            raise
-        it = _forever(make(0))
-        first = next(it)
-        note = f"DataLoader workers could not start here ({type(e).__name__}: {e}); used num_workers=0"
-        workers = 0
-
-    def chained():
-        """The fetched first batch, then the rest."""
-        yield first
-        yield from it
-
-    return chained(), workers, note
-
-
 # ----------------------------------------------------------------------------------------------------------
-# Timing and memory
+# Ours (what the timing of the authors' loop, authors_loop.py, is compared with)
 # ----------------------------------------------------------------------------------------------------------
-
-def _now(device: torch.device) -> float:
-    """``time.perf_counter()`` after the device's queued work has finished."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-def _rss_kib(field_name: str) -> int | None:
-    """A field of ``/proc/self/status`` in KiB (``VmRSS``, ``VmHWM``), None where it cannot be read."""
-    try:
-        m = re.search(rf"^{field_name}:\s+(\d+) kB", Path("/proc/self/status").read_text(), flags=re.M)
-        return int(m.group(1)) if m else None
-    except OSError:
-        return None
-
-
-def _malloc_trim() -> None:
-    """Return the C heap's free memory to the OS (glibc ``malloc_trim(0)``; a no-op elsewhere), so that the RSS at
-    the start of a loop counts live memory only, not what an earlier loop freed."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class PeakMemory:
-    """Context manager measuring the peak memory of a block: CUDA ``max_memory_allocated`` (after resetting it),
-    or on the CPU the peak RSS above the RSS at entry (freed C heap returned to the OS first, then
-    ``/proc/self/clear_refs`` resets the kernel's peak).
-    After the block ``bytes`` holds the value, or None with the reason in ``note``."""
-
-    def __init__(self, device: torch.device):
-        """Measure on ``device``."""
-        self.device, self.bytes, self.note, self._base = device, None, "", None
-
-    def __enter__(self):
-        """Free what can be freed and reset the peak counter."""
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return self
-        _malloc_trim()
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM to the current RSS
-            self._base = _rss_kib("VmRSS")
-        except OSError as e:
-            self.note = f"n/a (peak RSS cannot be reset here: {type(e).__name__})"
-        if self._base is None and not self.note:
-            self.note = "n/a (/proc/self/status has no VmRSS here)"
-        return self
-
-    def __exit__(self, *exc):
-        """Read the peak."""
-        if self.device.type == "cuda":
-            self.bytes = torch.cuda.max_memory_allocated(self.device)
-        elif self._base is not None:
-            peak = _rss_kib("VmHWM")
-            if peak is None:
-                self.note = "n/a (/proc/self/status has no VmHWM here)"
-            else:
-                self.bytes = max(0, peak - self._base) * 1024
-        return False
-
-
-@dataclass
-class LoopResult:
-    """Timing of one loop (ours or the reference) for one method on one device."""
-
-    seconds_per_step: float
-    peak_bytes: int | None
-    peak_note: str = ""
-    sampling_seconds_per_step: float | None = None   # GReg+ only: the sampler's time per step (instrumented pass)
-    sampling_share: float | None = None              # its fraction of the step time in that pass
-    workers: int | None = None                       # reference: DataLoader workers used
-    notes: list[str] = field(default_factory=list)
-
-
-def _time_loop(step, device: torch.device, warmup: int, steps: int) -> float:
-    """Seconds per call of ``step()`` over ``steps`` calls, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        step()
-    t0 = _now(device)
-    for _ in range(steps):
-        step()
-    return (_now(device) - t0) / steps
-
-
-def _sampling_pass(step, timer: dict, device: torch.device, steps: int) -> tuple[float, float]:
-    """``(sampling seconds per step, sampling share)`` over ``steps`` instrumented calls of ``step()``; the step
-    adds its sampling time to ``timer["seconds"]``."""
-    timer["seconds"] = 0.0
-    t0 = _now(device)
-    for _ in range(steps):
-        step()
-    total = _now(device) - t0
-    return timer["seconds"] / steps, timer["seconds"] / total
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Ours
-# ----------------------------------------------------------------------------------------------------------
-
-class _TimedSampler:
-    """Delegates ``select`` to a sampler and adds its wall time (device synchronised) to ``timer["seconds"]``."""
-
-    def __init__(self, inner, device: torch.device, timer: dict):
-        """Wrap ``inner``; times go to ``timer["seconds"]``."""
-        self.inner, self.device, self.timer = inner, device, timer
-        self.pool_factor = inner.pool_factor
-
-    def select(self, model, candidates, n_out, generator=None):
-        """The inner sampler's ``select``, timed."""
-        t0 = _now(self.device)
-        pick = self.inner.select(model, candidates, n_out, generator)
-        self.timer["seconds"] += _now(self.device) - t0
-        return pick
 
 
 def run_ours(spec: MethodSpec, mspec: dict, data: BenchData, device: torch.device, warmup: int, steps: int,
              seed: int = 0) -> LoopResult:
-    """Time :func:`ood.train.train_step` as :func:`ood.train.train` runs it (data on the device, channels_last
-    per the configuration, bf16 autocast on CUDA)."""
-    cfg = spec.cfg
-    cl = uses_channels_last(cfg, device)
-    torch.manual_seed(seed)
-    model = _build(mspec).to(device)
-    if cl:
-        model.to(memory_format=torch.channels_last)
-    model.train()
-    opt = make_optimizer(model, cfg)
-    terms = spec.build_terms()
-    sampler = None
-    if cfg.sampler:
-        sp = dict(cfg.sampler)
-        sampler = build_sampler(sp.pop("name"), **sp)
-    amp = cfg.amp and device.type == "cuda"
+    """Time the project's step as users run it: the run set up by :func:`ood.train.prepare_training` (data on the
+    device, channels_last per the configuration, bf16 autocast on CUDA), one :meth:`ood.train.Training.step` per
+    step."""
     g = torch.Generator().manual_seed(seed)
     with PeakMemory(device) as mem:
-        id_dev, aux_dev = data.id_train.to(device), data.aux.to(device)
-        batches = _forever(Loader(id_dev, spec.n_id, device=device, shuffle=True, augment=cfg.augment,
-                                  drop_last=True, generator=g))
+        # from the seed's fresh initialisation (a fine-tune's starting weights do not change a step's cost)
+        run = prepare_training(replace(spec.cfg, seed=seed, init=None), mspec, data.id_train, aux=data.aux, device=device)
+        run.model.train()
+        run.loader.generator = g
+        batches = forever(run.loader)
         timer = {"seconds": 0.0}
-        timed = _TimedSampler(sampler, device, timer) if sampler is not None else None
+        timed = TimedSampler(run.sampler, device, timer) if run.sampler is not None else None
 
-        def step(s=sampler):
+        def step(s=run.sampler):
             """One training step (next ID batch, outliers through sampler ``s``)."""
             x, y = next(batches)
-            train_step(model, opt, terms, x, y, epoch=spec.epoch, aux=aux_dev, out_batch_size=spec.n_out, sampler=s,
-                       generator=g, augment=cfg.augment, channels_last=cl, amp=amp)
+            run.step(x, y, epoch=spec.epoch, generator=g, sampler=s)
 
-        sec = _time_loop(step, device, warmup, steps)
+        sec = time_loop(step, device, warmup, steps)
     res = LoopResult(sec, mem.bytes, mem.note)
     if timed is not None:
-        res.sampling_seconds_per_step, res.sampling_share = _sampling_pass(lambda: step(timed), timer, device, steps)
-    res.notes.append(f"ours: channels_last={cl}, bf16 autocast={amp}")
-    del model, opt, id_dev, aux_dev
-    return res
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Reference (the authors' code path)
-# ----------------------------------------------------------------------------------------------------------
-
-def reference_cluster_select(model: OODNet, candidates: torch.Tensor, n_out: int, k: int, n_init: int = SKLEARN_N_INIT,
-                             rng: random.Random | None = None, seed: int | None = None) -> torch.Tensor:
-    """GReg+ outlier selection as ``clusterAndChooseSamples`` of github.com/o4lc/Greg-OOD ``train_sea.py`` does it
-    (``--oodMethod energy --repr norm --sampleTwoWay --spt 0``), returning the picked candidates.
-
-    A no_grad forward of the pool (the caller has put the model in eval mode, as the authors' loop does), energies
-    to the host (``.tolist()``), sort; the L2-normalized penultimate features to the host; scikit-learn
-    ``KMeans(n_clusters=k, n_init=n_init)`` on the CPU; then, cluster by cluster in Python, the lowest- and the
-    highest-energy member(s); fill up to ``n_out`` with a random sample of the rest. ``n_out`` is the two-way
-    total (the authors' ``2 * batch_size_sampled_ood``).
-    """
-    from sklearn.cluster import KMeans
-
-    rng = rng or random.Random(seed)
-    with torch.no_grad():
-        pen = model.pool(model.features(candidates))
-        logits = model.head(pen)
-    energies = np.array((-torch.logsumexp(logits, dim=1)).tolist())
-    idxs_sorted = np.argsort(energies)
-    weights = energies[idxs_sorted]
-    reprs = F.normalize(pen.cpu(), dim=-1).numpy()[idxs_sorted]
-    labels = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(reprs).labels_
-    per_way = n_out // 2
-    per_cluster = 1 if k > per_way else per_way // k
-    picked: list[int] = []
-    for i in range(min(k, per_way)):
-        valid = np.where(labels == i)[0]
-        if len(valid) <= per_cluster:
-            picked.extend(idxs_sorted[valid])
-        else:
-            order = np.argsort(weights[valid])
-            low = idxs_sorted[valid[order[:per_cluster]]]
-            high = idxs_sorted[valid[order[-per_cluster:]]]
-            picked.extend(np.unique(np.concatenate([low, high])))
-    if n_out > len(picked):
-        picked.extend(rng.sample(sorted(set(idxs_sorted.tolist()) - set(int(p) for p in picked)), k=n_out - len(picked)))
-    return candidates[[int(p) for p in picked[:n_out]]]
-
-
-def run_reference(spec: MethodSpec, mspec: dict, data: BenchData, device: torch.device, warmup: int, steps: int,
-                  seed: int = 0, workers: int = 2) -> LoopResult:
-    """Time a training step written like the authors' code: PIL transforms through DataLoader workers, fp32 NCHW,
-    one forward for CE / energy margin / background terms, the GReg penalty by ``autograd.functional.jacobian``
-    on a second forward, GReg+ sampling by scikit-learn on the CPU."""
-    from torch.utils.data import DataLoader
-
-    cfg = spec.cfg
-    torch.manual_seed(seed)
-    model = _build(mspec, identity_normalization=True).to(device)  # inputs come normalized by the transforms
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
-    all_terms = spec.build_terms()
-    penalty = next((t for t in all_terms if isinstance(t, GradPenalty)), None)
-    terms = [t for t in all_terms if t is not penalty]
-    pin = device.type == "cuda"
-    id_ds = _pil_dataset(data.id_train, mspec["mean"], mspec["std"])
-    aux_ds = _pil_dataset(data.aux, mspec["mean"], mspec["std"])
-    aux_batch = spec.pool if cfg.sampler else spec.n_out
-    k = (cfg.sampler.get("num_clusters") or max(1, spec.n_out // 2)) if cfg.sampler else 0
-    rng = random.Random(seed)
-    timer = {"seconds": 0.0}
-    torch.manual_seed(seed)
-    notes = []
-    with PeakMemory(device) as mem:
-        id_it, used, note = _start_loader(lambda w: DataLoader(id_ds, batch_size=spec.n_id, shuffle=True, num_workers=w,
-                                                               pin_memory=pin, drop_last=True), workers)
-        notes += [note] if note else []
-        aux_it = None
-        if spec.n_out:
-            aux_it, _, note = _start_loader(
-                lambda w: DataLoader(aux_ds, batch_size=aux_batch, shuffle=True, num_workers=w, pin_memory=pin,
-                                     drop_last=True), used)
-            notes += [note] if note else []
-
-        def step(time_sampling=False):
-            """One training step of the reference; adds the sampling time to ``timer`` if ``time_sampling``."""
-            x_id, y = next(id_it)
-            x_id, y = x_id.to(device), y.to(device)
-            x_out = None
-            if spec.n_out:
-                x_out = next(aux_it)[0].to(device)
-                if cfg.sampler:
-                    t0 = _now(device) if time_sampling else 0.0
-                    model.eval()  # train_sea.py: clf.eval() before sampling, clf.train() after
-                    x_out = reference_cluster_select(model, x_out, spec.n_out, k, rng=rng, seed=seed)
-                    model.train()
-                    if time_sampling:
-                        timer["seconds"] += _now(device) - t0
-            x = x_id if x_out is None else torch.cat([x_id, x_out])
-            xn = model.normalize(x)
-            fmap = model.body(xn)
-            pen = model.pool(fmap)
-            logits = model.head(pen)
-            out = StepOutputs(model=model, xn=xn, fmap=fmap, pen=pen, logits=logits, y=y, n_id=spec.n_id,
-                              epoch=spec.epoch)
-            values = [t(out) for t in terms]
-            if penalty is not None:
-                values.append(grad_penalty_reference(model, x_id, x_out, m_in=penalty.m_in, m_out=penalty.m_out,
-                                                     scaling=penalty.scaling, weight=penalty.weight))
-            loss = torch.stack(values).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        sec = _time_loop(step, device, warmup, steps)
-    res = LoopResult(sec, mem.bytes, mem.note, workers=used, notes=notes)
-    if cfg.sampler:
-        res.sampling_seconds_per_step, res.sampling_share = _sampling_pass(lambda: step(True), timer, device, steps)
-    del model, opt, id_it, aux_it
+        res.sampling_seconds_per_step, res.sampling_share = sampling_pass(lambda: step(timed), timer, device, steps)
+    res.notes.append(f"ours: channels_last={run.channels_last}, bf16 autocast={run.amp}")
+    del run
     return res
 
 
@@ -782,7 +472,7 @@ def _run(args, model_name: str, methods: list[str], devices: list[torch.device],
             gc.collect()
         if args.bf16_check:
             torch.manual_seed(args.seed)
-            model = _build(mspec).to(device)
+            model = build_net(mspec).to(device)
             n = batch
             x = torch.cat([data.id_train.images[:n], data.aux.images[:n]]).to(device).float().div_(255)
             res = bf16_check(model, x, n_id=n)

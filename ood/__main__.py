@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ood import config as C
+from ood import config
 
 __all__ = ["main", "parser"]
 
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     from ood.train import TrainingError
 
     try:
-        params = C.load_params(args.params)
-        C.profile_params(params, args.profile)
+        params = config.load_params(args.params)
+        config.profile_params(params, args.profile)
         seeds = [args.seed] if args.seed is not None else None
         if args.command == "train":
             cfg, history = pipeline.train_method(params, args.method, args.profile, device=args.device,
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             avg = res.metrics[res.metrics.ood_set == "average"]
             for (seed, scorer), r in avg.set_index(["seed", "scorer"]).iterrows() if world().main else ():
                 print(f"{args.method} seed {seed} {scorer}: FPR95 {r['fpr95']:.2f}  AUROC {r['auroc']:.2f}")
-    except (C.ParamError, DataMissingError, ChecksumError, TrainingError, FileNotFoundError, ValueError, KeyError) as e:
+    except (config.ParamError, DataMissingError, ChecksumError, TrainingError, FileNotFoundError, ValueError, KeyError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ood import config as C
+from ood import config
 
 __all__ = ["collect", "knob_default", "plot_sweep", "read_sweep", "sweep_path", "sweep_summary", "main"]
 
@@ -34,7 +34,7 @@ COLUMNS = ["knob", "experiment", "value", "method", "fpr95", "fpr95_std", "auroc
 def _split_param(param: str) -> tuple[str, list[str]]:
     """``'profiles/synthetic.yaml:synthetic.method.greg.terms.grad_penalty.weight'`` -> (file, key path)."""
     if ":" not in param:
-        raise C.ParamError(f"knob {param!r} must be <params file>:<dotted key>, e.g. "
+        raise config.ParamError(f"knob {param!r} must be <params file>:<dotted key>, e.g. "
                            "profiles/synthetic.yaml:synthetic.method.greg.terms.grad_penalty.weight")
     file, key = param.split(":", 1)
     return file, key.split(".")
@@ -47,8 +47,8 @@ def knob_default(param: str, params: dict | None = None):
     if len(keys) == 6 and keys[1] == "method" and keys[3] == "terms":
         from ood.losses import build_term
 
-        params = params or C.load_params()
-        cfg = C.method_config(params, keys[2], keys[0])
+        params = params or config.load_params()
+        cfg = config.method_config(params, keys[2], keys[0])
         return build_term(keys[4], **(cfg.terms.get(keys[4]) or {})).params.get(keys[5])
     return None
 
@@ -107,13 +107,13 @@ def collect(exp_show: list, param: str, *, match: str | None = None, profile: st
                          "auroc": m.get("energy_auroc"), "auroc_std": m.get("energy_auroc_std"),
                          "id_accuracy": m.get("id_accuracy"), "id_accuracy_std": m.get("id_accuracy_std")})
     if not rows:
-        raise C.ParamError(f"no experiment with metrics ({metrics_file}) matches {match!r}; run the sweep first "
+        raise config.ParamError(f"no experiment with metrics ({metrics_file}) matches {match!r}; run the sweep first "
                            "(dvc exp run --queue ... && dvc queue start) and wait for dvc queue status to show it done")
     return pd.DataFrame(rows, columns=COLUMNS).sort_values(["method", "value"], kind="stable").reset_index(drop=True)
 
 
 def sweep_path(profile: str, sweep: str, root: Path | None = None) -> Path:
-    return (root or C.repo_root()) / "results" / profile / "sweeps" / f"{sweep}.csv"
+    return (root or config.repo_root()) / "results" / profile / "sweeps" / f"{sweep}.csv"
 
 
 def read_sweep(profile: str, sweep: str, root: Path | None = None) -> pd.DataFrame:
@@ -159,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             shown = json.loads(args.json.read_text())
         else:
-            out = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=C.repo_root(),
+            out = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=config.repo_root(),
                                  capture_output=True, text=True)
             if out.returncode != 0:
-                raise C.ParamError(f"dvc exp show --json failed: {out.stderr.strip().splitlines()[-1:]}")
+                raise config.ParamError(f"dvc exp show --json failed: {out.stderr.strip().splitlines()[-1:]}")
             shown = json.loads(out.stdout)
         _, keys = _split_param(args.param)
         table = collect(shown, args.param, match=args.sweep, default=knob_default(args.param))
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
         print(f"{path}: {table['experiment'].nunique()} experiments x {table['method'].nunique()} methods")
-    except (C.ParamError, FileNotFoundError, ValueError, json.JSONDecodeError) as err:
+    except (config.ParamError, FileNotFoundError, ValueError, json.JSONDecodeError) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     return 0

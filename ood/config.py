@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from ood.numerics import check_number, is_number
+from ood.numerics import check_choice, check_number
 
 __all__ = [
     "ParamError", "repo_root", "load_params", "profile_params", "method_config", "method_model", "TrainConfig",
@@ -166,10 +166,11 @@ class TrainConfig:
         n(self.lr, "lr", low=0, low_open=True)
         n(self.weight_decay, "weight_decay", low=0)
         n(self.momentum, "momentum", low=0, high=1, high_open=True)
-        _check(self.optimizer, "optimizer", lambda v: v in OPTIMIZERS, "one of " + ", ".join(OPTIMIZERS))
-        _check(self.schedule, "schedule", lambda v: v in ("cosine", "step", "constant"), "one of cosine, step, constant")
-        _check(self.sync_batchnorm, "sync_batchnorm", lambda v: isinstance(v, bool), "true or false")
-        _check(self.channels_last, "channels_last", lambda v: v is None or isinstance(v, bool), "null (auto), true or false")
+        c = lambda v, name, choices: check_choice(v, repr(name), choices, error=ParamError)
+        c(self.optimizer, "optimizer", OPTIMIZERS)
+        c(self.schedule, "schedule", ("cosine", "step", "constant"))
+        c(self.sync_batchnorm, "sync_batchnorm", (True, False))
+        c(self.channels_last, "channels_last", (None, True, False))   # None: auto (uses_channels_last)
         if not isinstance(self.terms, dict) or not self.terms:
             raise ParamError(f"method {self.method!r}: 'terms' must be a non-empty mapping of loss term -> parameters")
 
@@ -188,14 +189,6 @@ def uses_channels_last(cfg: TrainConfig, device) -> bool:
     if str(device).startswith("cuda"):
         return True
     return "grad_penalty" not in cfg.terms
-
-
-_num = is_number   # notebook schemas: a finite int or float, not a bool
-
-
-def _check(value, name: str, ok: Callable[[Any], bool], allowed: str):
-    if not ok(value):
-        raise ParamError(f"invalid value {value!r} for {name!r}; allowed: {allowed}")
 
 
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
@@ -260,74 +253,78 @@ def resolve_device(device: str = "auto"):
 # Notebook parameters (papermill)
 # ---------------------------------------------------------------------------------------------
 
-def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: v is None or check(v)
-
-
-def _pos_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
-
-def _nonneg_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
 def is_seed_list(v) -> bool:
     """A valid ``seeds`` value (params.yaml, notebook parameter): a non-empty list of distinct integers >= 0."""
-    return isinstance(v, list) and len(v) > 0 and all(_nonneg_int(s) for s in v) and len(set(v)) == len(v)
+    return (isinstance(v, list) and len(v) > 0 and len(set(v)) == len(v)
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in v))
 
 
-def _pos_num(v) -> bool:
-    return _num(v) and v > 0
+# A notebook parameter's check: ``check(value, what)`` returns the value or raises ParamError with the one-line
+# message of ood.numerics (``invalid value <v> for parameter '<name>'; allowed: ...``).
+def _number(**limits) -> Callable[[Any, str], Any]:
+    """A number in range (:func:`ood.numerics.check_number`'s keywords; integers are ``int``, not 3.0 or a bool)."""
+    if limits.get("integer"):
+        limits.setdefault("strict", True)
+    return lambda v, what: check_number(v, what, error=ParamError, **limits)
 
 
-# name -> (check, allowed-values text). Checks that depend on params.yaml (profile, method, scorer
-# names) are added in check_notebook_params.
-_COMMON = {
-    "profile": (None, "a profile of profiles/<name>.yaml"),
-    "device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu, cuda"),
-}
-NOTEBOOK_SCHEMAS: dict[str, dict[str, tuple]] = {
-    "data": {
-        **_COMMON,
-        "n_show": (_pos_int, "an integer > 0"),
-    },
+def _choice(*choices) -> Callable[[Any, str], Any]:
+    """One of ``choices`` (:func:`ood.numerics.check_choice`)."""
+    return lambda v, what: check_choice(v, what, choices, error=ParamError)
+
+
+def _rule(ok: Callable[[Any], bool], allowed: str, *, allow_none: bool = False) -> Callable[[Any, str], Any]:
+    """A value ``ok`` accepts (or None with ``allow_none``), else the same one-line message with ``allowed``."""
+    def check(v, what):
+        if (v is None and allow_none) or (v is not None and ok(v)):
+            return v
+        raise ParamError(f"invalid value {v!r} for {what}; allowed: {allowed}{' or None' if allow_none else ''}")
+    return check
+
+
+_SEEDS = _rule(is_seed_list, "a non-empty list of distinct integers >= 0", allow_none=True)
+_RUN_DIR = _rule(lambda v: isinstance(v, str) and v != "", "a path", allow_none=True)
+# name -> check (None: checked against params.yaml in check_notebook_params: profile, method, scorer names).
+_COMMON = {"profile": None, "device": _choice("auto", "cpu", "cuda")}
+NOTEBOOK_SCHEMAS: dict[str, dict[str, Callable[[Any, str], Any] | None]] = {
+    "data": {**_COMMON, "n_show": _number(integer=True, low=0, low_open=True)},
     "train": {
         **_COMMON,
-        "method": (None, "a method of the profile"),
-        "epochs": (_opt(_nonneg_int), "None or an integer >= 0"),
-        "lr": (_opt(_pos_num), "None or a number > 0"),
-        "batch_size": (_opt(_pos_int), "None or an integer > 0"),
-        "seeds": (_opt(is_seed_list), "None or a non-empty list of distinct integers >= 0"),
-        "run_dir": (_opt(lambda v: isinstance(v, str) and v != ""), "None or a path"),
+        "method": None,
+        "epochs": _number(integer=True, low=0, allow_none=True),
+        "lr": _number(low=0, low_open=True, allow_none=True),
+        "batch_size": _number(integer=True, low=0, low_open=True, allow_none=True),
+        "seeds": _SEEDS,
+        "run_dir": _RUN_DIR,
     },
     "evaluate": {
         **_COMMON,
-        "method": (None, "a method of the profile"),
-        "scorers": (_opt(lambda v: isinstance(v, list)), "None or a list of scorer names"),
-        "seeds": (_opt(is_seed_list), "None or a non-empty list of distinct integers >= 0"),
-        "run_dir": (_opt(lambda v: isinstance(v, str) and v != ""), "None or a path"),
+        "method": None,
+        "scorers": None,
+        "seeds": _SEEDS,
+        "run_dir": _RUN_DIR,
     },
     "tables": {**_COMMON},
     "figures": {**_COMMON},
     "tour": {
         **_COMMON,
-        "use_pipeline_runs": (lambda v: isinstance(v, bool), "True, False"),
-        "run_root": (lambda v: isinstance(v, str) and v != "", "a folder (relative to the repository root or absolute)"),
-        "scratch_epochs": (_opt(_pos_int), "None or an integer > 0"),
-        "finetune_steps": (_opt(_pos_int), "None or an integer > 0"),
-        "bfm_ratio": (_opt(lambda v: _num(v) and 0 < v <= 1), "None or a number in (0, 1]"),
-        "grad_weight": (_opt(lambda v: _num(v) and v >= 0), "None or a number >= 0"),
-        "n_show": (_pos_int, "an integer > 0"),
-        "n_pick": (lambda v: _pos_int(v) and v >= 2, "an integer >= 2"),
-        "seed": (_nonneg_int, "an integer >= 0"),
+        "use_pipeline_runs": _choice(True, False),
+        "run_root": _rule(lambda v: isinstance(v, str) and v != "",
+                          "a folder (relative to the repository root or absolute)"),
+        "scratch_epochs": _number(integer=True, low=0, low_open=True, allow_none=True),
+        "finetune_steps": _number(integer=True, low=0, low_open=True, allow_none=True),
+        "bfm_ratio": _number(low=0, low_open=True, high=1, allow_none=True),
+        "grad_weight": _number(low=0, allow_none=True),
+        "n_show": _number(integer=True, low=0, low_open=True),
+        "n_pick": _number(integer=True, low=2),
+        "seed": _number(integer=True, low=0),
     },
     "ablations": {
         **_COMMON,
-        "sweeps": (lambda v: isinstance(v, dict) and len(v) > 0 and all(
+        "sweeps": _rule(lambda v: isinstance(v, dict) and len(v) > 0 and all(
             isinstance(k, str) and isinstance(m, list) and m and all(isinstance(x, str) for x in m)
             for k, m in v.items()), "a non-empty mapping sweep name -> list of methods to plot"),
-        "log_x": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of sweep names"),
+        "log_x": _rule(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of sweep names"),
     },
 }
 
@@ -367,17 +364,17 @@ def check_notebook_params(notebook: str, namespace: dict, before: Iterable[str],
     if values["profile"] not in allowed_profiles:
         raise ParamError(f"invalid value {values['profile']!r} for parameter 'profile'; allowed: {', '.join(allowed_profiles)}")
     block = profile_params(params, values["profile"])
-    for name, (check, allowed) in schema.items():
-        v = values[name]
+    for name, check in schema.items():
+        v, what = values[name], f"parameter {name!r}"
         if name == "method":
-            if v not in block["method"]:
-                raise ParamError(f"invalid value {v!r} for parameter 'method'; allowed: {', '.join(block['method'])}")
+            check_choice(v, what, list(block["method"]), error=ParamError)
         elif name == "scorers" and v is not None:
             from ood.scorers import SCORERS
 
-            bad = [s for s in v if s not in SCORERS]
-            if bad:
-                raise ParamError(f"invalid value {bad[0]!r} in parameter 'scorers'; allowed: {', '.join(SCORERS)}")
-        elif check is not None and not check(v):
-            raise ParamError(f"invalid value {v!r} for parameter {name!r}; allowed: {allowed}")
+            if not isinstance(v, list):
+                raise ParamError(f"invalid value {v!r} for {what}; allowed: a list of scorer names or None")
+            for scorer in v:
+                check_choice(scorer, f"an entry of {what}", list(SCORERS), error=ParamError)
+        elif check is not None:
+            check(v, what)
     return NotebookParams(notebook, values)

@@ -18,17 +18,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from ood import config as C
+from ood import config
 from ood.data import ArrayDataset, load
 from ood.data import describe as describe_dataset
 from ood.distributed import world
+from ood.numerics import check_choice
 
-__all__ = ["describe_dataset", "collect", "Benchmark", "load_benchmark", "model_spec", "paths", "seed_dir", "seeds_of", "train_method", "fit_set", "evaluate_method", "SeedEvaluation", "data_manifest"]
+__all__ = ["describe_dataset", "collect", "FIGURES", "StageInputs", "stage_inputs", "Benchmark", "load_benchmark", "model_spec", "paths", "seed_dir", "seeds_of", "train_method", "fit_set", "evaluate_method", "SeedEvaluation", "data_manifest"]
 
 
 def paths(profile: str, method: str | None = None, root: Path | None = None, seed: int | None = None) -> dict[str, Path]:
     """Where a profile's (and a method's, and one seed's) files live; see the module docstring."""
-    root = root or C.repo_root()
+    root = root or config.repo_root()
     p = {
         "results": root / "results" / profile,
         "figures": root / "figures" / profile,
@@ -55,9 +56,69 @@ def seed_dir(run_dir: str | Path, seed: int) -> Path:
 def seeds_of(params: dict, seeds: list[int] | None = None) -> list[int]:
     """The seeds to run: ``seeds`` if given, else params.yaml ``seeds`` (a non-empty list of distinct integers >= 0)."""
     seeds = params.get("seeds", [0]) if seeds is None else seeds
-    if not C.is_seed_list(seeds):
-        raise C.ParamError(f"invalid value {seeds!r} for 'seeds'; allowed: a non-empty list of distinct integers >= 0")
+    if not config.is_seed_list(seeds):
+        raise config.ParamError(f"invalid value {seeds!r} for 'seeds'; allowed: a non-empty list of distinct integers >= 0")
     return seeds
+
+
+#: The figures of the figures stage that show trained models, each drawing the methods params.yaml lists under
+#: ``pipeline.figures.<figure>``: ``scores`` (score histograms and ROC curves), ``feature_norms`` (BFM's feature-norm
+#: maps and histograms), ``grad_norms`` (GReg's input-gradient norms).
+FIGURES = ("scores", "feature_norms", "grad_norms")
+
+
+@dataclass
+class StageInputs:
+    """What the tables and figures stages read, from params.yaml and the profile, in one place."""
+
+    profile: str
+    params: dict
+    methods: list[str]              # params.yaml pipeline.evaluate: every method scored
+    scorers: list[str]              # the profile's evaluate.scorers
+    ood_sets: list[str]             # the profile's benchmark.ood
+    seeds: list[int]                # params.yaml seeds
+    out: dict[str, Path]            # paths(profile): results/<p>, figures/<p>, ...
+    figures: dict[str, list[str]]   # figure -> the methods it shows (pipeline.figures, evaluated methods only)
+
+    @property
+    def label(self) -> str:
+        """The profile's one-line note on its benchmark (``benchmark.notes``), for the tables' captions."""
+        return self.params[self.profile]["benchmark"].get("notes", "")
+
+    def scores(self, methods: list[str], seed: int) -> dict:
+        """Every scorer's scores on every set (``ood.evaluate.load_scores``) of one seed's run, by method."""
+        from ood.evaluate import load_scores
+
+        return {m: load_scores(paths(self.profile, m, seed=seed)["scores"]) for m in methods}
+
+    def models(self, methods: list[str], seed: int) -> dict:
+        """The trained models of one seed (``ood.train.load_model``, eval mode, CPU), by method."""
+        from ood.train import load_model
+
+        return {m: load_model(paths(self.profile, m, seed=seed)["run"]) for m in methods}
+
+
+def stage_inputs(profile: str, params: dict | None = None) -> StageInputs:
+    """The :class:`StageInputs` of ``profile`` (``params``: default :func:`ood.config.load_params`). A figure's list
+    keeps the order of ``pipeline.figures`` and drops methods the pipeline does not evaluate; an unknown figure name,
+    or a method no profile defines, raises :class:`ood.config.ParamError`."""
+    params = params if params is not None else config.load_params()
+    block = config.profile_params(params, profile)
+    methods = list(params["pipeline"]["evaluate"])
+    listed = params["pipeline"].get("figures") or {}
+    unknown = sorted(set(listed) - set(FIGURES))
+    if unknown:
+        raise config.ParamError(f"unknown figure(s) {', '.join(unknown)} in params.yaml pipeline.figures; "
+                                f"allowed: {', '.join(FIGURES)}")
+    figures = {}
+    for name in FIGURES:
+        for m in listed.get(name) or []:
+            check_choice(m, f"a method of pipeline.figures.{name}", list(block["method"]),
+                                error=config.ParamError)
+        figures[name] = [m for m in listed.get(name) or [] if m in methods]
+    return StageInputs(profile=profile, params=params, methods=methods, scorers=list(block["evaluate"]["scorers"]),
+                       ood_sets=list(block["benchmark"]["ood"]), seeds=seeds_of(params), out=paths(profile),
+                       figures=figures)
 
 
 @dataclass
@@ -74,7 +135,7 @@ class Benchmark:
 def load_benchmark(params: dict, profile: str | None = None, *, with_aux: bool = True, data_root: Path | None = None) -> Benchmark:
     """Load (generating or reading from the data root) every set of a profile's benchmark block."""
     profile = profile or params["profile"]
-    b = C.profile_params(params, profile)["benchmark"]
+    b = config.profile_params(params, profile)["benchmark"]
     root = data_root or paths(profile)["data_root"]
     seed = b.get("data_seed", 0)
     sizes = b.get("sizes", {}) or {}
@@ -115,16 +176,16 @@ def imagenet_aux_classes(train_folder: Path, aux: str = "imagenet-aux100", n_id:
     import numpy as np
 
     if aux not in IMAGENET_AUX:
-        raise C.ParamError(f"unknown ImageNet auxiliary set {aux!r}; allowed: {', '.join(IMAGENET_AUX)}, null")
+        raise config.ParamError(f"unknown ImageNet auxiliary set {aux!r}; allowed: {', '.join(IMAGENET_AUX)}, null")
     wnids = sorted(d.name for d in Path(train_folder).iterdir() if d.is_dir())
     if len(wnids) != 1000:
-        raise C.ParamError(f"{aux} needs the 1,000 ImageNet-1k class folders under {train_folder} (the rule "
+        raise config.ParamError(f"{aux} needs the 1,000 ImageNet-1k class folders under {train_folder} (the rule "
                            f"permutes all of them), found {len(wnids)}; set the profile's benchmark.aux to null to "
                            "train without outliers")
     perm = np.random.RandomState(IMAGENET_AUX_RULE["seed"]).permutation(1000)
     if aux == "imagenet-other":
         if not n_id:
-            raise C.ParamError("imagenet-other needs the size of the ID subset (n_id)")
+            raise config.ParamError("imagenet-other needs the size of the ID subset (n_id)")
         return [w for w, p in zip(wnids, perm) if p >= n_id]
     return [w for w, p in zip(wnids, perm) if IMAGENET_AUX_RULE["low"] <= p < IMAGENET_AUX_RULE["high"]]
 
@@ -140,7 +201,7 @@ def _folder_benchmark(b: dict, profile: str, root: Path, *, with_aux: bool) -> B
     from ood.reference import load_imagenet_subset
 
     if b["id"] != "imagenet":
-        raise C.ParamError(f"profile {profile!r}: image_size {b['image_size']} needs benchmark.id imagenet (the only "
+        raise config.ParamError(f"profile {profile!r}: image_size {b['image_size']} needs benchmark.id imagenet (the only "
                            f"full-resolution ID set), got {b['id']!r}")
     kw = {"image_size": b["image_size"], "resize": b.get("resize", 256), "workers": b.get("workers", 4)}
     base = root / "imagenet"
@@ -150,13 +211,13 @@ def _folder_benchmark(b: dict, profile: str, root: Path, *, with_aux: bool) -> B
     subset = b.get("subset")
     classes = load_imagenet_subset(subset) if subset else None
     if with_aux and b.get("aux") and not classes:
-        raise C.ParamError(f"profile {profile!r}: benchmark.aux {b['aux']!r} draws ImageNet-1k classes, which are all "
+        raise config.ParamError(f"profile {profile!r}: benchmark.aux {b['aux']!r} draws ImageNet-1k classes, which are all "
                            "ID when benchmark.subset is null; set benchmark.aux to null (CE and BFM need no outliers) "
                            "or choose a subset (imagenet10, imagenet20)")
     id_train = folder_dataset("imagenet", base / "train", classes, **kw)
     id_test = folder_dataset("imagenet", base / "val", list(id_train.classes), **kw)
     if len(id_test.classes) != b["num_classes"]:
-        raise C.ParamError(f"profile {profile!r}: benchmark.num_classes is {b['num_classes']} but the ID classes are "
+        raise config.ParamError(f"profile {profile!r}: benchmark.num_classes is {b['num_classes']} but the ID classes are "
                            f"{len(id_test.classes)}")
     ood = {}
     for disp, name in (b["ood"] if isinstance(b["ood"], dict) else {n: n for n in b["ood"]}).items():
@@ -164,7 +225,7 @@ def _folder_benchmark(b: dict, profile: str, root: Path, *, with_aux: bool) -> B
     aux = None
     if with_aux and b.get("aux"):
         if b["aux"] not in IMAGENET_AUX:
-            raise C.ParamError(f"profile {profile!r}: benchmark.aux {b['aux']!r} is not available at "
+            raise config.ParamError(f"profile {profile!r}: benchmark.aux {b['aux']!r} is not available at "
                                f"{b['image_size']}px; allowed: {', '.join(IMAGENET_AUX)}, null")
         aux_classes = imagenet_aux_classes(base / "train", b["aux"], len(classes))
         if set(aux_classes) & set(classes):
@@ -195,8 +256,8 @@ def data_manifest(bench: Benchmark) -> pd.DataFrame:
 def model_spec(params: dict, profile: str | None = None, method: str | None = None) -> dict:
     """The network ``method`` trains (``ood.models.build_model`` arguments): the profile's ``model`` block with the
     method's own overrides (``config.method_model``; None: the profile's block alone)."""
-    block = C.profile_params(params, profile)
-    m = C.method_model(block, method) if method else dict(block["model"])
+    block = config.profile_params(params, profile)
+    m = config.method_model(block, method) if method else dict(block["model"])
     return {"name": m.pop("name"), "num_classes": block["benchmark"]["num_classes"], "mean": m.pop("mean"),
             "std": m.pop("std"), "kwargs": m}
 
@@ -209,7 +270,7 @@ def seed_workers(params: dict) -> int:
     """How many seeds a stage runs at once (the pipeline's params file, ``seed_workers``; default 1)."""
     w = params.get("seed_workers", 1)
     if not isinstance(w, int) or isinstance(w, bool) or w < 1:
-        raise C.ParamError(f"invalid value {w!r} for 'seed_workers'; allowed: an integer >= 1")
+        raise config.ParamError(f"invalid value {w!r} for 'seed_workers'; allowed: an integer >= 1")
     return w
 
 
@@ -224,7 +285,7 @@ def map_seeds(fn, seeds: list[int], workers: int, on_device: str, **kwargs) -> l
     then come from 1-thread kernels: bit-reproducible like every pinned run, but not the bits of ``workers: 1``.
     On CUDA (``on_device``, as ``config.resolve_device`` resolves it) the seeds run one after the other.
     """
-    if (workers <= 1 or len(seeds) <= 1 or str(C.resolve_device(on_device)).startswith("cuda")
+    if (workers <= 1 or len(seeds) <= 1 or str(config.resolve_device(on_device)).startswith("cuda")
             or world().distributed):   # under torchrun every rank runs the seeds in turn, together
         return [fn(seed=s, **kwargs) for s in seeds]
     import multiprocessing
@@ -252,13 +313,13 @@ def _train_seed(*, seed: int, params: dict, method: str, profile: str, overrides
     """One seed of :func:`train_method` (module level, so that a worker process can run it)."""
     from ood.train import train
 
-    cfg = C.method_config(params, method, profile, **{**overrides, "seed": seed})
+    cfg = config.method_config(params, method, profile, **{**overrides, "seed": seed})
     bench = load_benchmark(params, profile, with_aux=cfg.out_batch_size > 0)
     init_dir = None
     if cfg.init:
         init_dir = seed_dir(Path(init_base), seed) if init_base is not None else paths(profile, cfg.init, seed=seed)["run"]
     h = train(cfg, model_spec(params, profile, method), bench.id_train, seed_dir(base, seed), aux=bench.aux,
-              id_test=bench.id_test, init_dir=init_dir, device=C.resolve_device(device), progress=progress)
+              id_test=bench.id_test, init_dir=init_dir, device=config.resolve_device(device), progress=progress)
     return h.assign(seed=seed)
 
 
@@ -288,7 +349,7 @@ def train_method(params: dict, method: str, profile: str | None = None, *, devic
         histories = map_seeds(_train_seed, seeds, workers, device, params=params, method=method, profile=profile,
                               overrides=overrides, base=base, device=device, progress=progress and workers == 1,
                               init_base=Path(init_dir) if init_dir is not None else None)
-    cfg = C.method_config(params, method, profile, **{**overrides, "seed": seeds[-1]})
+    cfg = config.method_config(params, method, profile, **{**overrides, "seed": seeds[-1]})
     history = pd.concat(histories, ignore_index=True)
     history = history[["seed"] + [c for c in history.columns if c != "seed"]]
     if run_dir is None and world().main:  # the pipeline's run: publish the histories beside the results
@@ -299,14 +360,14 @@ def train_method(params: dict, method: str, profile: str | None = None, *, devic
 
 def distributed_procs(params: dict, profile: str) -> int:
     """Processes per node the profile trains with (its ``distributed: {nproc_per_node: N}``; default 1)."""
-    block = C.profile_params(params, profile)
+    block = config.profile_params(params, profile)
     d = block.get("distributed") or {}
     if not isinstance(d, dict) or set(d) - {"nproc_per_node"}:
-        raise C.ParamError(f"profile {profile!r}: 'distributed' must be a mapping with the key nproc_per_node, "
+        raise config.ParamError(f"profile {profile!r}: 'distributed' must be a mapping with the key nproc_per_node, "
                            f"got {d!r}")
     n = d.get("nproc_per_node", 1)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise C.ParamError(f"profile {profile!r}: invalid value {n!r} for 'distributed.nproc_per_node'; allowed: an "
+        raise config.ParamError(f"profile {profile!r}: invalid value {n!r} for 'distributed.nproc_per_node'; allowed: an "
                            "integer >= 1")
     return n
 
@@ -328,16 +389,16 @@ def launch_train(params: dict, method: str, profile: str, nproc: int, *, device:
 
     bad = sorted(k for k, v in overrides.items() if v is not None and k not in _LAUNCH_OPTIONS)
     if bad:
-        raise C.ParamError(f"override(s) {', '.join(bad)} cannot be passed to a torchrun launch; allowed: "
+        raise config.ParamError(f"override(s) {', '.join(bad)} cannot be passed to a torchrun launch; allowed: "
                            f"{', '.join(_LAUNCH_OPTIONS)}")
     for seed in seeds:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                "-m", "ood", "train", "--profile", profile, "--method", method, "--device", str(device),
-               "--run-dir", str(run_dir), "--seed", str(seed), "--params", str(params.get("_source") or C.params_path())]
+               "--run-dir", str(run_dir), "--seed", str(seed), "--params", str(params.get("_source") or config.params_path())]
         cmd += [a for k, opt in _LAUNCH_OPTIONS.items() if overrides.get(k) is not None for a in (opt, str(overrides[k]))]
         if init_dir is not None:
             cmd += ["--init-dir", str(init_dir)]
-        p = subprocess.run(cmd, cwd=C.repo_root(), capture_output=True, text=True)
+        p = subprocess.run(cmd, cwd=config.repo_root(), capture_output=True, text=True)
         if p.returncode != 0:
             tail = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("error: ")] or p.stderr.strip().splitlines()[-1:]
             raise TrainingError(f"torchrun training of {method!r} seed {seed} failed ({' '.join(cmd[1:])}): "
@@ -353,7 +414,7 @@ def fit_set(id_train: ArrayDataset, evaluate_block: dict, data_seed: int = 0) ->
     if n is None:
         return id_train
     if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= len(id_train):
-        raise C.ParamError(f"invalid value {n!r} for 'evaluate.fit_size'; allowed: null (all {len(id_train)} ID-train "
+        raise config.ParamError(f"invalid value {n!r} for 'evaluate.fit_size'; allowed: null (all {len(id_train)} ID-train "
                            f"images) or an integer in 1..{len(id_train)}")
     return id_train.subset(n, data_seed)
 
@@ -364,9 +425,9 @@ def _evaluate_seed(*, seed: int, params: dict, method: str, profile: str, base: 
     from ood.evaluate import evaluate, save_scores
     from ood.train import load_model
 
-    block = C.profile_params(params, profile)
+    block = config.profile_params(params, profile)
     ev = block["evaluate"]
-    dev = C.resolve_device(device)
+    dev = config.resolve_device(device)
     bench = load_benchmark(params, profile, with_aux=False)
     sparams = ev.get("params", {}) or {}
     res = evaluate(load_model(seed_dir(base, seed), dev), id_train=fit_set(bench.id_train, ev, block["benchmark"].get("data_seed", 0)),

@@ -11,7 +11,8 @@ import pandas as pd
 
 from ood.metrics import fpr_at_tpr, roc_curve, tpr_threshold
 
-__all__ = ["save", "sample_grid", "score_histograms", "score_histogram_grid", "roc_curves", "roc_grid", "training_curves", "heatmap", "STYLE"]
+__all__ = ["save", "sample_grid", "histogram_panel", "roc_panel", "score_histograms", "score_histogram_grid",
+           "roc_curves", "roc_grid", "training_curves", "heatmap", "STYLE"]
 
 STYLE = {"figure.dpi": 100, "savefig.dpi": 120, "axes.spines.top": False, "axes.spines.right": False,
          "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8}
@@ -55,19 +56,56 @@ def sample_grid(sets: Mapping[str, object], n: int = 8, path=None, pdf=False, ti
     return save(fig, path, pdf)
 
 
+def histogram_panel(ax, scores_by_set: Mapping[str, np.ndarray], colors: Sequence[str] = ("tab:blue", "tab:red"),
+                    bins: int = 40, alpha: float = 0.6, tpr: float | None = 0.95, threshold_width: float = 0.8,
+                    threshold_label: str | None = None) -> tuple[np.ndarray, float | None]:
+    """Draw one axis of score histograms: one filled density histogram per set (key = legend label, the ID set
+    first, ``colors`` in the same order) over ``bins`` shared bins spanning the 0.5-99.5 percentiles of all the
+    scores, and with ``tpr`` the dashed line at the threshold keeping ``tpr`` of the first (ID) set
+    (:func:`ood.metrics.tpr_threshold`, the FPR95 operating point of the tables): the mass of another set right
+    of it is that set's FPR. Titles, axis labels and legend are the caller's. Returns the bin edges and the
+    threshold (None without ``tpr``)."""
+    values = list(scores_by_set.values())
+    lo, hi = np.percentile(np.concatenate(values), [0.5, 99.5])
+    edges = np.linspace(lo, hi if hi > lo else lo + 1, bins)
+    # one polygon per histogram ("stepfilled"), not one bar per bin: the grid of 40 panels draws and saves in half the time
+    for (label, v), color in zip(scores_by_set.items(), colors):
+        ax.hist(v, bins=edges, alpha=alpha, density=True, label=label, color=color, histtype="stepfilled")
+    threshold = None
+    if tpr is not None:
+        threshold = tpr_threshold(values[0], tpr)
+        ax.axvline(threshold, color="k", lw=threshold_width, ls="--", label=threshold_label)
+    return edges, threshold
+
+
+def roc_panel(ax, id_scores, ood_scores_by_set: Mapping[str, np.ndarray], colors: Sequence[str] | None = None,
+              line_width: float = 1.2, tpr: float | None = 0.95,
+              marker_size: float = 4) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Draw one ROC axis (ID positive, :func:`ood.metrics.roc_curve`): one curve per OOD set (key = legend label;
+    ``colors`` in the same order, default the colour cycle); with ``tpr``, a dot of the curve's colour where each
+    curve reaches TPR ``tpr`` and the dotted line TPR = ``tpr``; then the grey chance diagonal. Titles, axis labels
+    and legend are the caller's. Returns the drawn ``(fpr, tpr)`` points by set."""
+    curves = {}
+    for k, (name, so) in enumerate(ood_scores_by_set.items()):
+        fpr, tp, _ = roc_curve(id_scores, so)
+        curves[name] = (fpr, tp)
+        line, = ax.plot(fpr, tp, lw=line_width, label=name, color=colors[k] if colors else None)
+        if tpr is not None:
+            i = min(np.searchsorted(tp, tpr), len(fpr) - 1)
+            ax.plot(fpr[i], tpr, "o", color=line.get_color(), ms=marker_size)
+    if tpr is not None:
+        ax.axhline(tpr, color="k", lw=0.6, ls=":")
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.6)
+    return curves
+
+
 def score_histograms(scores: Mapping[str, np.ndarray], scorer: str, ood_sets: Sequence[str], path=None, pdf=False,
                      title: str | None = None):
-    """Histograms of ``scorer`` on the ID test set against each OOD set (one panel per set)."""
+    """Histograms of ``scorer`` on the ID test set against each OOD set (one :func:`histogram_panel` per set)."""
     sid = scores[f"{scorer}/id"]
     fig, axes = plt.subplots(1, len(ood_sets), figsize=(2.6 * len(ood_sets), 2.2), squeeze=False, sharey=False)
     for ax, name in zip(axes[0], ood_sets):
-        so = scores[f"{scorer}/{name}"]
-        lo, hi = np.percentile(np.concatenate([sid, so]), [0.5, 99.5])
-        bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
-        ax.hist(sid, bins=bins, alpha=0.6, density=True, label="ID test", color="tab:blue", histtype="stepfilled")
-        ax.hist(so, bins=bins, alpha=0.6, density=True, label=name, color="tab:red", histtype="stepfilled")
-        thr = tpr_threshold(sid, 0.95)
-        ax.axvline(thr, color="k", lw=0.8, ls="--")
+        histogram_panel(ax, {"ID test": sid, name: scores[f"{scorer}/{name}"]})
         ax.set_title(f"{name}")
         ax.set_xlabel(f"{scorer} score (higher = more ID)")
         ax.legend(frameon=False)
@@ -80,17 +118,11 @@ def score_histograms(scores: Mapping[str, np.ndarray], scorer: str, ood_sets: Se
 
 def roc_curves(scores: Mapping[str, np.ndarray], scorer: str, ood_sets: Sequence[str], path=None, pdf=False,
                title: str | None = None):
-    """ROC curves (ID positive) of ``scorer`` per OOD set; the 95%-TPR operating point is marked."""
+    """ROC curves (ID positive) of ``scorer`` per OOD set on one :func:`roc_panel`; the 95%-TPR operating point is
+    marked."""
     sid = scores[f"{scorer}/id"]
     fig, ax = plt.subplots(figsize=(3.4, 3.2))
-    for name in ood_sets:
-        so = scores[f"{scorer}/{name}"]
-        fpr, tpr, _ = roc_curve(sid, so)
-        line, = ax.plot(fpr, tpr, lw=1.2, label=name)
-        i = np.searchsorted(tpr, 0.95)
-        ax.plot(fpr[min(i, len(fpr) - 1)], 0.95, "o", color=line.get_color(), ms=4)
-    ax.axhline(0.95, color="k", lw=0.6, ls=":")
-    ax.plot([0, 1], [0, 1], color="0.7", lw=0.6)
+    roc_panel(ax, sid, {name: scores[f"{scorer}/{name}"] for name in ood_sets})
     ax.set_xlabel("FPR (OOD accepted)")
     ax.set_ylabel("TPR (ID accepted)")
     ax.set_title(title or f"ROC, {scorer}; dots: FPR at 95% TPR")
@@ -144,8 +176,9 @@ def heatmap(metrics: pd.DataFrame, metric: str = "fpr95", ood_set: str = "averag
 
 def score_histogram_grid(scores_by_method: Mapping[str, Mapping[str, np.ndarray]], scorer: str, ood_sets: Sequence[str],
                          path=None, pdf=False):
-    """Rows: training methods; columns: OOD sets; each panel ID test (blue) against the OOD set (red) under ``scorer``.
-    The dashed line is the threshold keeping 95% of ID: the red mass right of it is the FPR95."""
+    """Rows: training methods; columns: OOD sets; each panel (:func:`histogram_panel`) ID test (blue) against the OOD
+    set (red) under ``scorer``. The dashed line is the threshold keeping 95% of ID: the red mass right of it is the
+    FPR95."""
     rows = list(scores_by_method)
     fig, axes = plt.subplots(len(rows), len(ood_sets), figsize=(2.3 * len(ood_sets), 1.7 * len(rows)), squeeze=False)
     for r, m in enumerate(rows):
@@ -154,14 +187,8 @@ def score_histogram_grid(scores_by_method: Mapping[str, Mapping[str, np.ndarray]
         for c, name in enumerate(ood_sets):
             ax = axes[r, c]
             so = sc[f"{scorer}/{name}"]
-            lo, hi = np.percentile(np.concatenate([sid, so]), [0.5, 99.5])
-            bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
-            # one polygon per histogram ("stepfilled"), not 39 bars: the grid of 40 panels draws and saves in half the time
-            ax.hist(sid, bins=bins, alpha=0.6, density=True, color="tab:blue", label="ID test", histtype="stepfilled")
-            ax.hist(so, bins=bins, alpha=0.6, density=True, color="tab:red", label="OOD", histtype="stepfilled")
-            thr = tpr_threshold(sid, 0.95)  # the FPR95 operating point of ood.metrics, so the number matches the tables
-            ax.axvline(thr, color="k", lw=0.8, ls="--")
-            fpr = fpr_at_tpr(sid, so, 0.95)
+            histogram_panel(ax, {"ID test": sid, "OOD": so})
+            fpr = fpr_at_tpr(sid, so, 0.95)  # the tables' FPR95, at the panel's dashed threshold
             ax.text(0.02, 0.95, f"FPR95 {fpr:.1f}%", transform=ax.transAxes, fontsize=7, va="top")
             ax.set_yticks([])
             if r == 0:
@@ -177,20 +204,13 @@ def score_histogram_grid(scores_by_method: Mapping[str, Mapping[str, np.ndarray]
 
 def roc_grid(scores_by_method: Mapping[str, Mapping[str, np.ndarray]], scorer: str, ood_sets: Sequence[str], path=None,
              pdf=False):
-    """One ROC panel per training method (ID positive), one curve per OOD set, dots at 95% TPR."""
+    """One :func:`roc_panel` per training method (ID positive), one curve per OOD set, dots at 95% TPR."""
     methods = list(scores_by_method)
     fig, axes = plt.subplots(1, len(methods), figsize=(2.9 * len(methods), 2.9), squeeze=False, sharey=True)
     for ax, m in zip(axes[0], methods):
         sc = scores_by_method[m]
-        sid = sc[f"{scorer}/id"]
-        for name in ood_sets:
-            so = sc[f"{scorer}/{name}"]
-            fpr, tpr, _ = roc_curve(sid, so)
-            line, = ax.plot(fpr, tpr, lw=1.1, label=name)
-            i = min(np.searchsorted(tpr, 0.95), len(fpr) - 1)
-            ax.plot(fpr[i], 0.95, "o", color=line.get_color(), ms=3.5)
-        ax.axhline(0.95, color="k", lw=0.6, ls=":")
-        ax.plot([0, 1], [0, 1], color="0.7", lw=0.6)
+        roc_panel(ax, sc[f"{scorer}/id"], {name: sc[f"{scorer}/{name}"] for name in ood_sets}, line_width=1.1,
+                  marker_size=3.5)
         ax.set_title(m)
         ax.set_xlabel("FPR (OOD accepted)")
     axes[0, 0].set_ylabel("TPR (ID accepted)")

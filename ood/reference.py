@@ -67,9 +67,11 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import pandas as pd
+
+from ood.numerics import check_choice
 
 __all__ = [
     "COLUMNS",
@@ -166,12 +168,6 @@ _SOURCE_RE = re.compile(r"^(https?://\S+|paper Table \S+, p\. \S+)$")
 _OURS_METRIC_COLUMNS = ("fpr95", "auroc", "aupr_in", "aupr_out")
 
 
-def _check_choice(kind: str, value, allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    if value not in allowed:
-        raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(allowed)}")
-
-
 def load_reference(path: str | Path | None = None) -> pd.DataFrame:
     """Read and validate the reference table (default: ``ood/reference.csv``).
 
@@ -192,12 +188,12 @@ def load_reference(path: str | Path | None = None) -> pd.DataFrame:
     for i, row in df.iterrows():
         where = f"{path.name} row {i + 2}"  # +2: header line, 1-based
         try:
-            _check_choice("benchmark", row["benchmark"], BENCHMARKS)
-            _check_choice("metric", row["metric"], METRICS)
-            _check_choice("confidence", row["confidence"], CONFIDENCE)
-            _check_choice("protocol", row["protocol"], tuple(PROTOCOLS))
+            check_choice(row["benchmark"], "benchmark", BENCHMARKS)
+            check_choice(row["metric"], "metric", METRICS)
+            check_choice(row["confidence"], "confidence", CONFIDENCE)
+            check_choice(row["protocol"], "protocol", tuple(PROTOCOLS))
             sets = OOD_SETS[row["benchmark"]] + ((NO_OOD_SET,) if row["metric"] == "id_accuracy" else ())
-            _check_choice(f"ood_set for {row['benchmark']}/{row['metric']}", row["ood_set"], sets)
+            check_choice(row["ood_set"], f"ood_set for {row['benchmark']}/{row['metric']}", sets)
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
         for col in ("paper", "benchmark", "id_dataset", "model", "train_method", "scorer"):
@@ -233,12 +229,12 @@ def reference_for(benchmark: str, metric: str = "fpr95", ref: pd.DataFrame | Non
     :func:`load_reference`. Placeholder rows (value NaN) are kept; :func:`side_by_side` drops them.
     Unknown benchmark, metric or column -> ``ValueError``.
     """
-    _check_choice("benchmark", benchmark, BENCHMARKS)
-    _check_choice("metric", metric, METRICS)
+    check_choice(benchmark, "benchmark", BENCHMARKS)
+    check_choice(metric, "metric", METRICS)
     df = load_reference() if ref is None else ref
     mask = (df["benchmark"] == benchmark) & (df["metric"] == metric)
     for col, want in filters.items():
-        _check_choice("filter column", col, COLUMNS)
+        check_choice(col, "filter column", COLUMNS)
         if isinstance(want, (list, tuple, set, frozenset)):
             mask &= df[col].isin(list(want))
         else:
@@ -302,7 +298,7 @@ def side_by_side(
     A cell the paper has and we have not run shows ``"not run"`` in ``ours`` and NaN in ``diff``.
     With ``include_ours_only`` our rows without a paper number are appended (``paper`` NaN).
     """
-    _check_choice("metric", metric, METRICS)
+    check_choice(metric, "metric", METRICS)
     on = list(on)
     o = normalize_ours(ours)
     if metric not in o.columns:
@@ -312,7 +308,7 @@ def side_by_side(
             raise ValueError(f"key {c!r} must be a column of both ours and ref")
     r = ref
     if protocol is not None:
-        _check_choice("protocol", protocol, tuple(PROTOCOLS))
+        check_choice(protocol, "protocol", tuple(PROTOCOLS))
         r = r[r["protocol"] == protocol]
     if "metric" in r.columns:
         r = r[r["metric"] == metric]
@@ -362,6 +358,6 @@ def load_imagenet_subset(name: str) -> list[str]:
     import yaml
 
     data = yaml.safe_load(IMAGENET_SUBSETS_YAML.read_text())
-    _check_choice("ImageNet subset", name, ("imagenet10", "imagenet20"))
+    check_choice(name, "ImageNet subset", ("imagenet10", "imagenet20"))
     entries = sorted(data[name], key=lambda e: e["label"])
     return [e["wnid"] for e in entries]

@@ -70,9 +70,9 @@ ID_SETS: tuple[str, ...] = ("train", "test")
 #: Images per chunk; each chunk has its own random stream (prefix stability). A multiple of 10 [our choice].
 CHUNK = 200
 
-S = 32  # image side
-_X = (np.arange(S, dtype=np.float64) + 0.5).reshape(1, 1, S)  # pixel-centre coordinates
-_Y = (np.arange(S, dtype=np.float64) + 0.5).reshape(1, S, 1)
+SIDE = 32  # the images' side in pixels (32 x 32, as CIFAR)
+_X = (np.arange(SIDE, dtype=np.float64) + 0.5).reshape(1, 1, SIDE)  # pixel-centre coordinates
+_Y = (np.arange(SIDE, dtype=np.float64) + 0.5).reshape(1, SIDE, 1)
 _SQRT3_2 = math.sqrt(3.0) / 2.0
 _SQRT5 = math.sqrt(5.0)
 # unit vectors at 90 + 72k degrees (pentagram), from closed forms with sqrt only
@@ -166,8 +166,8 @@ def _render_chunk(set_name: str, seed: int, chunk: int) -> dict:
             else:
                 fam = rng.integers(0, len(_NOVEL), size=C)
                 gens = _NOVEL
-            alpha = np.zeros((C, S, S))
-            shade = np.zeros((C, S, S))
+            alpha = np.zeros((C, SIDE, SIDE))
+            shade = np.zeros((C, SIDE, SIDE))
             for f in range(len(gens)):
                 idx = np.flatnonzero(fam == f)
                 if idx.size:
@@ -183,7 +183,7 @@ def _render_chunk(set_name: str, seed: int, chunk: int) -> dict:
     else:
         gens = _TEXTURES if set_name == "textures" else _AUX
         fam = rng.integers(0, len(gens), size=C)
-        img = np.zeros((C, S, S, 3))
+        img = np.zeros((C, SIDE, SIDE, 3))
         for f in range(len(gens)):
             idx = np.flatnonzero(fam == f)
             if idx.size:
@@ -191,7 +191,7 @@ def _render_chunk(set_name: str, seed: int, chunk: int) -> dict:
         out["family"] = fam
     if set_name != "noise":
         sigma = rng.uniform(0.0, 0.025, size=(C, 1, 1, 1))
-        img = img + sigma * rng.standard_normal((C, S, S, 3))
+        img = img + sigma * rng.standard_normal((C, SIDE, SIDE, 3))
     out["image"] = np.clip(img, 0.0, 1.0)
     return out
 
@@ -199,7 +199,7 @@ def _render_chunk(set_name: str, seed: int, chunk: int) -> dict:
 def _by_family(rng, B: int, gens):
     """Pick a generator per image, run each on its images; returns (images, palettes (B, 3, 3))."""
     fam = rng.integers(0, len(gens), size=B)
-    img = np.zeros((B, S, S, 3))
+    img = np.zeros((B, SIDE, SIDE, 3))
     pal = np.zeros((B, 3, 3))
     for f in range(len(gens)):
         idx = np.flatnonzero(fam == f)
@@ -308,7 +308,7 @@ def _value_noise(rng, B: int, f_lo: float, f_hi: float, grid: int = 9) -> np.nda
     g = rng.random((B, grid + 1, grid + 1))
     f = rng.uniform(f_lo, f_hi, size=(B, 1, 1))
     ox, oy = rng.random((B, 1, 1)) * (grid - f), rng.random((B, 1, 1)) * (grid - f)
-    u, v = ox + _X / S * f, oy + _Y / S * f  # (B, 1, 32), (B, 32, 1)
+    u, v = ox + _X / SIDE * f, oy + _Y / SIDE * f  # (B, 1, 32), (B, 32, 1)
     iu, iv = np.floor(u), np.floor(v)
     wu, wv = _smooth(u - iu), _smooth(v - iv)
     iu, iv = iu.astype(np.intp), iv.astype(np.intp)
@@ -358,7 +358,7 @@ def _bg_stripes(rng, B):
 
 def _bg_blobs(rng, B):
     pal = _palette(rng, B)
-    img = np.broadcast_to(pal[:, None, None, 0], (B, S, S, 3)).copy()
+    img = np.broadcast_to(pal[:, None, None, 0], (B, SIDE, SIDE, 3)).copy()
     for _ in range(4):
         cx, cy, r = _u(rng, B, -4.0, 36.0), _u(rng, B, -4.0, 36.0), _u(rng, B, 6.0, 16.0)
         q = np.maximum(1.0 - ((_X - cx) ** 2 + (_Y - cy) ** 2) / (r * r), 0.0)
@@ -387,11 +387,11 @@ def _object(rng, B: int, area_factor: float, sdf: Callable, reach: float = 1.0, 
     """Place a shape: its size s (bounding radius, px) gives area ~ area_factor s^2 = a target area fraction
     uniform in [0.12, 0.42] of the image, capped at s_max; centre so that the shape is (mostly) inside; random
     rotation; shading a linear ramp of +-25% across the shape. ``sdf(rng, x, y, s)`` in local coordinates."""
-    area = rng.uniform(0.12, 0.42, size=(B, 1, 1)) * S * S
+    area = rng.uniform(0.12, 0.42, size=(B, 1, 1)) * SIDE * SIDE
     s = np.minimum(np.sqrt(area / area_factor), s_max)
     m = np.minimum(0.9 * reach * s, 16.0)
-    cx = m + rng.random((B, 1, 1)) * (S - 2.0 * m)
-    cy = m + rng.random((B, 1, 1)) * (S - 2.0 * m)
+    cx = m + rng.random((B, 1, 1)) * (SIDE - 2.0 * m)
+    cy = m + rng.random((B, 1, 1)) * (SIDE - 2.0 * m)
     x, y = _local(rng, B, cx, cy)
     d = sdf(rng, x, y, s)
     return _cover(d), _u(rng, B, -0.25, 0.25) * x / s
@@ -505,8 +505,8 @@ _SPIRAL = _spiral_vertices()
 def _place_novel(rng, B, area_lo=0.12, area_hi=0.4, s_lo=7.0, s_hi=15.0):
     s = _u(rng, B, s_lo, s_hi)
     m = np.minimum(0.9 * s, 16.0)
-    cx = m + rng.random((B, 1, 1)) * (S - 2.0 * m)
-    cy = m + rng.random((B, 1, 1)) * (S - 2.0 * m)
+    cx = m + rng.random((B, 1, 1)) * (SIDE - 2.0 * m)
+    cy = m + rng.random((B, 1, 1)) * (SIDE - 2.0 * m)
     x, y = _local(rng, B, cx, cy)
     return x, y, s
 
@@ -523,7 +523,7 @@ def _novel_letters(rng, B):
     x, y, s = _place_novel(rng, B, s_lo=9.0, s_hi=15.0)
     hw = _u(rng, B, 1.0, 2.2)
     which = rng.integers(0, len(_LETTERS), size=B)
-    d = np.zeros((B, S, S))
+    d = np.zeros((B, SIDE, SIDE))
     for j, strokes in enumerate(_LETTERS):
         idx = np.flatnonzero(which == j)
         if idx.size:
@@ -549,8 +549,8 @@ def _novel_polygon(rng, B, k: int = 7):
     nrm = np.sqrt(dx * dx + dy * dy)
     rad = rng.uniform(0.35, 1.0, size=(B, k)) * s[:, :, 0]
     vx, vy = (dx / nrm * rad)[:, :, None, None], (dy / nrm * rad)[:, :, None, None]
-    dist = np.full((B, S, S), np.inf)
-    inside = np.zeros((B, S, S), dtype=bool)
+    dist = np.full((B, SIDE, SIDE), np.inf)
+    inside = np.zeros((B, SIDE, SIDE), dtype=bool)
     for i in range(k):
         j = (i + 1) % k
         ax, ay, bx, by = vx[:, i], vy[:, i], vx[:, j], vy[:, j]
@@ -564,7 +564,7 @@ def _novel_polygon(rng, B, k: int = 7):
 def _novel_dots(rng, B, k: int = 9):
     x, y, s = _place_novel(rng, B, s_lo=8.0, s_hi=14.0)
     count = rng.integers(4, k + 1, size=(B, 1, 1))
-    d = np.full((B, S, S), np.inf)
+    d = np.full((B, SIDE, SIDE), np.inf)
     for i in range(k):
         px, py = _u(rng, B, -1.0, 1.0) * s, _u(rng, B, -1.0, 1.0) * s
         r = _u(rng, B, 1.3, 2.8)
@@ -575,7 +575,7 @@ def _novel_dots(rng, B, k: int = 9):
 def _novel_zigzag(rng, B, k: int = 6):
     x, y, s = _place_novel(rng, B, s_lo=10.0, s_hi=15.5)
     amp = _u(rng, B, 0.25, 0.6)
-    d = np.full((B, S, S), np.inf)
+    d = np.full((B, SIDE, SIDE), np.inf)
     for i in range(k - 1):
         ax, bx = -1.0 + 2.0 * i / (k - 1), -1.0 + 2.0 * (i + 1) / (k - 1)
         ay, by = amp * (1 if i % 2 else -1), amp * (-1 if i % 2 else 1)
@@ -613,9 +613,9 @@ def _tex_cells(rng, B, k: int = 24):
     pal = _palette(rng, B)
     count = rng.integers(10, k + 1, size=(B, 1, 1))
     px, py = rng.uniform(-2.0, 34.0, size=(2, B, k, 1, 1))
-    f1 = np.full((B, S, S), np.inf)
-    f2 = np.full((B, S, S), np.inf)
-    nearest = np.zeros((B, S, S), dtype=np.intp)
+    f1 = np.full((B, SIDE, SIDE), np.inf)
+    f2 = np.full((B, SIDE, SIDE), np.inf)
+    nearest = np.zeros((B, SIDE, SIDE), dtype=np.intp)
     for i in range(k):
         d = np.where(i < count, (_X - px[:, i]) ** 2 + (_Y - py[:, i]) ** 2, np.inf)
         closer = d < f1
@@ -623,7 +623,7 @@ def _tex_cells(rng, B, k: int = 24):
         nearest = np.where(closer, i, nearest)
         f1 = np.where(closer, d, f1)
     tone = rng.random((B, k))
-    cellcol = _mix(pal[:, 0], pal[:, 1], np.take_along_axis(tone, nearest.reshape(B, -1), 1).reshape(B, S, S))
+    cellcol = _mix(pal[:, 0], pal[:, 1], np.take_along_axis(tone, nearest.reshape(B, -1), 1).reshape(B, SIDE, SIDE))
     edge = np.clip((np.sqrt(f2) - np.sqrt(f1)) / _u(rng, B, 0.8, 2.0), 0.0, 1.0)
     return _paint(cellcol, pal[:, 2] * 0.3, 1.0 - edge)
 
@@ -631,7 +631,7 @@ def _tex_cells(rng, B, k: int = 24):
 def _tex_marble(rng, B):
     pal = _palette(rng, B)
     x, _ = _local(rng, B, 16.0, 16.0)
-    turb = np.zeros((B, S, S))
+    turb = np.zeros((B, SIDE, SIDE))
     for octave, (lo, hi) in enumerate(((1.5, 3.0), (3.0, 6.0), (6.0, 8.5))):
         turb = turb + np.abs(2.0 * _value_noise(rng, B, lo, hi) - 1.0) * 0.5 ** octave
     t = x / _u(rng, B, 8.0, 20.0) + _u(rng, B, 1.0, 3.0) * turb
@@ -658,9 +658,9 @@ def _noise(rng, C: int, chunk: int) -> np.ndarray:
     """Even global indices: U[0, 1]; odd: N(mu, sigma) clipped, mu in [0.3, 0.7], sigma in [0.15, 0.35] per channel.
     A third of the images are drawn at block size 2 or 4 (nearest upsampling)."""
     gauss = ((np.arange(C) + chunk * C) % 2 == 1)[:, None, None, None]
-    u = rng.random((C, S, S, 3))
+    u = rng.random((C, SIDE, SIDE, 3))
     g = rng.uniform(0.3, 0.7, size=(C, 1, 1, 3)) + rng.uniform(0.15, 0.35, size=(C, 1, 1, 3)) * \
-        rng.standard_normal((C, S, S, 3))
+        rng.standard_normal((C, SIDE, SIDE, 3))
     img = np.where(gauss, g, u)
     block = rng.choice(np.array([1, 1, 1, 1, 2, 4]), size=C)
     for b in (2, 4):
@@ -672,7 +672,7 @@ def _noise(rng, C: int, chunk: int) -> np.ndarray:
 # --- auxiliary outliers (disjoint generators) -----------------------------------------------------------------
 
 def _aux_lines(rng, B, k: int = 12):
-    img = np.broadcast_to(_colour(rng, B)[:, None, None], (B, S, S, 3)).copy()
+    img = np.broadcast_to(_colour(rng, B)[:, None, None], (B, SIDE, SIDE, 3)).copy()
     count = rng.integers(5, k + 1, size=(B, 1, 1))
     for i in range(k):
         ax, ay, bx, by = (_u(rng, B, -4.0, 36.0) for _ in range(4))
@@ -682,7 +682,7 @@ def _aux_lines(rng, B, k: int = 12):
 
 
 def _aux_mosaic(rng, B, k: int = 10):
-    img = np.broadcast_to(_colour(rng, B)[:, None, None], (B, S, S, 3)).copy()
+    img = np.broadcast_to(_colour(rng, B)[:, None, None], (B, SIDE, SIDE, 3)).copy()
     count = rng.integers(4, k + 1, size=(B, 1, 1))
     for i in range(k):
         cx, cy = _u(rng, B, 0.0, 32.0), _u(rng, B, 0.0, 32.0)
@@ -704,12 +704,12 @@ def _aux_radial(rng, B, stops: int = 4):
 
 
 def _aux_scribble(rng, B, strokes: int = 2, k: int = 14):
-    img = np.broadcast_to(_colour(rng, B)[:, None, None], (B, S, S, 3)).copy()
+    img = np.broadcast_to(_colour(rng, B)[:, None, None], (B, SIDE, SIDE, 3)).copy()
     for _ in range(strokes):
         px, py = _u(rng, B, 6.0, 26.0), _u(rng, B, 6.0, 26.0)
         vx, vy = _direction(rng, B)
         step = _u(rng, B, 2.5, 5.0)
-        d = np.full((B, S, S), np.inf)
+        d = np.full((B, SIDE, SIDE), np.inf)
         for _ in range(k):
             gx, gy = _direction(rng, B)
             vx, vy = vx + 0.9 * gx, vy + 0.9 * gy
@@ -725,7 +725,7 @@ def _aux_scribble(rng, B, strokes: int = 2, k: int = 14):
 def _aux_camo(rng, B, levels: int = 4):
     t = _value_noise(rng, B, 2.0, 5.0)
     th = np.sort(rng.uniform(0.25, 0.75, size=(B, levels - 1)), axis=1)
-    img = np.broadcast_to(_colour(rng, B)[:, None, None], (B, S, S, 3)).copy()
+    img = np.broadcast_to(_colour(rng, B)[:, None, None], (B, SIDE, SIDE, 3)).copy()
     for j in range(levels - 1):
         img = _paint(img, _colour(rng, B), np.clip((t - th[:, j, None, None]) * 60.0 + 0.5, 0.0, 1.0))
     return img

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["CAPTION", "STATS", "aggregate", "select_stat", "pivot", "write_tables", "summary", "compare", "findings", "write_findings", "ranked_sets",
+__all__ = ["CAPTION", "STATS", "aggregate", "select_stat", "pivot", "write_tables", "summary", "compare", "findings", "write_findings", "write_reference", "average_table", "ranked_sets",
            "aggregate_metrics", "aggregate_accuracy", "CLAIMS"]
 
 CAPTION = ("FPR95 (%, lower is better): fraction of OOD samples scored at or above the threshold that keeps 95% of "
@@ -85,6 +85,15 @@ def pivot(metrics: pd.DataFrame, metric: str = "fpr95", methods: list[str] | Non
     idx = pd.MultiIndex.from_tuples([(m, s) for m in methods for s in scorers if (m, s) in t.index],
                                     names=["method", "scorer"])
     return t.reindex(index=idx, columns=sets)
+
+
+def average_table(metrics: pd.DataFrame, metric: str = "fpr95", methods: list[str] | None = None,
+                  scorers: list[str] | None = None) -> pd.DataFrame:
+    """Rows methods, columns scorers, values the mean over seeds of ``metric`` averaged over the OOD sets
+    (the ``average`` column of :func:`pivot`), in the given orders."""
+    t = pivot(metrics, metric, methods, scorers)["average"].unstack()
+    return t.reindex(index=methods or list(dict.fromkeys(metrics["method"])),
+                     columns=scorers or list(dict.fromkeys(metrics["scorer"])))
 
 
 def _write(path: Path, text: str) -> None:
@@ -208,6 +217,21 @@ def write_findings(found: pd.DataFrame, out_dir: str | Path, *, label: str = "")
         text += f"**Claim: {claim}.**\n\n" + g[cols].to_markdown(index=False) + "\n\n"
     _write(out / "findings.md", text)
     return [out / "findings.csv", out / "findings.md"]
+
+
+def write_reference(metrics: pd.DataFrame, params: dict, profile: str, out_dir: str | Path) -> pd.DataFrame:
+    """``reference.md``: our mean average FPR95 beside the papers' numbers of the same benchmark, network and
+    evaluation protocol (:func:`ood.reference.for_profile`; the synthetic profile, which no paper reports, shows the
+    CIFAR-10 profile's references with no number of ours). Returns the side-by-side table."""
+    from ood import reference
+
+    ref_profile, protocol, same_protocol = reference.for_profile(params, profile, "fpr95")
+    ours = select_stat(metrics, "mean") if profile == ref_profile else metrics.iloc[0:0]
+    side = reference.side_by_side(ours, same_protocol, metric="fpr95", protocol=protocol)
+    _write(Path(out_dir) / "reference.md",
+           f"Average FPR95 (%) of the {ref_profile} profile's network: ours ({profile} profile) beside the papers' "
+           f"numbers measured with our protocol ({reference.PROTOCOLS[protocol]}).\n\n" + reference.to_markdown(side) + "\n")
+    return side
 
 
 def write_summary(metrics, accuracy, path, scorer: str = "energy") -> Path:

@@ -7,6 +7,10 @@ Per step (``train_step``)::
     fmap = model.body(xn); pen = model.pool(fmap); logits = model.head(pen)
     loss = sum(term(StepOutputs(...)) for term in terms)   # each term is already weighted
 
+A run (:func:`train`) reads top to bottom as named steps: :func:`prepare_training` (model, terms, sampler, the
+state to start from, optimizer, loader: the set-up the command line and ``benchmarks/train_speed.py`` use too), then
+per epoch :func:`run_epoch` and :func:`save_checkpoint`, then :func:`save_model`.
+
 BatchNorm sees the ID and outlier images in one batch, as in the Outlier Exposure and Energy-OE
 code. The schedule is stepped per iteration (cosine, as in the Energy-OE code's ``cosine_annealing``,
 or step decay at epoch milestones).
@@ -30,7 +34,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -43,8 +47,12 @@ from ood.distributed import World, all_reduce_sum, all_true, barrier, setup, sha
 from ood.losses import StepOutputs, build_term
 from ood.models import OODNet, build_model
 from ood.numerics import eval_mode
+from ood.sampling import build_sampler, pool_size
 
-__all__ = ["train", "train_step", "make_optimizer", "TrainingError", "NonFiniteLoss", "load_model", "save_atomic", "config_hash", "accuracy"]
+__all__ = ["train", "Training", "prepare_training", "run_epoch", "save_checkpoint", "save_model", "train_step", "make_optimizer", "TrainingError", "NonFiniteLoss", "load_model", "save_atomic", "config_hash", "accuracy"]
+
+
+_RUN_SAMPLER = object()   # Training.step's default: the run's own sampler
 
 
 class TrainingError(RuntimeError):
@@ -133,7 +141,7 @@ def train_step(model: OODNet, opt: torch.optim.Optimizer, terms: list, x_id: tor
                world: World | None = None, sampler_generator: torch.Generator | None = None,
                forward=None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """One optimisation step of the loss ``sum(terms)`` on the ID batch ``(x_id, y)`` (x float in [0, 1], on the
-    model's device); the body of :func:`train`'s loop, also used by ``benchmarks/train_speed.py``.
+    model's device): what :meth:`Training.step` runs with a run's settings.
 
     If a term needs outliers, ``out_batch_size`` of them are drawn from ``aux`` (on the same device; augmented when
     ``augment``), directly or, with a ``sampler``, picked from ``ood.sampling.pool_size`` candidates
@@ -161,8 +169,6 @@ def train_step(model: OODNet, opt: torch.optim.Optimizer, terms: list, x_id: tor
                              f"out_batch_size > 0 (got aux={'None' if aux is None else aux.name!r}, "
                              f"out_batch_size={out_batch_size})")
         if sampler is not None:
-            from ood.sampling import pool_size
-
             pool = pool_size(sampler, n_id * w.size, len(aux), id_train_size)
             cand = _draw_outliers(aux, pool, generator, augment, x_id.device, w)
             # channels_last for the candidates' no-grad forward even when the model trains in NCHW: measured 0.30 s
@@ -209,72 +215,86 @@ def load_model(run_dir: str | Path, device="cpu") -> OODNet:
     return model.to(device).eval()
 
 
-def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: str | Path, *,
-          aux: ArrayDataset | None = None, id_test: ArrayDataset | None = None, init_dir: str | Path | None = None,
-          device="cpu", progress: bool = True, stop_after_epochs: int | None = None) -> pd.DataFrame:
-    """Train ``cfg.method`` and write ``checkpoint.pt`` (each epoch), ``history.csv`` and ``model.pt`` in ``run_dir``.
+@dataclass
+class Training:
+    """One training run, set up: what :func:`prepare_training` builds and every epoch uses.
 
-    ``model_spec``: ``{"name", "num_classes", "mean", "std", "kwargs"}`` for :func:`ood.models.build_model`.
-    ``init_dir``: run folder of the checkpoint to fine-tune from (required when ``cfg.init`` is set).
-    ``stop_after_epochs``: stop (as if interrupted) after this many epochs of this call - for tests.
-    Returns the per-epoch history (also in ``history.csv``).
+    The loop (:func:`train`), the command line (through ``ood.pipeline.train_method``) and
+    ``benchmarks/train_speed.py`` all set a run up with :func:`prepare_training`, so what the benchmark times is
+    what a user runs. :meth:`step` is one optimisation step (:func:`train_step`) with the run's settings.
     """
+
+    cfg: TrainConfig
+    model_spec: dict
+    model: OODNet
+    terms: list
+    sampler: object | None
+    opt: torch.optim.Optimizer
+    id_train: ArrayDataset
+    aux: ArrayDataset | FolderDataset | None
+    loader: Loader
+    world: World
+    device: torch.device
+    channels_last: bool
+    amp: bool
+    steps_per_epoch: int
+    forward: torch.nn.Module | None = None   # the DistributedDataParallel module under torchrun
+    start_epoch: int = 0                     # epochs already done (resumed from run_dir's checkpoint)
+    history: list = field(default_factory=list)
+    run_dir: Path | None = None
+    config_hash: str = ""
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoint.pt" if self.run_dir is not None else None
+
+    def step(self, x_id: torch.Tensor, y: torch.Tensor, *, epoch: int, generator: torch.Generator,
+             check_finite: bool = False, sampler_generator: torch.Generator | None = None, sampler=_RUN_SAMPLER):
+        """:func:`train_step` on ``(x_id, y)`` with this run's model, optimizer, terms, outliers and settings
+        (``sampler``: another sampler for this step, e.g. a timed wrapper of the run's)."""
+        return train_step(self.model, self.opt, self.terms, x_id, y, epoch=epoch, aux=self.aux,
+                          out_batch_size=self.cfg.out_batch_size,
+                          sampler=self.sampler if sampler is _RUN_SAMPLER else sampler, generator=generator,
+                          augment=self.cfg.augment, channels_last=self.channels_last, amp=self.amp,
+                          id_train_size=len(self.id_train), check_finite=check_finite, world=self.world,
+                          sampler_generator=sampler_generator, forward=self.forward)
+
+
+def prepare_training(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, *,
+                     aux: ArrayDataset | FolderDataset | None = None, run_dir: str | Path | None = None,
+                     init_dir: str | Path | None = None, device="cpu") -> Training:
+    """Set up a run of ``cfg.method``: the model (seeded with ``cfg.seed``), its loss terms and sampler, the state
+    to start from (``run_dir``'s checkpoint when it was written by this configuration, else ``init_dir``'s
+    ``model.pt`` for a fine-tune, else the fresh initialisation), the device and memory format, the DDP wrapper
+    under torchrun, the optimizer and the ID loader. ``run_dir`` None: no checkpoint is read (a benchmark)."""
     if cfg.sync_batchnorm and world().distributed and torch.device(device).type != "cuda":
         raise TrainingError(f"method {cfg.method!r}: sync_batchnorm needs CUDA (torch.nn.SyncBatchNorm has no CPU "
                             "kernel); set sync_batchnorm: false to keep per-process BatchNorm statistics on the CPU")
     w, device = setup(torch.device(device))   # torchrun: join the process group; one process: unchanged
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path, model_path, hist_path = run_dir / "checkpoint.pt", run_dir / "model.pt", run_dir / "history.csv"
+    run_dir = Path(run_dir) if run_dir is not None else None
     chash = config_hash(cfg, model_spec)
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_spec["name"], model_spec["num_classes"], model_spec["mean"], model_spec["std"],
                         **model_spec.get("kwargs", {}))
     terms = [build_term(name, **(p or {})) for name, p in cfg.terms.items()]
-    needs_out = any(t.needs_outliers for t in terms)
-    if needs_out and (aux is None or cfg.out_batch_size <= 0):
+    if any(t.needs_outliers for t in terms) and (aux is None or cfg.out_batch_size <= 0):
         raise TrainingError(f"method {cfg.method!r} has outlier terms but no auxiliary data or out_batch_size is 0; "
                             "set the profile's benchmark.aux and the method's out_batch_size in profiles/<profile>.yaml")
     sampler = None
     if cfg.sampler:
-        from ood.sampling import build_sampler
-
         sp = dict(cfg.sampler)
         sampler = build_sampler(sp.pop("name"), **sp)
 
-    start_epoch, history = 0, []
-    if ckpt_path.is_file():
-        blob = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if blob.get("config_hash") == chash:
-            model.load_state_dict(blob["state_dict"])
-            start_epoch, history = blob["epoch"], blob["history"]
-            print(f"resuming {cfg.method!r} from {ckpt_path} after epoch {start_epoch}/{cfg.epochs}")
-        else:
-            print(f"ignoring {ckpt_path}: written by another configuration; training {cfg.method!r} from the start")
-            blob = None
-    else:
-        blob = None
+    blob = _resume_state(cfg, run_dir, chash, model)
     if blob is None and cfg.init:
-        if init_dir is None:
-            raise TrainingError(f"method {cfg.method!r} fine-tunes from {cfg.init!r}: pass init_dir (its run folder)")
-        init_path = Path(init_dir) / "model.pt"
-        if not init_path.is_file():
-            raise TrainingError(f"method {cfg.method!r} fine-tunes from {cfg.init!r}, but {init_path} does not exist; "
-                                f"train {cfg.init!r} first (dvc repro, or python -m ood train --method {cfg.init} "
-                                "--run-dir DIR and then pass --init-dir DIR)")
-        init = torch.load(init_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(init["state_dict"])
-        # the input statistics are this method's (a GReg fine-tune of a CE trained with other statistics, as
-        # Greg-OOD fine-tunes on CIFAR-100): the buffers come from model_spec, not from the init checkpoint
-        model.mean.copy_(torch.tensor(model_spec["mean"], dtype=model.mean.dtype).view_as(model.mean))
-        model.std.copy_(torch.tensor(model_spec["std"], dtype=model.std.dtype).view_as(model.std))
+        _load_init(cfg, model_spec, model, init_dir)
 
     if w.distributed and cfg.sync_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    cl = uses_channels_last(cfg, device)
-    if cl:
+    channels_last = uses_channels_last(cfg, device)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     forward = None
     if w.distributed:
@@ -291,87 +311,156 @@ def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: s
                     pad=cfg.crop_pad, world=w)
     if len(loader) == 0:
         raise TrainingError(f"batch_size {cfg.batch_size} is larger than the training set ({len(id_train)} images)")
-    steps_per_epoch = min(len(loader), cfg.steps_per_epoch or len(loader))
-    amp = cfg.amp and device.type == "cuda"
+    return Training(cfg=cfg, model_spec=model_spec, model=model, terms=terms, sampler=sampler, opt=opt,
+                    id_train=id_train, aux=aux, loader=loader, world=w, device=device, channels_last=channels_last,
+                    amp=cfg.amp and device.type == "cuda",
+                    steps_per_epoch=min(len(loader), cfg.steps_per_epoch or len(loader)), forward=forward,
+                    start_epoch=blob["epoch"] if blob is not None else 0,
+                    history=blob["history"] if blob is not None else [], run_dir=run_dir, config_hash=chash)
+
+
+def _resume_state(cfg: TrainConfig, run_dir: Path | None, chash: str, model: OODNet) -> dict | None:
+    """The checkpoint of ``run_dir`` loaded into ``model`` when this configuration wrote it, else None."""
+    path = run_dir / "checkpoint.pt" if run_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("config_hash") != chash:
+        print(f"ignoring {path}: written by another configuration; training {cfg.method!r} from the start")
+        return None
+    model.load_state_dict(blob["state_dict"])
+    print(f"resuming {cfg.method!r} from {path} after epoch {blob['epoch']}/{cfg.epochs}")
+    return blob
+
+
+def _load_init(cfg: TrainConfig, model_spec: dict, model: OODNet, init_dir: str | Path | None) -> None:
+    """Load the fine-tune's starting weights (``init_dir/model.pt``) into ``model``, keeping this method's input
+    statistics: a GReg fine-tune of a CE trained with other statistics (as Greg-OOD fine-tunes on CIFAR-100) takes
+    the normalization buffers from ``model_spec``, not from the init checkpoint."""
+    if init_dir is None:
+        raise TrainingError(f"method {cfg.method!r} fine-tunes from {cfg.init!r}: pass init_dir (its run folder)")
+    init_path = Path(init_dir) / "model.pt"
+    if not init_path.is_file():
+        raise TrainingError(f"method {cfg.method!r} fine-tunes from {cfg.init!r}, but {init_path} does not exist; "
+                            f"train {cfg.init!r} first (dvc repro, or python -m ood train --method {cfg.init} "
+                            "--run-dir DIR and then pass --init-dir DIR)")
+    init = torch.load(init_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(init["state_dict"])
+    model.mean.copy_(torch.tensor(model_spec["mean"], dtype=model.mean.dtype).view_as(model.mean))
+    model.std.copy_(torch.tensor(model_spec["std"], dtype=model.std.dtype).view_as(model.std))
+
+
+def run_epoch(run: Training, epoch: int, *, id_test: ArrayDataset | None = None, progress: bool = True) -> dict:
+    """Train one epoch of ``run`` and return its history row (``epoch``, ``lr``, ``loss_<term>`` means,
+    ``train_accuracy``, ``test_accuracy`` on ``id_test`` when given, ``seconds``). Every draw of the epoch comes from
+    the generator of ``(seed, epoch)``; the learning rate is set per step from the schedule."""
+    cfg, w, device, steps = run.cfg, run.world, run.device, run.steps_per_epoch
+    g = _epoch_generator(cfg.seed, epoch)   # the same on every rank: permutation, crops, outlier draws
+    run.loader.generator = g
+    g_rank = torch.Generator().manual_seed((cfg.seed * 100_003 + epoch) * 1_000 + w.rank) if w.distributed else None
     check_every = cfg.nan_check_every or (1 if device.type == "cpu" else 50)
-    epochs_this_call = 0
-
-    for epoch in range(start_epoch, cfg.epochs):
-        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+    run.model.train()
+    t0 = time.time()
+    sums = {t.name: torch.zeros((), device=device) for t in run.terms}
+    correct = torch.zeros((), device=device)
+    seen = 0
+    bar = tqdm(run.loader, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False,
+               total=steps, file=sys.stdout, mininterval=2.0)
+    for step, (x_id, y) in enumerate(bar):
+        if step >= steps:  # cfg.steps_per_epoch: the shuffled epoch is cut short
             break
-        g = _epoch_generator(cfg.seed, epoch)   # the same on every rank: permutation, crops, outlier draws
-        loader.generator = g
-        g_rank = torch.Generator().manual_seed((cfg.seed * 100_003 + epoch) * 1_000 + w.rank) if w.distributed else None
-        model.train()
-        t0 = time.time()
-        sums = {t.name: torch.zeros((), device=device) for t in terms}
-        correct = torch.zeros((), device=device)
-        seen = 0
-        bar = tqdm(loader, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False,
-                   total=steps_per_epoch,
-                   file=sys.stdout, mininterval=2.0)
-        for step, (x_id, y) in enumerate(bar):
-            if step >= steps_per_epoch:  # cfg.steps_per_epoch: the shuffled epoch is cut short
-                break
-            gstep = epoch * steps_per_epoch + step
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(cfg, gstep, steps_per_epoch)
-            try:
-                values, logits = train_step(
-                    model, opt, terms, x_id, y, epoch=epoch, aux=aux, out_batch_size=cfg.out_batch_size, sampler=sampler,
-                    generator=g, augment=cfg.augment, channels_last=cl, amp=amp, id_train_size=len(id_train),
-                    check_finite=(step + 1) % check_every == 0 or step == steps_per_epoch - 1,
-                    world=w, sampler_generator=g_rank, forward=forward)
-            except NonFiniteLoss as e:
-                detail = ", ".join(f"{t.name}={float(v.detach()):.4g}" for t, v in zip(terms, e.values))
-                raise TrainingError(
-                    f"non-finite loss in method {cfg.method!r} at epoch {epoch + 1}, step {step + 1} ({detail}); "
-                    f"training stopped, the last good checkpoint (epoch {epoch}) is kept at {ckpt_path}; "
-                    "lower the learning rate or the term weights in profiles/<profile>.yaml and rerun") from None
-            n_id = x_id.shape[0]
-            with torch.no_grad():
-                for t, v in zip(terms, values):
-                    sums[t.name] += v.detach().float()
-                correct += (logits[:n_id].argmax(1) == y).sum()
-                seen += n_id
-        if w.distributed:   # the ranks' loss means averaged, their counts summed
-            red = all_reduce_sum(torch.stack([*sums.values(), correct, torch.tensor(float(seen), device=device)]), w)
-            sums = {k: red[i] / w.size for i, k in enumerate(sums)}
-            correct, seen = red[-2], int(red[-1].item())
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
-        row.update({f"loss_{k}": (v / steps_per_epoch).item() for k, v in sums.items()})
-        row["train_accuracy"] = 100.0 * correct.item() / max(seen, 1)
-        if id_test is not None and w.main:
-            row["test_accuracy"] = accuracy(model, id_test, device)
-        row["seconds"] = time.time() - t0
-        history.append(row)
-        if not all(math.isfinite(v) for v in row.values()):
-            raise TrainingError(f"non-finite loss in method {cfg.method!r} in epoch {epoch + 1}: {row}; the last good "
-                                f"checkpoint (epoch {epoch}) is kept at {ckpt_path}; lower the learning rate or the weights")
-        if w.main:   # one writer; the other ranks wait until the checkpoint is complete
-            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            save_atomic({"state_dict": state, "optimizer": opt.state_dict(), "epoch": epoch + 1, "history": history,
-                         "config_hash": chash, "config": asdict(cfg), "model": model_spec}, ckpt_path)
-            pd.DataFrame(history).to_csv(hist_path, index=False)
-        barrier(w)
-        epochs_this_call += 1
-        if progress and w.main:
-            acc = f", test acc {row['test_accuracy']:.2f}%" if "test_accuracy" in row else ""
-            print(f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}: " +
-                  ", ".join(f"{k[5:]} {v:.4f}" for k, v in row.items() if k.startswith("loss_")) +
-                  f", train acc {row['train_accuracy']:.2f}%{acc} ({row['seconds']:.1f} s)")
+        for group in run.opt.param_groups:
+            group["lr"] = cfg.lr * _lr_factor(cfg, epoch * steps + step, steps)
+        try:
+            values, logits = run.step(x_id, y, epoch=epoch, generator=g, sampler_generator=g_rank,
+                                      check_finite=(step + 1) % check_every == 0 or step == steps - 1)
+        except NonFiniteLoss as e:
+            detail = ", ".join(f"{t.name}={float(v.detach()):.4g}" for t, v in zip(run.terms, e.values))
+            raise TrainingError(
+                f"non-finite loss in method {cfg.method!r} at epoch {epoch + 1}, step {step + 1} ({detail}); "
+                f"training stopped, the last good checkpoint (epoch {epoch}) is kept at {run.checkpoint_path}; "
+                "lower the learning rate or the term weights in profiles/<profile>.yaml and rerun") from None
+        n_id = x_id.shape[0]
+        with torch.no_grad():
+            for t, v in zip(run.terms, values):
+                sums[t.name] += v.detach().float()
+            correct += (logits[:n_id].argmax(1) == y).sum()
+            seen += n_id
+    if w.distributed:   # the ranks' loss means averaged, their counts summed
+        red = all_reduce_sum(torch.stack([*sums.values(), correct, torch.tensor(float(seen), device=device)]), w)
+        sums = {k: red[i] / w.size for i, k in enumerate(sums)}
+        correct, seen = red[-2], int(red[-1].item())
+    row = {"epoch": epoch + 1, "lr": run.opt.param_groups[0]["lr"]}
+    row.update({f"loss_{k}": (v / steps).item() for k, v in sums.items()})
+    row["train_accuracy"] = 100.0 * correct.item() / max(seen, 1)
+    if id_test is not None and w.main:
+        row["test_accuracy"] = accuracy(run.model, id_test, device)
+    row["seconds"] = time.time() - t0
+    if not all(math.isfinite(v) for v in row.values()):
+        raise TrainingError(f"non-finite loss in method {cfg.method!r} in epoch {epoch + 1}: {row}; the last good "
+                            f"checkpoint (epoch {epoch}) is kept at {run.checkpoint_path}; lower the learning rate or "
+                            "the weights")
+    return row
 
-    done = len(history) >= cfg.epochs
-    if done and w.main and (epochs_this_call > 0 or not model_path.is_file()):
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        meta = {"method": cfg.method, "epochs": cfg.epochs, "config": asdict(cfg)}
-        if history and "test_accuracy" in history[-1]:
-            meta["test_accuracy"] = history[-1]["test_accuracy"]
-        save_atomic({"state_dict": state, "model": model_spec, "meta": meta}, model_path)
-        pd.DataFrame(history).to_csv(hist_path, index=False)
-    barrier(w)
-    model.eval()
-    return pd.DataFrame(history)
+
+def save_checkpoint(run: Training, row: dict) -> None:
+    """Add ``row`` to the run's history and write ``checkpoint.pt`` (atomically) and ``history.csv``: rank 0 writes,
+    the other ranks wait until it has."""
+    run.history.append(row)
+    if run.world.main:
+        save_atomic({"state_dict": _cpu_state(run.model), "optimizer": run.opt.state_dict(), "epoch": row["epoch"],
+                     "history": run.history, "config_hash": run.config_hash, "config": asdict(run.cfg),
+                     "model": run.model_spec}, run.checkpoint_path)
+        pd.DataFrame(run.history).to_csv(run.run_dir / "history.csv", index=False)
+    barrier(run.world)
+
+
+def save_model(run: Training, trained_now: bool) -> None:
+    """Write ``model.pt`` (weights, model spec, configuration, last test accuracy) once every epoch is done, if this
+    call trained or the file is missing; rank 0 writes."""
+    model_path = run.run_dir / "model.pt"
+    if len(run.history) >= run.cfg.epochs and run.world.main and (trained_now or not model_path.is_file()):
+        meta = {"method": run.cfg.method, "epochs": run.cfg.epochs, "config": asdict(run.cfg)}
+        if run.history and "test_accuracy" in run.history[-1]:
+            meta["test_accuracy"] = run.history[-1]["test_accuracy"]
+        save_atomic({"state_dict": _cpu_state(run.model), "model": run.model_spec, "meta": meta}, model_path)
+        pd.DataFrame(run.history).to_csv(run.run_dir / "history.csv", index=False)
+    barrier(run.world)
+
+
+def _cpu_state(model: OODNet) -> dict:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def _print_epoch(cfg: TrainConfig, row: dict) -> None:
+    acc = f", test acc {row['test_accuracy']:.2f}%" if "test_accuracy" in row else ""
+    print(f"{cfg.method} epoch {row['epoch']}/{cfg.epochs}: " +
+          ", ".join(f"{k[5:]} {v:.4f}" for k, v in row.items() if k.startswith("loss_")) +
+          f", train acc {row['train_accuracy']:.2f}%{acc} ({row['seconds']:.1f} s)")
+
+
+def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: str | Path, *,
+          aux: ArrayDataset | None = None, id_test: ArrayDataset | None = None, init_dir: str | Path | None = None,
+          device="cpu", progress: bool = True, stop_after_epochs: int | None = None) -> pd.DataFrame:
+    """Train ``cfg.method`` and write ``checkpoint.pt`` (each epoch), ``history.csv`` and ``model.pt`` in ``run_dir``.
+
+    ``model_spec``: ``{"name", "num_classes", "mean", "std", "kwargs"}`` for :func:`ood.models.build_model`.
+    ``init_dir``: run folder of the checkpoint to fine-tune from (required when ``cfg.init`` is set).
+    ``stop_after_epochs``: stop (as if interrupted) after this many epochs of this call - for tests.
+    Returns the per-epoch history (also in ``history.csv``).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = prepare_training(cfg, model_spec, id_train, aux=aux, run_dir=run_dir, init_dir=init_dir, device=device)
+    end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, run.start_epoch + stop_after_epochs)
+    for epoch in range(run.start_epoch, end):
+        row = run_epoch(run, epoch, id_test=id_test, progress=progress)
+        save_checkpoint(run, row)
+        if progress and run.world.main:
+            _print_epoch(cfg, row)
+    save_model(run, trained_now=end > run.start_epoch)
+    run.model.eval()
+    return pd.DataFrame(run.history)
 
 
 class _Forward(torch.nn.Module):

@@ -6,11 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from ood import ablations
-from ood import config as C
+from ood import config
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHT = "profiles/synthetic.yaml:synthetic.method.greg.terms.grad_penalty.weight"
@@ -39,7 +38,7 @@ def test_collect_reads_the_experiments_of_dvc_exp_show():
     assert list(t["value"]) == [10.0, 100.0, 300.0]
     assert list(t["experiment"]) == ["greg-weight-10", "baseline", "greg-weight-300"]
     assert list(t["fpr95"]) == [24.0, 20.5, 17.0] and set(t["knob"]) == {WEIGHT}
-    with pytest.raises(C.ParamError, match="no experiment with metrics"):
+    with pytest.raises(config.ParamError, match="no experiment with metrics"):
         ablations.collect([_entry("x", "other", 1.0, 1.0, metrics=False)], WEIGHT, match="greg-weight")
 
 

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from ood import config as C
-from ood import data as D
+from ood import data
+from ood.data import fetching
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPE = ROOT / "pipelines" / "cifar10-cpu"
@@ -53,7 +54,7 @@ def test_the_profile_has_its_own_pipeline_on_the_shared_dvc_yaml(params):
 
 
 def _shared_data_or_skip():
-    shared = D.SHARED_DATA
+    shared = fetching.SHARED_DATA
     needed = [shared / "cifar-10-batches-py" / "test_batch.xz", shared / "tinyimagenet32-train.tar.xz",
               shared / "dtd10-32.tar.xz", shared / "cifar-100-python" / "test.xz"]
     if not all(p.is_file() for p in needed):
@@ -161,7 +162,7 @@ def test_fit_set_is_the_whole_id_train_or_a_seeded_subset_of_fit_size():
     from ood.pipeline import fit_set
 
     imgs = torch.arange(50 * 3 * 4 * 4, dtype=torch.int64).remainder(256).to(torch.uint8).view(50, 3, 4, 4)
-    ds = D.ArrayDataset("toy", imgs, torch.arange(50))
+    ds = data.ArrayDataset("toy", imgs, torch.arange(50))
     assert fit_set(ds, {}) is ds and fit_set(ds, {"fit_size": None}) is ds
     sub = fit_set(ds, {"fit_size": 20}, data_seed=3)
     # oracle: the first 20 of torch's seeded permutation, in their original order
@@ -268,13 +269,13 @@ def test_cifar_files_are_unpacked_from_the_shared_folder_and_a_corrupt_copy_leav
     import lzma
 
     shared, root = tmp_path / "shared", tmp_path / "root"
-    for f in D.DATASETS["cifar10"].files[1:]:  # the seven official files, each a corrupt .xz copy
+    for f in data.DATASETS["cifar10"].files[1:]:  # the seven official files, each a corrupt .xz copy
         (shared / f.path).parent.mkdir(parents=True, exist_ok=True)
         (shared / (f.path + ".xz")).write_bytes(lzma.compress(b"not the CIFAR file"))
-    monkeypatch.setattr(D, "SHARED_DATA", shared)
-    with pytest.raises(D.ChecksumError, match="expected"):
-        D.load("cifar10", "test", root)
+    monkeypatch.setattr(fetching, "SHARED_DATA", shared)
+    with pytest.raises(data.ChecksumError, match="expected"):
+        data.load("cifar10", "test", root)
     assert not any(p.is_file() for p in root.rglob("*")), "a corrupt copy must leave no file behind"
     (shared / "cifar-10-batches-py" / "test_batch.xz").write_bytes(b"not xz at all")
-    with pytest.raises(D.ChecksumError):
-        D.load("cifar10", "test", root)
+    with pytest.raises(data.ChecksumError):
+        data.load("cifar10", "test", root)

@@ -18,7 +18,9 @@ import pytest
 import torch
 
 import ood
-from ood import data as D
+from ood import data
+from ood.data import fetching, registry
+from ood.data.arrays import crop_flip
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -28,15 +30,15 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(autouse=True)
 def _no_shared(monkeypatch, tmp_path):
     """Keep the loaders from reaching the real ../shared/data (e.g. extracting the TinyImageNet archive)."""
-    monkeypatch.setattr(D, "SHARED_DATA", tmp_path / "no-shared")
+    monkeypatch.setattr(fetching, "SHARED_DATA", tmp_path / "no-shared")
 
 
 def trust_files(monkeypatch, name: str, root: Path) -> None:
     """Replace the registry checksums of ``name``'s files present under ``root`` by their actual md5 (fake files)."""
-    info = D.DATASETS[name]
-    files = tuple(replace(f, checksum=f"md5:{D.file_checksum(root / f.path)}") if (root / f.path).is_file() else f
+    info = data.DATASETS[name]
+    files = tuple(replace(f, checksum=f"md5:{data.file_checksum(root / f.path)}") if (root / f.path).is_file() else f
                   for f in info.files)
-    monkeypatch.setitem(D.DATASETS, name, replace(info, files=files))
+    monkeypatch.setitem(data.DATASETS, name, replace(info, files=files))
 
 
 def rand_images(n, h=32, w=32, seed=0):
@@ -70,7 +72,7 @@ def write_cifar100(root: Path, n=30, seed=0):
 # ---------------------------------------------------------------------------------------------- registry
 
 def test_registry_entries_are_complete():
-    for name, info in D.DATASETS.items():
+    for name, info in data.DATASETS.items():
         assert info.name == name
         assert info.kind in ("id", "ood", "aux"), name
         assert info.citation and info.preprocessing, name
@@ -80,21 +82,21 @@ def test_registry_entries_are_complete():
                 assert (algo, len(hexd)) in (("md5", 32), ("sha256", 64)), (name, f.checksum)
                 int(hexd, 16)
             assert f.source, (name, f.path)
-        assert D.describe(name) and "\n" not in D.describe(name)
-        assert name in D.describe(name, full=True)
+        assert data.describe(name) and "\n" not in data.describe(name)
+        assert name in data.describe(name, full=True)
     for need in ["synthetic", "synthetic-backgrounds", "synthetic-novel-objects", "synthetic-textures",
                  "synthetic-noise", "synthetic-aux", "cifar10", "cifar100", "svhn", "textures", "places365", "lsun-c",
                  "lsun-r", "isun", "inaturalist", "sun", "places", "imagenet-textures", "imagenet", "300k-random",
                  "tinyimagenet32"]:
-        assert need in D.DATASETS
-    assert "re-encoded" in D.describe("tinyimagenet32") and "stand-in" in D.describe("tinyimagenet32", full=True)
+        assert need in data.DATASETS
+    assert "re-encoded" in data.describe("tinyimagenet32") and "stand-in" in data.describe("tinyimagenet32", full=True)
 
 
 def test_registry_checksums_match_torchvision_source():
     import torchvision.datasets as tvd
 
     def md5_of(name, path):
-        return next(f.checksum for f in D.DATASETS[name].files if f.path == path)
+        return next(f.checksum for f in data.DATASETS[name].files if f.path == path)
 
     for fname, h in tvd.CIFAR10.train_list + tvd.CIFAR10.test_list + [[tvd.CIFAR10.meta["filename"], tvd.CIFAR10.meta["md5"]]]:
         assert md5_of("cifar10", f"cifar-10-batches-py/{fname}") == f"md5:{h}"
@@ -103,47 +105,47 @@ def test_registry_checksums_match_torchvision_source():
         assert md5_of("cifar100", f"cifar-100-python/{fname}") == f"md5:{h}"
     assert md5_of("cifar100", "cifar-100-python/test") == "md5:f0ef6b0ae62326f3e7ffdfab6717acfc"
     url, fname, h = tvd.SVHN.split_list["test"]
-    svhn = D.DATASETS["svhn"].files[0]
+    svhn = data.DATASETS["svhn"].files[0]
     assert (svhn.url, Path(svhn.path).name, svhn.checksum) == (url, fname, f"md5:{h}")
-    assert D.DATASETS["textures"].files[0].checksum == f"md5:{tvd.DTD._MD5}"
-    assert D.DATASETS["textures"].files[0].url == tvd.DTD._URL
-    assert D.DATASETS["places365"].files[0].checksum == f"md5:{tvd.Places365._IMAGES_META[('test', True)][1]}"
+    assert data.DATASETS["textures"].files[0].checksum == f"md5:{tvd.DTD._MD5}"
+    assert data.DATASETS["textures"].files[0].url == tvd.DTD._URL
+    assert data.DATASETS["places365"].files[0].checksum == f"md5:{tvd.Places365._IMAGES_META[('test', True)][1]}"
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside this checkout")
 def test_tinyimagenet_checksum_matches_shared_sha256_file():
     want = (SHARED / "tinyimagenet32-train.sha256").read_text().split()[0]
-    assert D.DATASETS["tinyimagenet32"].files[0].checksum == f"sha256:{want}"
+    assert data.DATASETS["tinyimagenet32"].files[0].checksum == f"sha256:{want}"
 
 
 def test_bad_names_splits_and_sizes_are_value_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown dataset 'cifar11'.*cifar10.*svhn"):
-        D.load("cifar11", root=tmp_path)
+        data.load("cifar11", root=tmp_path)
     with pytest.raises(ValueError, match="unknown split 'val'.*train, test"):
-        D.load("cifar10", "val", root=tmp_path)
+        data.load("cifar10", "val", root=tmp_path)
     with pytest.raises(ValueError, match="load_folder"):
-        D.load("inaturalist", root=tmp_path)
+        data.load("inaturalist", root=tmp_path)
     with pytest.raises(ValueError, match="allowed: 32"):
-        D.load("svhn", image_size=64, root=tmp_path)
+        data.load("svhn", image_size=64, root=tmp_path)
     with pytest.raises(ValueError, match="n=0"):
-        D.load("svhn", n=0, root=tmp_path)
+        data.load("svhn", n=0, root=tmp_path)
     with pytest.raises(ValueError, match="not an image folder"):
-        D.load_folder("cifar10", tmp_path)
+        data.load_folder("cifar10", tmp_path)
     with pytest.raises(ValueError, match="unknown dataset"):
-        D.describe("nope")
+        data.describe("nope")
 
 
 # ---------------------------------------------------------------------------------------------- ArrayDataset
 
 def _toy(n=20):
-    return D.ArrayDataset("toy", torch.from_numpy(rand_images(n)).permute(0, 3, 1, 2).contiguous(), torch.arange(n))
+    return data.ArrayDataset("toy", torch.from_numpy(rand_images(n)).permute(0, 3, 1, 2).contiguous(), torch.arange(n))
 
 
 def test_array_dataset_checks_and_subset():
     with pytest.raises(ValueError, match="uint8"):
-        D.ArrayDataset("x", torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.int64))
+        data.ArrayDataset("x", torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.int64))
     with pytest.raises(ValueError, match="labels"):
-        D.ArrayDataset("x", torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64))
+        data.ArrayDataset("x", torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64))
     ds = _toy(20)
     s1, s2, s3 = ds.subset(7, seed=1), ds.subset(7, seed=1), ds.subset(7, seed=2)
     assert len(s1) == 7 and torch.equal(s1.labels, s2.labels) and not torch.equal(s1.labels, s3.labels)
@@ -185,22 +187,22 @@ def _offsets(out: torch.Tensor, pad: int = 4):
 
 def test_augment_shape_dtype_identity_and_determinism():
     x = torch.from_numpy(rand_images(16)).permute(0, 3, 1, 2).contiguous()
-    y = D.augment_batch(x, torch.Generator().manual_seed(0))
+    y = data.augment_batch(x, torch.Generator().manual_seed(0))
     assert y.shape == x.shape and y.dtype == torch.uint8
-    assert torch.equal(D.augment_batch(x, pad=0, flip=False), x)
-    assert torch.equal(y, D.augment_batch(x, torch.Generator().manual_seed(0)))
-    assert not torch.equal(y, D.augment_batch(x, torch.Generator().manual_seed(1)))
+    assert torch.equal(data.augment_batch(x, pad=0, flip=False), x)
+    assert torch.equal(y, data.augment_batch(x, torch.Generator().manual_seed(0)))
+    assert not torch.equal(y, data.augment_batch(x, torch.Generator().manual_seed(1)))
     with pytest.raises(ValueError, match="B, C, H, W"):
-        D.augment_batch(x[0])
+        data.augment_batch(x[0])
 
 
 def test_flip_only_matches_torch_flip_where_flagged():
     x = torch.from_numpy(rand_images(64)).permute(0, 3, 1, 2).contiguous()
     flag = torch.arange(64) % 3 == 0
     zeros = torch.zeros(64, dtype=torch.long)
-    out = D._crop_flip(x, zeros, zeros, flag, pad=0)
+    out = crop_flip(x, zeros, zeros, flag, pad=0)
     assert torch.equal(out[flag], torch.flip(x[flag], dims=[-1])) and torch.equal(out[~flag], x[~flag])
-    out = D.augment_batch(x, torch.Generator().manual_seed(3), pad=0)     # random flags: each is x or its mirror
+    out = data.augment_batch(x, torch.Generator().manual_seed(3), pad=0)     # random flags: each is x or its mirror
     is_same = (out == x).flatten(1).all(1)
     is_flip = (out == torch.flip(x, dims=[-1])).flatten(1).all(1)
     assert torch.all(is_same ^ is_flip) and 16 < int(is_flip.sum()) < 48
@@ -213,7 +215,7 @@ def test_fixed_offset_crop_equals_torchvision_crop_of_padded_image():
     for top in range(9):
         for left in range(9):
             for flip in (False, True):
-                ours = D._crop_flip(x, torch.tensor([top]), torch.tensor([left]), torch.tensor([flip]), pad=4)[0]
+                ours = crop_flip(x, torch.tensor([top]), torch.tensor([left]), torch.tensor([flip]), pad=4)[0]
                 ref = TF.crop(TF.pad(x[0], 4), top, left, 32, 32)
                 assert torch.equal(ours, TF.hflip(ref) if flip else ref), (top, left, flip)
 
@@ -222,7 +224,7 @@ def test_offset_and_flip_distribution_matches_torchvision_randomcrop_flip():
     import torchvision.transforms as T
 
     n = 9000
-    out = D.augment_batch(_coded().expand(n, -1, -1, -1), torch.Generator().manual_seed(0))
+    out = data.augment_batch(_coded().expand(n, -1, -1, -1), torch.Generator().manual_seed(0))
     top, left, flip = _offsets(out)
     assert top.min() >= 0 and top.max() <= 8 and left.min() >= 0 and left.max() <= 8
     for v in (top, left):
@@ -245,8 +247,8 @@ def test_offset_and_flip_distribution_matches_torchvision_randomcrop_flip():
 
 def test_loader_epochs_cover_every_index_once_and_reshuffle():
     ds = _toy(23)
-    loader = D.Loader(ds, 5, shuffle=True, generator=torch.Generator().manual_seed(0))
-    assert len(loader) == 5 and len(D.Loader(ds, 5, drop_last=True)) == 4
+    loader = data.Loader(ds, 5, shuffle=True, generator=torch.Generator().manual_seed(0))
+    assert len(loader) == 5 and len(data.Loader(ds, 5, drop_last=True)) == 4
     epochs = []
     for _ in range(2):
         batches = list(loader)
@@ -256,22 +258,22 @@ def test_loader_epochs_cover_every_index_once_and_reshuffle():
             assert x.dtype == torch.float32 and torch.allclose(x * 255, ds.images[y].float())
         epochs.append(ys)
     assert not torch.equal(epochs[0], epochs[1])
-    again = D.Loader(ds, 5, shuffle=True, generator=torch.Generator().manual_seed(0))
+    again = data.Loader(ds, 5, shuffle=True, generator=torch.Generator().manual_seed(0))
     assert torch.equal(torch.cat([y for _, y in again]), epochs[0])
-    plain = torch.cat([y for _, y in D.Loader(ds, 4)])
+    plain = torch.cat([y for _, y in data.Loader(ds, 4)])
     assert torch.equal(plain, torch.arange(23))
-    dropped = torch.cat([y for _, y in D.Loader(ds, 5, shuffle=True, drop_last=True)])
+    dropped = torch.cat([y for _, y in data.Loader(ds, 5, shuffle=True, drop_last=True)])
     assert len(dropped) == 20 and len(set(dropped.tolist())) == 20
 
 
 def test_loader_augments_and_rejects_bad_batch_size():
     ds = _toy(8)
     g = torch.Generator().manual_seed(1)
-    (x, y), = list(D.Loader(ds, 8, augment=True, generator=g))
+    (x, y), = list(data.Loader(ds, 8, augment=True, generator=g))
     assert x.shape == (8, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
     assert not torch.allclose(x * 255, ds.images.float())
     with pytest.raises(ValueError, match="batch_size=0"):
-        D.Loader(ds, 0)
+        data.Loader(ds, 0)
 
 
 # ---------------------------------------------------------------------------------------------- synthetic
@@ -295,31 +297,31 @@ def fake_synthetic(monkeypatch):
 
 
 def test_synthetic_load_caches_and_rereads_identical_bytes(tmp_path, fake_synthetic):
-    a = D.load("synthetic", "train", tmp_path, seed=3, n=50)
+    a = data.load("synthetic", "train", tmp_path, seed=3, n=50)
     cache = tmp_path / "synthetic" / "train-s3-n50.npz"
     assert cache.is_file() and len(fake_synthetic.calls) == 1
     assert a.images.shape == (50, 3, 32, 32) and a.images.dtype == torch.uint8 and a.classes == fake_synthetic.CLASSES
     x, y = fake_synthetic.generate("train", 50, seed=3)
     assert torch.equal(a.images, torch.from_numpy(x).permute(0, 3, 1, 2)) and torch.equal(a.labels, torch.from_numpy(y))
     fake_synthetic.calls.clear()
-    b = D.load("synthetic", "train", tmp_path, seed=3, n=50)
+    b = data.load("synthetic", "train", tmp_path, seed=3, n=50)
     assert fake_synthetic.calls == []                                       # read from the cache
     assert a.images.numpy().tobytes() == b.images.numpy().tobytes() and torch.equal(a.labels, b.labels)
     assert not list((tmp_path / "synthetic").glob("*.tmp"))
 
 
 def test_synthetic_corrupt_cache_is_regenerated_and_sizes(tmp_path, fake_synthetic):
-    D.load("synthetic-noise", "test", tmp_path, n=10)
+    data.load("synthetic-noise", "test", tmp_path, n=10)
     cache = tmp_path / "synthetic" / "noise-s0-n10.npz"
     cache.write_bytes(cache.read_bytes()[:100])                             # truncated
     with pytest.warns(UserWarning, match="regenerating"):
-        ds = D.load("synthetic-noise", "anything: split ignored", tmp_path, n=10)
+        ds = data.load("synthetic-noise", "anything: split ignored", tmp_path, n=10)
     assert len(ds) == 10 and ds.classes is None and torch.all(ds.labels == -1) and len(fake_synthetic.calls) == 2
     assert np.load(cache)["x"].shape == (10, 32, 32, 3)
     fake_synthetic.calls.clear()
-    ds = D.load("synthetic-novel-objects", root=tmp_path)
-    assert fake_synthetic.calls == [("novel-objects", D.SYNTHETIC_SIZES["novel-objects"], 0)]
-    assert D.SYNTHETIC_SIZES == {"train": 10000, "test": 2000, "backgrounds": 2000, "novel-objects": 2000,
+    ds = data.load("synthetic-novel-objects", root=tmp_path)
+    assert fake_synthetic.calls == [("novel-objects", data.SYNTHETIC_SIZES["novel-objects"], 0)]
+    assert data.SYNTHETIC_SIZES == {"train": 10000, "test": 2000, "backgrounds": 2000, "novel-objects": 2000,
                                  "textures": 2000, "noise": 2000, "aux": 10000}
 
 
@@ -327,40 +329,41 @@ def test_synthetic_corrupt_cache_is_regenerated_and_sizes(tmp_path, fake_synthet
 
 def test_cifar100_test_only_reader(tmp_path, monkeypatch):
     x, fine, names = write_cifar100(tmp_path)
-    with pytest.raises(D.ChecksumError) as e:            # fake file: fails the official md5, is not used
-        D.load("cifar100", "test", tmp_path)
+    with pytest.raises(data.ChecksumError) as e:            # fake file: fails the official md5, is not used
+        data.load("cifar100", "test", tmp_path)
     msg = str(e.value)
-    assert "f0ef6b0ae62326f3e7ffdfab6717acfc" in msg and D.file_checksum(tmp_path / "cifar-100-python/test") in msg
+    assert "f0ef6b0ae62326f3e7ffdfab6717acfc" in msg and data.file_checksum(tmp_path / "cifar-100-python/test") in msg
     assert "not used" in msg and "\n" not in msg
     trust_files(monkeypatch, "cifar100", tmp_path)
-    ds = D.load("cifar100", "test", tmp_path)
+    ds = data.load("cifar100", "test", tmp_path)
     assert torch.equal(ds.images, torch.from_numpy(x).permute(0, 3, 1, 2))
     assert ds.labels.tolist() == fine and ds.classes == tuple(names)
 
 
 def test_cifar_missing_files_fail_at_once_with_one_line(tmp_path):
-    with pytest.raises(D.DataMissingError) as e:
-        D.load("cifar10", "test", tmp_path)
+    with pytest.raises(data.DataMissingError) as e:
+        data.load("cifar10", "test", tmp_path)
     msg = str(e.value)
     assert isinstance(e.value, FileNotFoundError) and "\n" not in msg
     assert str(tmp_path / "cifar-10-batches-py" / "data_batch_1") in msg
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in msg and "c58f30108f718f92721af3b95e74349a" in msg
-    with pytest.raises(D.DataMissingError, match=r"cifar-100-python/test.*cifar-100-python\.tar\.gz.*eb9058c3a382ffc7"):
-        D.load("cifar100", "test", tmp_path)
+    with pytest.raises(data.DataMissingError,
+                       match=r"cifar-100-python/test.*cifar-100-python\.tar\.gz.*eb9058c3a382ffc7"):
+        data.load("cifar100", "test", tmp_path)
 
 
 def test_cifar10_corrupt_files_and_archive_fail_their_checksum(tmp_path):
     base = tmp_path / "cifar-10-batches-py"
     base.mkdir()
-    for f in D.DATASETS["cifar10"].files[1:]:
+    for f in data.DATASETS["cifar10"].files[1:]:
         (tmp_path / f.path).write_bytes(b"not the real batch")
-    with pytest.raises(D.ChecksumError, match=r"data_batch_1 has md5 .*expected c99cafc152244af753f735de768cd75f.*not used"):
-        D.load("cifar10", "test", tmp_path)
+    with pytest.raises(data.ChecksumError, match=r"data_batch_1 has md5 .*expected c99cafc152244af753f735de768cd75f.*not used"):
+        data.load("cifar10", "test", tmp_path)
     other = tmp_path / "other"
     other.mkdir()
     (other / "cifar-10-python.tar.gz").write_bytes(b"truncated")
-    with pytest.raises(D.ChecksumError, match="cifar-10-python.tar.gz has md5"):
-        D.load("cifar10", "test", other)
+    with pytest.raises(data.ChecksumError, match="cifar-10-python.tar.gz has md5"):
+        data.load("cifar10", "test", other)
 
 
 @pytest.fixture(scope="session")
@@ -369,7 +372,7 @@ def real_cifar(tmp_path_factory):
     if not (SHARED / "unpack").is_file():
         pytest.skip("../shared/data (official CIFAR files) is not beside this checkout")
     dest = tmp_path_factory.mktemp("cifar")
-    c10 = [f"cifar-10-batches-py/{f}" for f, _ in D._CIFAR10_FILES]    # torchvision checks all 7 even for test
+    c10 = [f.path for f in data.DATASETS["cifar10"].files[1:]]         # torchvision checks all 7 even for test
     groups = [c10[:3] + ["cifar-100-python/test", "cifar-100-python/meta"], c10[3:]]
     procs = [subprocess.Popen([str(SHARED / "unpack"), str(dest), *g], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE) for g in groups]
@@ -380,26 +383,26 @@ def real_cifar(tmp_path_factory):
 
 
 def test_real_cifar10_through_torchvision_integrity_check(real_cifar):
-    ds = D.load("cifar10", "test", real_cifar)            # download=False: offline, torchvision checks the md5s
+    ds = data.load("cifar10", "test", real_cifar)            # download=False: offline, torchvision checks the md5s
     assert ds.images.shape == (10000, 3, 32, 32) and ds.images.dtype == torch.uint8
     assert torch.bincount(ds.labels).tolist() == [1000] * 10
     assert ds.classes[0] == "airplane" and ds.classes[-1] == "truck" and len(ds.classes) == 10
     raw = pickle.loads((real_cifar / "cifar-10-batches-py" / "test_batch").read_bytes(), encoding="latin1")
     assert torch.equal(ds.images[0].flatten(), torch.from_numpy(np.asarray(raw["data"][0], dtype=np.uint8)))
-    train = D.load("cifar10", "train", real_cifar)
+    train = data.load("cifar10", "train", real_cifar)
     assert len(train) == 50000 and torch.bincount(train.labels).tolist() == [5000] * 10
 
 
 def test_real_cifar100_test_only_and_truncated_copy(real_cifar, tmp_path):
-    ds = D.load("cifar100", "test", real_cifar)
+    ds = data.load("cifar100", "test", real_cifar)
     assert ds.images.shape == (10000, 3, 32, 32) and torch.bincount(ds.labels).tolist() == [100] * 100
     assert ds.classes[0] == "apple" and len(ds.classes) == 100
     bad = tmp_path / "cifar-100-python"
     bad.mkdir()
     (bad / "meta").write_bytes((real_cifar / "cifar-100-python" / "meta").read_bytes())
     (bad / "test").write_bytes((real_cifar / "cifar-100-python" / "test").read_bytes()[:-1000])
-    with pytest.raises(D.ChecksumError, match="expected f0ef6b0ae62326f3e7ffdfab6717acfc.*truncated"):
-        D.load("cifar100", "test", tmp_path)
+    with pytest.raises(data.ChecksumError, match="expected f0ef6b0ae62326f3e7ffdfab6717acfc.*truncated"):
+        data.load("cifar100", "test", tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------- SVHN, 300K
@@ -411,35 +414,35 @@ def test_svhn_mat_file(tmp_path, monkeypatch):
     x = rand_images(12)
     (tmp_path / "svhn").mkdir()
     scipy.io.savemat(tmp_path / "svhn" / "test_32x32.mat", {"X": x.transpose(1, 2, 3, 0), "y": np.arange(1, 13)[:, None] % 10 + 1})
-    with pytest.raises(D.ChecksumError, match="eb5a983be6a315427106f1b164d9cef3"):
-        D.load("svhn", root=tmp_path)
-    with pytest.raises(D.DataMissingError, match=r"svhn/test_32x32\.mat.*ufldl.stanford.edu.*eb5a983be6a3"):
-        D.load("svhn", root=tmp_path / "empty")
+    with pytest.raises(data.ChecksumError, match="eb5a983be6a315427106f1b164d9cef3"):
+        data.load("svhn", root=tmp_path)
+    with pytest.raises(data.DataMissingError, match=r"svhn/test_32x32\.mat.*ufldl.stanford.edu.*eb5a983be6a3"):
+        data.load("svhn", root=tmp_path / "empty")
     trust_files(monkeypatch, "svhn", tmp_path)
     url, fname, _ = torchvision.datasets.SVHN.split_list["test"]
     monkeypatch.setitem(torchvision.datasets.SVHN.split_list, "test",
-                        [url, fname, D.file_checksum(tmp_path / "svhn" / "test_32x32.mat")])
-    ds = D.load("svhn", "test", tmp_path)
+                        [url, fname, data.file_checksum(tmp_path / "svhn" / "test_32x32.mat")])
+    ds = data.load("svhn", "test", tmp_path)
     assert torch.equal(ds.images, torch.from_numpy(x).permute(0, 3, 1, 2)) and torch.all(ds.labels == -1)
 
 
 def test_300k_random_npy_is_memory_mapped(tmp_path, monkeypatch):
     x = rand_images(40)
     np.save(tmp_path / "300K_random_images.npy", x)
-    with pytest.raises(D.ChecksumError, match="64ca64357de98351f28454274a112dc3"):
-        D.load("300k-random", "train", tmp_path)
-    with pytest.raises(D.DataMissingError, match=r"300K_random_images\.npy.*hendrycks.*64ca64357de9"):
-        D.load("300k-random", "train", tmp_path / "empty")
+    with pytest.raises(data.ChecksumError, match="64ca64357de98351f28454274a112dc3"):
+        data.load("300k-random", "train", tmp_path)
+    with pytest.raises(data.DataMissingError, match=r"300K_random_images\.npy.*hendrycks.*64ca64357de9"):
+        data.load("300k-random", "train", tmp_path / "empty")
     trust_files(monkeypatch, "300k-random", tmp_path)
-    ds = D.load("300k-random", "train", tmp_path)
+    ds = data.load("300k-random", "train", tmp_path)
     assert ds.images.shape == (40, 3, 32, 32) and torch.equal(ds.images, torch.from_numpy(x).permute(0, 3, 1, 2))
     assert torch.all(ds.labels == -1)
-    sub = D.load("300k-random", "train", tmp_path, n=10, seed=4)
+    sub = data.load("300k-random", "train", tmp_path, n=10, seed=4)
     assert torch.equal(sub.images, ds.subset(10, seed=4).images)
     np.save(tmp_path / "300K_random_images.npy", x[:, :16])                # wrong shape
     trust_files(monkeypatch, "300k-random", tmp_path)
-    with pytest.raises(D.ChecksumError, match=r"expected uint8 \(N, 32, 32, 3\)"):
-        D.load("300k-random", "train", tmp_path)
+    with pytest.raises(data.ChecksumError, match=r"expected uint8 \(N, 32, 32, 3\)"):
+        data.load("300k-random", "train", tmp_path)
 
 
 def test_download_failure_is_a_data_missing_error(tmp_path, monkeypatch):
@@ -449,8 +452,9 @@ def test_download_failure_is_a_data_missing_error(tmp_path, monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(U, "download_url", offline)
-    with pytest.raises(D.DataMissingError, match="download of https://people.eecs.berkeley.edu.*failed.*unreachable"):
-        D.load("300k-random", "train", tmp_path, download=True)
+    with pytest.raises(data.DataMissingError,
+                       match="download of https://people.eecs.berkeley.edu.*failed.*unreachable"):
+        data.load("300k-random", "train", tmp_path, download=True)
 
 
 # ---------------------------------------------------------------------------------------------- image folders
@@ -461,28 +465,28 @@ def test_image_folder_sets_decode_crop_and_cache(tmp_path):
 
     r = rand_images(5, seed=1)
     save_png_tree(tmp_path / "LSUN_resize", r, sub="LSUN_resize")          # LSUN-R: 32x32, as is
-    ds = D.load("lsun-r", "test", tmp_path)
+    ds = data.load("lsun-r", "test", tmp_path)
     assert torch.equal(ds.images, torch.from_numpy(r).permute(0, 3, 1, 2)) and torch.all(ds.labels == -1)
     c = rand_images(4, 36, 36, seed=2)
     save_png_tree(tmp_path / "LSUN", c)                                     # LSUN-C: 36x36 -> center 32x32
-    ds = D.load("lsun-c", "test", tmp_path)
+    ds = data.load("lsun-c", "test", tmp_path)
     assert torch.equal(ds.images, torch.from_numpy(c[:, 2:34, 2:34]).permute(0, 3, 1, 2))
     t = rand_images(3, 60, 45, seed=3)
     paths = save_png_tree(tmp_path / "dtd" / "images", t, sub="banded")     # DTD: shorter side 32 + center crop
-    ds = D.load("textures", "test", tmp_path)
+    ds = data.load("textures", "test", tmp_path)
     tf = T.Compose([T.Resize(32), T.CenterCrop(32), T.PILToTensor()])
     assert torch.equal(ds.images, torch.stack([tf(Image.open(p).convert("RGB")) for p in paths]))
-    assert D.load("textures", "test", tmp_path, image_size=16).images.shape == (3, 3, 16, 16)
+    assert data.load("textures", "test", tmp_path, image_size=16).images.shape == (3, 3, 16, 16)
     cache = tmp_path / "dtd" / "images" / "test-uint8.npy"                  # the cache is what is read next time
     np.save(cache, np.zeros((3, 32, 32, 3), np.uint8))
-    assert int(D.load("textures", "test", tmp_path).images.sum()) == 0
+    assert int(data.load("textures", "test", tmp_path).images.sum()) == 0
     np.save(cache, np.zeros((2, 32, 32, 3), np.uint8))                      # stale (wrong count): decoded again
-    assert torch.equal(D.load("textures", "test", tmp_path).images, ds.images)
+    assert torch.equal(data.load("textures", "test", tmp_path).images, ds.images)
 
 
 def test_image_folder_missing_corrupt_and_extracted_archive(tmp_path, monkeypatch):
-    with pytest.raises(D.DataMissingError) as e:
-        D.load("isun", "test", tmp_path)
+    with pytest.raises(data.DataMissingError) as e:
+        data.load("isun", "test", tmp_path)
     msg = str(e.value)
     assert str(tmp_path / "iSUN.tar.gz") in msg and "dropbox.com/s/ssz7qxfqae0cca5/iSUN.tar.gz" in msg
     assert "be77b0f2c26fda898afac5f99645ee70" in msg and "\n" not in msg
@@ -491,33 +495,33 @@ def test_image_folder_missing_corrupt_and_extracted_archive(tmp_path, monkeypatc
     save_png_tree(src / "iSUN", imgs, sub="iSUN_patches")
     with tarfile.open(tmp_path / "iSUN.tar.gz", "w:gz") as tar:
         tar.add(src / "iSUN", arcname="iSUN")
-    with pytest.raises(D.ChecksumError, match="iSUN.tar.gz has md5 .* expected be77b0f2c26fda898afac5f99645ee70"):
-        D.load("isun", "test", tmp_path)
+    with pytest.raises(data.ChecksumError, match="iSUN.tar.gz has md5 .* expected be77b0f2c26fda898afac5f99645ee70"):
+        data.load("isun", "test", tmp_path)
     assert not (tmp_path / "iSUN").exists()                                 # not used: nothing extracted
     trust_files(monkeypatch, "isun", tmp_path)
-    ds = D.load("isun", "test", tmp_path)
+    ds = data.load("isun", "test", tmp_path)
     assert torch.equal(ds.images, torch.from_numpy(imgs).permute(0, 3, 1, 2))
     assert (tmp_path / "iSUN" / "iSUN_patches").is_dir()
     (tmp_path / "iSUN" / "iSUN_patches" / "img_001.png").write_bytes(b"\x89PNG broken")
     (tmp_path / "iSUN" / "test-uint8.npy").unlink()
-    with pytest.raises(D.ChecksumError, match="img_001.png cannot be decoded"):
-        D.load("isun", "test", tmp_path)
+    with pytest.raises(data.ChecksumError, match="img_001.png cannot be decoded"):
+        data.load("isun", "test", tmp_path)
 
 
 def test_places365_subset_rules(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "PLACES365_N", 5)
+    monkeypatch.setattr(registry, "PLACES365_N", 5)
     imgs = rand_images(8, 40, 40, seed=9)
     paths = save_png_tree(tmp_path / "places365", imgs, sub="test_256")
-    a = D.load("places365", "test", tmp_path)
+    a = data.load("places365", "test", tmp_path)
     assert len(a) == 5
-    pick = np.sort(np.random.default_rng(D.PLACES365_SAMPLE_SEED).choice(8, 5, replace=False))
+    pick = np.sort(np.random.default_rng(registry.PLACES365_SAMPLE_SEED).choice(8, 5, replace=False))
     (tmp_path / "places365" / "test-uint8.npy").unlink()
     (tmp_path / "places365" / "places365_test_list.txt").write_text("\n".join(paths[i].name for i in pick) + "\n")
-    assert torch.equal(D.load("places365", "test", tmp_path).images, a.images)   # same images as the listed ones
+    assert torch.equal(data.load("places365", "test", tmp_path).images, a.images)   # same images as the listed ones
     (tmp_path / "places365" / "test-uint8.npy").unlink()
     (tmp_path / "places365" / "places365_test_list.txt").write_text("img_000.png\nimg_999.png\n")
-    with pytest.raises(D.DataMissingError, match="img_999.png"):
-        D.load("places365", "test", tmp_path)
+    with pytest.raises(data.DataMissingError, match="img_999.png"):
+        data.load("places365", "test", tmp_path)
 
 
 def test_tinyimagenet32_tree_cache_and_archive(tmp_path, monkeypatch):
@@ -537,30 +541,30 @@ def test_tinyimagenet32_tree_cache_and_archive(tmp_path, monkeypatch):
     shared = tmp_path / "shared"                                          # the archive found beside the checkout
     shared.mkdir()
     (shared / "tinyimagenet32-train.tar.xz").write_bytes(buf.getvalue())
-    monkeypatch.setattr(D, "SHARED_DATA", shared)
+    monkeypatch.setattr(fetching, "SHARED_DATA", shared)
     root = tmp_path / "root"
-    with pytest.raises(D.ChecksumError, match="sha256 .* expected 78b12ee3c29d"):
-        D.load("tinyimagenet32", "train", root)
-    info = D.DATASETS["tinyimagenet32"]
-    want = "sha256:" + D.file_checksum(shared / "tinyimagenet32-train.tar.xz", "sha256")
-    monkeypatch.setitem(D.DATASETS, "tinyimagenet32", replace(info, files=(replace(info.files[0], checksum=want),)))
-    ds = D.load("tinyimagenet32", "train", root)
+    with pytest.raises(data.ChecksumError, match="sha256 .* expected 78b12ee3c29d"):
+        data.load("tinyimagenet32", "train", root)
+    info = data.DATASETS["tinyimagenet32"]
+    want = "sha256:" + data.file_checksum(shared / "tinyimagenet32-train.tar.xz", "sha256")
+    monkeypatch.setitem(data.DATASETS, "tinyimagenet32", replace(info, files=(replace(info.files[0], checksum=want),)))
+    ds = data.load("tinyimagenet32", "train", root)
     ref = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths])
     assert torch.equal(ds.images, ref) and torch.all(ds.labels == -1)
     cache = root / "tinyimagenet32" / "train-uint8.npy"
     assert cache.is_file()
     np.save(cache, np.full((6, 32, 32, 3), 7, np.uint8))
-    assert torch.all(D.load("tinyimagenet32", "train", root).images == 7)   # read from the cache
+    assert torch.all(data.load("tinyimagenet32", "train", root).images == 7)   # read from the cache
 
 
 def test_load_folder_imagefolder_and_missing(tmp_path):
     save_png_tree(tmp_path / "iNaturalist", rand_images(3, 48, 40), sub="images")
-    ds = D.load_folder("inaturalist", tmp_path)
+    ds = data.load_folder("inaturalist", tmp_path)
     assert len(ds) == 3 and ds[0][0].size == (40, 48)                      # full resolution
-    with pytest.raises(D.DataMissingError, match=r"imagenet/val.*image-net.org"):
-        D.load_folder("imagenet", tmp_path)
-    with pytest.raises(D.DataMissingError, match=r"SUN\.tar\.gz.*huangrui/imagenet_ood_dataset/SUN\.tar\.gz"):
-        D.load_folder("sun", tmp_path)
+    with pytest.raises(data.DataMissingError, match=r"imagenet/val.*image-net.org"):
+        data.load_folder("imagenet", tmp_path)
+    with pytest.raises(data.DataMissingError, match=r"SUN\.tar\.gz.*huangrui/imagenet_ood_dataset/SUN\.tar\.gz"):
+        data.load_folder("sun", tmp_path)
 
 
 def test_lsun_c_as_stored_for_the_energy_protocol_and_cropped_by_default(tmp_path):

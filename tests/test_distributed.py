@@ -69,19 +69,19 @@ def _free_port() -> int:
 
 def _worker(rank: int, world: int, port: int, run_dir: str, cfg_kw: dict, kill_rank_at_epoch: int | None):
     """One rank: the environment torchrun would set, then ood.train.train."""
-    import ood.train as T
+    from ood import train as training
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     if kill_rank_at_epoch is not None and rank == 1:   # a rank dies at the start of that epoch (after a checkpoint)
-        real = T._epoch_generator
+        real = training._epoch_generator
 
         def dying(seed, epoch):
             if epoch == kill_rank_at_epoch:
                 os._exit(17)
             return real(seed, epoch)
-        T._epoch_generator = dying
+        training._epoch_generator = dying
     try:
         train(_cfg(**cfg_kw), SPEC, _data(), run_dir, aux=_data(256, seed=1, labelled=False), device="cpu",
               progress=False)
@@ -189,7 +189,6 @@ def test_torchrun_command_trains_greg_and_leaves_one_checkpoint_per_seed(pipelin
 def _eval_worker(rank: int, world: int, port: int, out: str):
     import numpy as np
 
-    from ood.evaluate import evaluate
     from ood.train import load_model
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
@@ -246,7 +245,7 @@ def test_a_profile_with_distributed_trains_its_stage_through_torchrun(tmp_path, 
 
     import yaml
 
-    from ood import config as C
+    from ood import config
     from ood import pipeline
 
     root = Path(__file__).resolve().parents[1]
@@ -256,7 +255,7 @@ def test_a_profile_with_distributed_trains_its_stage_through_torchrun(tmp_path, 
     block = yaml.safe_load(prof.read_text())
     block["synthetic"]["distributed"] = {"nproc_per_node": 2}
     prof.write_text(yaml.safe_dump(block))
-    params = C.load_params(tmp_path / "params.yaml")
+    params = config.load_params(tmp_path / "params.yaml")
     assert pipeline.distributed_procs(params, "synthetic") == 2
     cfg, hist = pipeline.train_method(params, "ce", "synthetic", device="cpu", run_dir=tmp_path / "run", seeds=[0],
                                       epochs=1, steps_per_epoch=2, progress=False)
@@ -266,8 +265,8 @@ def test_a_profile_with_distributed_trains_its_stage_through_torchrun(tmp_path, 
     assert "ce seed 0: 1 epochs" in capsys.readouterr().out
     block["synthetic"]["distributed"] = {"nproc_per_node": 0}
     prof.write_text(yaml.safe_dump(block))
-    with pytest.raises(C.ParamError, match="distributed.nproc_per_node"):
-        pipeline.train_method(C.load_params(tmp_path / "params.yaml"), "ce", "synthetic", device="cpu",
+    with pytest.raises(config.ParamError, match="distributed.nproc_per_node"):
+        pipeline.train_method(config.load_params(tmp_path / "params.yaml"), "ce", "synthetic", device="cpu",
                               run_dir=tmp_path / "x", seeds=[0])
 
 

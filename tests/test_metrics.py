@@ -1,4 +1,5 @@
 """OOD metrics on hand-computed cases (higher score = more ID; FPR95 and AUPR-In with ID positive)."""
+import math
 import subprocess
 import sys
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ood import metrics as M
-from ood.metrics import aupr_in, aupr_out, auroc, fpr_at_tpr, summarize
+from ood import metrics
+from ood.metrics import aupr_in, aupr_out, auroc, fpr_at_tpr, summarize, tpr_threshold
 
 
 def test_perfect_separation():
@@ -73,6 +74,18 @@ def test_threshold_count_is_exact_at_integer_tpr_times_n():
     assert fpr_at_tpr(s_id, [4.5, 5.0], tpr=1.0) == 100.0    # threshold 0
 
 
+@pytest.mark.parametrize("n_id", [20, 99, 100, 1000])
+def test_tpr_threshold_is_the_fpr95_operating_point(n_id):
+    rng = np.random.default_rng(n_id)
+    sid, sood = rng.normal(1, 1, n_id), rng.normal(0, 1, 300)
+    t = tpr_threshold(sid, 0.95)
+    # by hand: the ceil(0.95 n)-th largest ID score keeps at least 95% of ID; FPR95 = % of OOD at or above it
+    t_hand = np.sort(sid)[::-1][math.ceil(0.95 * n_id) - 1]
+    assert t == t_hand and np.mean(sid >= t) >= 0.95
+    assert fpr_at_tpr(sid, sood, 0.95) == pytest.approx(100 * np.count_nonzero(sood >= t_hand) / len(sood))
+    assert tpr_threshold([3.0, 1.0, 2.0, 0.0], 0.5) == 2.0  # ceil(0.5 * 4) = 2nd largest
+
+
 def test_aupr_in_and_out_are_not_swapped():
     # ID = [3, 1], OOD = [2, 0, -1, -2, -3, -4] (6 OOD, 2 ID).
     # AUPR-In: ranking 3 I, 2 O, 1 I, ... -> precision at the ID hits 1/1, 2/3 -> AP = (1 + 2/3) / 2 = 5/6.
@@ -122,14 +135,14 @@ def test_auroc_and_aupr_equal_scikit_learn_with_ties_and_imbalance(seed):
     s_ood = rng.integers(0, levels, n_ood) / 7
     y = np.r_[np.ones(n_id), np.zeros(n_ood)]
     s = np.r_[s_id, s_ood]
-    assert M.auroc(s_id, s_ood) == pytest.approx(100 * roc_auc_score(y, s), abs=1e-9)
-    assert M.aupr_in(s_id, s_ood) == pytest.approx(100 * average_precision_score(y, s), abs=1e-9)
-    assert M.aupr_out(s_id, s_ood) == pytest.approx(100 * average_precision_score(1 - y, -s), abs=1e-9)
+    assert metrics.auroc(s_id, s_ood) == pytest.approx(100 * roc_auc_score(y, s), abs=1e-9)
+    assert metrics.aupr_in(s_id, s_ood) == pytest.approx(100 * average_precision_score(y, s), abs=1e-9)
+    assert metrics.aupr_out(s_id, s_ood) == pytest.approx(100 * average_precision_score(1 - y, -s), abs=1e-9)
 
 
 def test_scoring_and_plotting_do_not_import_scikit_learn():
     """scikit-learn and SciPy cost about 1.5 s of import in every evaluate stage; only the tests use them."""
-    code = ("import sys, numpy as np\nfrom ood import evaluate, explain, metrics, plots\n"
+    code = ("import sys, numpy as np\nfrom ood import analysis, evaluate, illustrations, metrics, plots, tour\n"
             "metrics.summarize(np.arange(5.0), np.arange(3.0)); metrics.roc_curve([1.0, 2.0], [0.5])\n"
             "assert 'sklearn' not in sys.modules and 'scipy.stats' not in sys.modules, 'sklearn imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
@@ -142,7 +155,7 @@ def test_roc_curve_points_equal_scikit_learn(seed):
     rng = np.random.default_rng(seed)
     s_id = rng.integers(0, 12 if seed % 2 else 10**6, 150) / 3.0 + 0.2
     s_ood = rng.integers(0, 12 if seed % 2 else 10**6, 90) / 3.0
-    fpr, tpr, thr = M.roc_curve(s_id, s_ood)
+    fpr, tpr, thr = metrics.roc_curve(s_id, s_ood)
     f2, t2, th2 = sk_roc(np.r_[np.ones(150), np.zeros(90)], np.r_[s_id, s_ood], drop_intermediate=False)
     np.testing.assert_allclose(fpr, f2, atol=1e-12)
     np.testing.assert_allclose(tpr, t2, atol=1e-12)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from ood import scorers as S
+from ood import scorers
 from ood.data import ArrayDataset
 from ood.evaluate import evaluate
 from ood.metrics import fpr_at_tpr
@@ -86,7 +86,7 @@ def test_vim_matches_the_paper_on_correlated_features(dim):
     assert np.abs(cov - np.diag(np.diag(cov))).max() > 0.5 * np.abs(np.diag(cov)).min()   # really non-diagonal
     assert evals[D - 1] - evals[D] > 1e-6 * evals[0]          # the principal space is well defined
 
-    vim = S.build_scorer("vim", dim=dim)
+    vim = scorers.build_scorer("vim", dim=dim)
     vim.fit_features(torch.from_numpy(train_h), torch.from_numpy(train_logits), torch.zeros(300, dtype=torch.long),
                      model)
     assert vim.principal_dim == D
@@ -142,7 +142,7 @@ def test_ash_b_matches_the_paper_by_hand_at_percentile_65():
     # (0-based, ascending) are above it; the code's count is 32 - round(20.8) = 11: both readings keep 11
     assert (K == 11).all()
     assert np.allclose(_ash_b_energy_topk(h, W, b, 65)[0], expected, rtol=1e-13)
-    ours = S.build_scorer("ash_b", percentile=65).score_features(torch.from_numpy(h), None, model)
+    ours = scorers.build_scorer("ash_b", percentile=65).score_features(torch.from_numpy(h), None, model)
     np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-12, atol=1e-12)
     # not vacuous: ASH-B differs from the plain energy score of the same features
     assert np.abs(_logsumexp(h @ W.T + b) - expected).min() > 1e-3
@@ -156,7 +156,7 @@ def test_ash_b_follows_the_codes_top_k_count_not_the_percentile_wording():
     by_percentile, K = _ash_b_energy_percentile(h, W, b, 90)
     by_code, k = _ash_b_energy_topk(h, W, b, 90)
     assert (K == 4).all() and k == 3
-    ours = S.build_scorer("ash_b", percentile=90).score_features(torch.from_numpy(h), None, model).numpy()
+    ours = scorers.build_scorer("ash_b", percentile=90).score_features(torch.from_numpy(h), None, model).numpy()
     np.testing.assert_allclose(ours, by_code, rtol=1e-12, atol=1e-12)
     assert np.abs(ours - by_percentile).max() > 1e-3
     # ties (a post-ReLU row with many exact zeros): the percentile reading keeps only the 2 positive values
@@ -164,7 +164,7 @@ def test_ash_b_follows_the_codes_top_k_count_not_the_percentile_wording():
     # entries, 9 of them zeros chosen by torch.topk among equal values, each set to s1 / 11
     row = torch.zeros(1, 32, dtype=torch.float64)
     row[0, 5], row[0, 17] = 2.0, 9.0
-    shaped = S.ash_b(row, 65)
+    shaped = scorers.ash_b(row, 65)
     assert int((shaped != 0).sum()) == 11
     assert shaped.sum().item() == pytest.approx(11.0, rel=1e-12)       # s1 preserved
     assert np.count_nonzero(row.numpy() > np.percentile(row.numpy(), 65)) == 2
@@ -192,7 +192,7 @@ _PCT_CASES = {
 def test_private_percentile_equals_numpy_linear(case, q):
     x = _PCT_CASES[case]
     expected = float(np.percentile(x, q, method="linear"))
-    got = S._percentile(torch.from_numpy(x), q)
+    got = scorers._percentile(torch.from_numpy(x), q)
     assert got == pytest.approx(expected, rel=1e-12, abs=1e-12)
     if q == 0.0:
         assert got == x.min()
@@ -203,8 +203,8 @@ def test_private_percentile_equals_numpy_linear(case, q):
 def test_private_percentile_interpolates_between_order_statistics():
     # [0, 10, 20, 40]: position q/100 * 3; q = 50 -> 1.5 -> 15; q = 90 -> 2.7 -> 20 + 0.7 * 20 = 34
     x = torch.tensor([40.0, 0.0, 20.0, 10.0], dtype=torch.float64)
-    assert S._percentile(x, 50) == pytest.approx(15.0, abs=1e-12)
-    assert S._percentile(x, 90) == pytest.approx(34.0, abs=1e-12)
+    assert scorers._percentile(x, 50) == pytest.approx(15.0, abs=1e-12)
+    assert scorers._percentile(x, 90) == pytest.approx(34.0, abs=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------

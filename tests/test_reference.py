@@ -6,24 +6,24 @@ import re
 import pandas as pd
 import pytest
 
-from ood import reference as R
+from ood import reference
 
 
 @pytest.fixture(scope="module")
 def ref():
-    return R.load_reference()
+    return reference.load_reference()
 
 
 # ---------------------------------------------------------------- the CSV itself
 
 
 def test_csv_loads_with_exact_columns_and_vocab(ref):
-    assert tuple(ref.columns) == R.COLUMNS
-    assert set(ref["benchmark"]) <= set(R.BENCHMARKS)
-    assert set(ref["metric"]) <= set(R.METRICS)
-    assert set(ref["confidence"]) <= set(R.CONFIDENCE)
+    assert tuple(ref.columns) == reference.COLUMNS
+    assert set(ref["benchmark"]) <= set(reference.BENCHMARKS)
+    assert set(ref["metric"]) <= set(reference.METRICS)
+    assert set(ref["confidence"]) <= set(reference.CONFIDENCE)
     for _, row in ref.iterrows():
-        allowed = set(R.OOD_SETS[row["benchmark"]]) | ({"none"} if row["metric"] == "id_accuracy" else set())
+        allowed = set(reference.OOD_SETS[row["benchmark"]]) | ({"none"} if row["metric"] == "id_accuracy" else set())
         assert row["ood_set"] in allowed, dict(row)
 
 
@@ -55,8 +55,8 @@ def test_paper_row_mapping_is_respected(ref):
     for tm, sc in expected.items():
         got = set(ref.loc[ref["train_method"] == tm, "scorer"])
         assert got <= {sc}, (tm, got)
-    assert R.PAPER_ROWS["energy score with fine-tune"] == ("energy_oe", "energy")
-    assert R.PAPER_ROWS["outlier exposure"] == ("oe", "msp")
+    assert reference.PAPER_ROWS["energy score with fine-tune"] == ("energy_oe", "energy")
+    assert reference.PAPER_ROWS["outlier exposure"] == ("oe", "msp")
 
 
 def _value(ref, **kw):
@@ -159,7 +159,7 @@ def _good_row(**kw):
 
 
 def test_load_reference_accepts_a_good_file(tmp_path):
-    df = R.load_reference(_write(tmp_path, pd.DataFrame([_good_row()])))
+    df = reference.load_reference(_write(tmp_path, pd.DataFrame([_good_row()])))
     assert df["value"].tolist() == [12.5]
 
 
@@ -183,32 +183,32 @@ def test_load_reference_accepts_a_good_file(tmp_path):
 )
 def test_load_reference_rejects_bad_rows(tmp_path, bad, msg):
     with pytest.raises(ValueError, match=msg):
-        R.load_reference(_write(tmp_path, pd.DataFrame([_good_row(**bad)])))
+        reference.load_reference(_write(tmp_path, pd.DataFrame([_good_row(**bad)])))
 
 
 def test_load_reference_rejects_wrong_columns(tmp_path):
     df = pd.DataFrame([_good_row()]).drop(columns=["note"])
     with pytest.raises(ValueError, match="columns"):
-        R.load_reference(_write(tmp_path, df))
+        reference.load_reference(_write(tmp_path, df))
 
 
 def test_placeholder_row_is_accepted(tmp_path):
     row = _good_row(value="", confidence="unverified", note="no table available yet")
-    df = R.load_reference(_write(tmp_path, pd.DataFrame([row])))
+    df = reference.load_reference(_write(tmp_path, pd.DataFrame([row])))
     assert math.isnan(df["value"].iloc[0])
 
 
 def test_reference_for_rejects_bad_benchmark_metric_and_column(ref):
     with pytest.raises(ValueError, match="benchmark"):
-        R.reference_for("cifar1000", ref=ref)
+        reference.reference_for("cifar1000", ref=ref)
     with pytest.raises(ValueError, match="metric"):
-        R.reference_for("cifar10", metric="accuracy", ref=ref)
+        reference.reference_for("cifar10", metric="accuracy", ref=ref)
     with pytest.raises(ValueError, match="filter column"):
-        R.reference_for("cifar10", ref=ref, colour="red")
+        reference.reference_for("cifar10", ref=ref, colour="red")
 
 
 def test_reference_for_filters(ref):
-    got = R.reference_for("cifar10", "fpr95", ref=ref, paper="energy", train_method=["oe", "energy_oe"])
+    got = reference.reference_for("cifar10", "fpr95", ref=ref, paper="energy", train_method=["oe", "energy_oe"])
     assert sorted(got["value"]) == [3.32, 8.53]
     assert set(got["benchmark"]) == {"cifar10"} and set(got["metric"]) == {"fpr95"}
 
@@ -243,7 +243,7 @@ def _hand_ours():
 
 
 def test_side_by_side_diff_and_not_run():
-    out = R.side_by_side(_hand_ours(), _hand_ref(), metric="fpr95")
+    out = reference.side_by_side(_hand_ours(), _hand_ref(), metric="fpr95")
     assert list(out.columns) == ["benchmark", "train_method", "scorer", "ood_set", "ours", "paper", "diff",
                                  "source", "confidence"]
     assert len(out) == 3  # the three fpr95 paper cells; our greg row has no paper number
@@ -252,13 +252,13 @@ def test_side_by_side_diff_and_not_run():
     assert by.loc["ce", "ours"] == pytest.approx(50.00)
     assert by.loc["ce", "diff"] == pytest.approx(50.00 - 51.04)
     assert by.loc["energy_oe", "diff"] == pytest.approx(4.32 - 3.32)
-    assert by.loc["oe", "ours"] == R.NOT_RUN
+    assert by.loc["oe", "ours"] == reference.NOT_RUN
     assert math.isnan(by.loc["oe", "diff"])
     assert by.loc["oe", "confidence"] == "secondary" and by.loc["oe", "source"] == "https://c"
 
 
 def test_side_by_side_other_metric_and_ours_only():
-    out = R.side_by_side(_hand_ours(), _hand_ref(), metric="auroc", include_ours_only=True)
+    out = reference.side_by_side(_hand_ours(), _hand_ref(), metric="auroc", include_ours_only=True)
     by = out.set_index("train_method")
     assert by.loc["ce", "diff"] == pytest.approx(91.5 - 90.0)
     assert math.isnan(by.loc["greg", "paper"]) and by.loc["greg", "ours"] == pytest.approx(98.0)
@@ -267,29 +267,29 @@ def test_side_by_side_other_metric_and_ours_only():
 
 def test_side_by_side_errors():
     with pytest.raises(ValueError, match="metric"):
-        R.side_by_side(_hand_ours(), _hand_ref(), metric="fpr90")
+        reference.side_by_side(_hand_ours(), _hand_ref(), metric="fpr90")
     dup = pd.concat([_hand_ref(), _hand_ref().iloc[[0]]], ignore_index=True)
     with pytest.raises(ValueError, match="several rows"):
-        R.side_by_side(_hand_ours(), dup)
+        reference.side_by_side(_hand_ours(), dup)
     with pytest.raises(ValueError, match="lacks columns"):
-        R.side_by_side(_hand_ours().drop(columns=["method"]), _hand_ref())
+        reference.side_by_side(_hand_ours().drop(columns=["method"]), _hand_ref())
 
 
 def test_side_by_side_with_the_real_table(ref):
-    paper = R.reference_for("cifar100", ref=ref, paper="energy")
+    paper = reference.reference_for("cifar100", ref=ref, paper="energy")
     ours = pd.DataFrame({"benchmark": ["cifar100"], "method": ["ce"], "scorer": ["energy"], "ood_set": ["average"],
                          "fpr95": [70.0]})
-    assert len(R.side_by_side(ours, paper)) == 0  # the Energy README's protocol is not ours: nothing is paired
-    out = R.side_by_side(ours, paper, protocol="energy-readme")  # asked for explicitly
+    assert len(reference.side_by_side(ours, paper)) == 0  # the Energy README's protocol is not ours: nothing is paired
+    out = reference.side_by_side(ours, paper, protocol="energy-readme")  # asked for explicitly
     assert len(out) == 6
-    assert (out["ours"] == R.NOT_RUN).sum() == 5
+    assert (out["ours"] == reference.NOT_RUN).sum() == 5
     row = out[out["scorer"] == "energy"].iloc[0]
     assert row["diff"] == pytest.approx(70.0 - 73.60)
 
 
 def test_to_markdown():
-    out = R.side_by_side(_hand_ours(), _hand_ref())
-    md = R.to_markdown(out)
+    out = reference.side_by_side(_hand_ours(), _hand_ref())
+    md = reference.to_markdown(out)
     lines = md.strip().splitlines()
     assert lines[0].startswith("| benchmark | train_method |")
     assert set(lines[1].replace("|", "").split()) == {"---"}
@@ -301,12 +301,12 @@ def test_to_markdown():
 
 
 def test_imagenet_subsets_nested_and_well_formed():
-    ten, twenty = R.load_imagenet_subset("imagenet10"), R.load_imagenet_subset("imagenet20")
+    ten, twenty = reference.load_imagenet_subset("imagenet10"), reference.load_imagenet_subset("imagenet20")
     assert len(ten) == len(set(ten)) == 10 and len(twenty) == len(set(twenty)) == 20
     assert all(re.fullmatch(r"n\d{8}", w) for w in twenty)
     assert twenty[:10] == ten  # the seeded-permutation rule makes the subsets nested, labels kept
     with pytest.raises(ValueError, match="subset"):
-        R.load_imagenet_subset("imagenet100")
+        reference.load_imagenet_subset("imagenet100")
 
 
 def test_side_by_side_pairs_ours_only_with_references_of_our_protocol():
@@ -320,27 +320,27 @@ def test_side_by_side_pairs_ours_only_with_references_of_our_protocol():
     ours = pd.DataFrame({"benchmark": ["cifar10"], "method": ["energy_oe"], "scorer": ["energy"],
                          "ood_set": ["average"], "fpr95": [12.0], "auroc": [90.0], "aupr_in": [90.0],
                          "aupr_out": [90.0]})
-    side = R.side_by_side(ours, ref)
+    side = reference.side_by_side(ours, ref)
     assert side["paper"].tolist() == [13.11] and side["diff"].round(2).tolist() == [-1.11]
     with pytest.raises(ValueError, match="several rows"):
-        R.side_by_side(ours, ref, protocol=None)
-    assert R.side_by_side(ours, ref, protocol="energy-readme")["paper"].tolist() == [3.32]
+        reference.side_by_side(ours, ref, protocol=None)
+    assert reference.side_by_side(ours, ref, protocol="energy-readme")["paper"].tolist() == [3.32]
     with pytest.raises(ValueError, match="protocol"):
-        R.side_by_side(ours, ref, protocol="mine")
+        reference.side_by_side(ours, ref, protocol="mine")
 
 
 def test_every_reference_row_names_its_protocol_and_profiles_see_only_ours():
     from ood import config
 
-    ref = R.load_reference()
-    assert set(ref["protocol"]) <= set(R.PROTOCOLS)
+    ref = reference.load_reference()
+    assert set(ref["protocol"]) <= set(reference.PROTOCOLS)
     assert set(ref.loc[ref.paper == "energy", "protocol"]) == {"energy-readme"}
     assert set(ref.loc[ref.paper == "greg", "protocol"]) == {"greg-detect"}
     params = config.load_params()
-    prof, proto, rows = R.for_profile(params, "synthetic")
-    assert prof == "cifar10" and proto == R.OUR_PROTOCOL and len(rows) > 0
-    assert set(rows["protocol"]) == {R.OUR_PROTOCOL} and set(rows["model"]) == {"wrn40_2"}
+    prof, proto, rows = reference.for_profile(params, "synthetic")
+    assert prof == "cifar10" and proto == reference.OUR_PROTOCOL and len(rows) > 0
+    assert set(rows["protocol"]) == {reference.OUR_PROTOCOL} and set(rows["model"]) == {"wrn40_2"}
     assert 13.11 in rows["value"].tolist() and 3.32 not in rows["value"].tolist()
     params["cifar10"]["evaluate"]["protocol"] = "energy-readme"  # a profile evaluated the Energy code's way
-    prof, proto, rows = R.for_profile(params, "cifar10")
+    prof, proto, rows = reference.for_profile(params, "cifar10")
     assert proto == "energy-readme" and 3.32 in rows["value"].tolist() and 13.11 not in rows["value"].tolist()

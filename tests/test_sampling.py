@@ -149,8 +149,6 @@ def _pool_like(seed: int, n: int = 384, d: int = 64, blobs: int = 24):
 
 def _inertia(x, labels, k):
     """Sum of squared distances to the member means (numpy, not the code under test)."""
-    import numpy as np
-
     xn, ln = x.numpy(), labels.numpy()
     return float(sum(((xn[ln == c] - xn[ln == c].mean(0)) ** 2).sum() for c in range(k) if (ln == c).any()))
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ood import scorers as S
+from ood import scorers
 from ood.metrics import auroc
 from ood.models import OODNet
 
@@ -69,38 +69,38 @@ def score(scorer, model, pen):
 
 def test_pure_functions_closed_form():
     logits = torch.tensor([[0.0, math.log(3.0)]])           # softmax = [1/4, 3/4]
-    assert S.msp(logits).item() == pytest.approx(0.75)
-    assert S.maxlogit(logits).item() == pytest.approx(math.log(3.0))
-    assert S.energy(logits).item() == pytest.approx(math.log(4.0))
-    assert S.energy(logits, T=2.0).item() == pytest.approx(2 * math.log(1 + math.sqrt(3.0)), rel=1e-6)
-    assert S.entropy(logits).item() == pytest.approx(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert scorers.msp(logits).item() == pytest.approx(0.75)
+    assert scorers.maxlogit(logits).item() == pytest.approx(math.log(3.0))
+    assert scorers.energy(logits).item() == pytest.approx(math.log(4.0))
+    assert scorers.energy(logits, T=2.0).item() == pytest.approx(2 * math.log(1 + math.sqrt(3.0)), rel=1e-6)
+    assert scorers.entropy(logits).item() == pytest.approx(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
     # uniform prediction: entropy score -log K (the lowest), msp 1/K
-    assert S.entropy(torch.zeros(1, 5)).item() == pytest.approx(-math.log(5))
-    assert S.msp(torch.zeros(1, 5)).item() == pytest.approx(0.2)
+    assert scorers.entropy(torch.zeros(1, 5)).item() == pytest.approx(-math.log(5))
+    assert scorers.msp(torch.zeros(1, 5)).item() == pytest.approx(0.2)
 
 
 def test_energy_shift_by_constant():
     g = torch.Generator().manual_seed(0)
     f = torch.randn(6, 4, generator=g)
     for c in (-3.0, 2.5):
-        assert torch.allclose(S.energy(f + c), S.energy(f) + c, atol=1e-5)
-        assert torch.allclose(S.msp(f + c), S.msp(f), atol=1e-6)          # softmax is shift invariant
-        assert torch.allclose(S.entropy(f + c), S.entropy(f), atol=1e-5)
+        assert torch.allclose(scorers.energy(f + c), scorers.energy(f) + c, atol=1e-5)
+        assert torch.allclose(scorers.msp(f + c), scorers.msp(f), atol=1e-6)          # softmax is shift invariant
+        assert torch.allclose(scorers.entropy(f + c), scorers.entropy(f), atol=1e-5)
 
 
 def test_ash_shaping_by_hand():
     x = torch.tensor([[1.0, 4.0, 2.0, 3.0]])
     # percentile 50: k = 4 - round(2) = 2 kept (the values 4 and 3); s1 = 10, s2 = 7
-    assert torch.equal(S.ash_p(x, 50), torch.tensor([[0.0, 4.0, 0.0, 3.0]]))
-    assert torch.equal(S.ash_b(x, 50), torch.tensor([[0.0, 5.0, 0.0, 5.0]]))      # s1 / k = 10 / 2
-    assert torch.allclose(S.ash_s(x, 50), torch.tensor([[0.0, 4.0, 0.0, 3.0]]) * math.exp(10 / 7))
-    assert torch.equal(S.ash_p(x, 0), x)
-    assert torch.equal(S.ash_p(x, 100), torch.tensor([[0.0, 4.0, 0.0, 0.0]]))     # at least one kept
-    assert torch.equal(S.ash_b(x.clone(), 50).sum(1), x.sum(1))                     # sum-preserving
+    assert torch.equal(scorers.ash_p(x, 50), torch.tensor([[0.0, 4.0, 0.0, 3.0]]))
+    assert torch.equal(scorers.ash_b(x, 50), torch.tensor([[0.0, 5.0, 0.0, 5.0]]))      # s1 / k = 10 / 2
+    assert torch.allclose(scorers.ash_s(x, 50), torch.tensor([[0.0, 4.0, 0.0, 3.0]]) * math.exp(10 / 7))
+    assert torch.equal(scorers.ash_p(x, 0), x)
+    assert torch.equal(scorers.ash_p(x, 100), torch.tensor([[0.0, 4.0, 0.0, 0.0]]))     # at least one kept
+    assert torch.equal(scorers.ash_b(x.clone(), 50).sum(1), x.sum(1))                     # sum-preserving
     # rows independently, input untouched
     x2 = torch.tensor([[1.0, 4.0, 2.0, 3.0], [9.0, 0.0, 0.0, 1.0]])
     before = x2.clone()
-    assert torch.equal(S.ash_p(x2, 75), torch.tensor([[0.0, 4.0, 0.0, 0.0], [9.0, 0.0, 0.0, 0.0]]))
+    assert torch.equal(scorers.ash_p(x2, 75), torch.tensor([[0.0, 4.0, 0.0, 0.0], [9.0, 0.0, 0.0, 0.0]]))
     assert torch.equal(x2, before)
 
 
@@ -119,43 +119,43 @@ def random_net():
 
 def test_react_without_clipping_is_energy(random_net):
     model, train, test = random_net
-    react = fit(S.build_scorer("react", threshold=float("inf")), model, train)
-    assert torch.allclose(score(react, model, test), S.energy(model.head(test)).detach(), atol=1e-6)
+    react = fit(scorers.build_scorer("react", threshold=float("inf")), model, train)
+    assert torch.allclose(score(react, model, test), scorers.energy(model.head(test)).detach(), atol=1e-6)
 
 
 def test_react_clips_at_the_train_percentile(random_net):
     model, train, test = random_net
-    react = fit(S.build_scorer("react", percentile=70), model, train)
+    react = fit(scorers.build_scorer("react", percentile=70), model, train)
     assert react.threshold == pytest.approx(np.percentile(train.numpy().ravel(), 70), rel=1e-6)
-    expected = S.energy(model.head(test.clamp(max=react.threshold))).detach()
+    expected = scorers.energy(model.head(test.clamp(max=react.threshold))).detach()
     assert torch.allclose(score(react, model, test), expected, atol=1e-6)
     # by hand: W = I, no bias, c = 2: h = [1, 5] -> logits [1, 2] -> log(e + e^2)
     eye = IdentityNet(torch.eye(2))
-    r = S.build_scorer("react", threshold=2.0)
+    r = scorers.build_scorer("react", threshold=2.0)
     assert score(r, eye, [[1.0, 5.0]]).item() == pytest.approx(math.log(math.e + math.e ** 2), rel=1e-6)
 
 
 def test_ash_p_at_percentile_zero_is_energy(random_net):
     model, _, test = random_net
-    ash = S.build_scorer("ash_p", percentile=0)
-    assert torch.allclose(score(ash, model, test), S.energy(model.head(test)).detach(), atol=1e-6)
+    ash = scorers.build_scorer("ash_p", percentile=0)
+    assert torch.allclose(score(ash, model, test), scorers.energy(model.head(test)).detach(), atol=1e-6)
     # ASH-S at 0 keeps everything but scales by exp(s1/s2) = e
-    ash_s = S.build_scorer("ash_s", percentile=0)
-    assert torch.allclose(score(ash_s, model, test), S.energy(model.head(math.e * test)).detach(), atol=1e-5)
+    ash_s = scorers.build_scorer("ash_s", percentile=0)
+    assert torch.allclose(score(ash_s, model, test), scorers.energy(model.head(math.e * test)).detach(), atol=1e-5)
 
 
 def test_dice_keeping_every_weight_is_energy(random_net):
     model, train, test = random_net
-    dice = fit(S.build_scorer("dice", percentile=0), model, train)
+    dice = fit(scorers.build_scorer("dice", percentile=0), model, train)
     assert bool(dice.mask.all())
-    assert torch.allclose(score(dice, model, test), S.energy(model.head(test)).detach(), atol=1e-5)
+    assert torch.allclose(score(dice, model, test), scorers.energy(model.head(test)).detach(), atol=1e-5)
 
 
 def test_dice_mask_by_hand():
     # W = [[1, 2], [3, 4]], mean ID activation [1, 1] -> contributions = W; the 50th percentile of
     # {1, 2, 3, 4} is 2.5, so the weights 3 and 4 are kept: masked W = [[0, 0], [3, 4]]; bias kept.
     model = IdentityNet([[1.0, 2.0], [3.0, 4.0]], bias=[0.5, -0.5])
-    dice = fit(S.build_scorer("dice", percentile=50), model, [[0.0, 2.0], [2.0, 0.0]])
+    dice = fit(scorers.build_scorer("dice", percentile=50), model, [[0.0, 2.0], [2.0, 0.0]])
     assert dice.mask.tolist() == [[False, False], [True, True]]
     h = [[1.0, 2.0]]                                     # masked logits: [0 + 0.5, 3 + 8 - 0.5]
     assert score(dice, model, h).item() == pytest.approx(math.log(math.exp(0.5) + math.exp(10.5)), rel=1e-6)
@@ -168,9 +168,9 @@ def test_dice_mask_by_hand():
 def test_knn_by_hand():
     model = IdentityNet(torch.eye(2))
     train = [[1.0, 0.0], [0.0, 3.0], [-2.0, 0.0]]         # normalized: e1, e2, -e1
-    k1 = fit(S.build_scorer("knn", k=1), model, train)
-    k2 = fit(S.build_scorer("knn", k=2), model, train)
-    k3 = fit(S.build_scorer("knn", k=3), model, train)
+    k1 = fit(scorers.build_scorer("knn", k=1), model, train)
+    k2 = fit(scorers.build_scorer("knn", k=2), model, train)
+    k3 = fit(scorers.build_scorer("knn", k=3), model, train)
     q = [[5.0, 0.0], [0.0, -1.0]]
     assert score(k1, model, q).tolist() == pytest.approx([0.0, -math.sqrt(2)], abs=1e-6)
     assert score(k2, model, q).tolist() == pytest.approx([-math.sqrt(2), -math.sqrt(2)], abs=1e-6)
@@ -181,20 +181,20 @@ def test_knn_scale_invariance_and_chunking_match_brute_force():
     g = torch.Generator().manual_seed(2)
     model = IdentityNet(torch.randn(3, 5, generator=g))
     train, test = torch.rand(300, 5, generator=g), torch.rand(70, 5, generator=g)
-    knn = fit(S.build_scorer("knn", k=7), model, train)
+    knn = fit(scorers.build_scorer("knn", k=7), model, train)
     knn.query_chunk, knn.bank_chunk = 16, 50           # force several chunks of both
     s = score(knn, model, test)
     zt, zq = F.normalize(train, dim=1), F.normalize(test, dim=1)
     brute = -torch.cdist(zq, zt).sort(dim=1).values[:, 6]
     assert torch.allclose(s, brute, atol=1e-5)
-    scaled = fit(S.build_scorer("knn", k=7), model, 13.0 * train)
+    scaled = fit(scorers.build_scorer("knn", k=7), model, 13.0 * train)
     assert torch.allclose(score(scaled, model, 0.01 * test), s, atol=1e-5)
 
 
 def test_knn_k_larger_than_train_set():
     model = IdentityNet(torch.eye(2))
     with pytest.raises(ValueError, match="k.*only 3 ID-train"):
-        fit(S.build_scorer("knn", k=4), model, torch.rand(3, 2))
+        fit(scorers.build_scorer("knn", k=4), model, torch.rand(3, 2))
 
 
 def test_mahalanobis_by_hand():
@@ -205,7 +205,7 @@ def test_mahalanobis_by_hand():
     pen = torch.cat([sq, sq + 10.0])
     labels = torch.tensor([0] * 4 + [1] * 4)
     model = IdentityNet(torch.eye(2))
-    maha = S.build_scorer("mahalanobis").fit_features(pen, model.head(pen).detach(), labels, model)
+    maha = scorers.build_scorer("mahalanobis").fit_features(pen, model.head(pen).detach(), labels, model)
     assert torch.allclose(maha.precision, torch.eye(2, dtype=torch.float64))
     assert score(maha, model, [[1.0, 3.0], [11.0, 11.0]]).tolist() == pytest.approx([-4.0, 0.0], abs=1e-9)
 
@@ -218,7 +218,7 @@ def test_mahalanobis_two_gaussians_matches_numpy_and_ranks_far_point_lowest():
     pen = torch.tensor(np.vstack([a, b]), dtype=torch.float32)
     labels = torch.tensor([0] * 200 + [1] * 200)
     model = IdentityNet(torch.eye(2))
-    maha = S.build_scorer("mahalanobis").fit_features(pen, model.head(pen).detach(), labels, model)
+    maha = scorers.build_scorer("mahalanobis").fit_features(pen, model.head(pen).detach(), labels, model)
     q = np.array([[0.1, -0.2], [8.0, 7.5], [4.0, 4.0], [30.0, -30.0]])
     # independent computation: class means, pooled within-class covariance (divide by N), inverse
     x = pen.double().numpy()
@@ -241,7 +241,7 @@ def test_vim_alpha_and_residual_by_hand():
     model = IdentityNet([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], bias=[1.0, -1.0])
     o = torch.tensor([-1.0, 1.0, 0.0])
     x = torch.tensor([[3.0, 0, 0], [-3.0, 0, 0], [0, 2.0, 0], [0, -2.0, 0], [0, 0, 1.0], [0, 0, -1.0]])
-    vim = fit(S.build_scorer("vim", dim=2), model, o + x)
+    vim = fit(scorers.build_scorer("vim", dim=2), model, o + x)
     assert vim.origin.tolist() == pytest.approx(o.tolist(), abs=1e-6)
     assert vim.alpha == pytest.approx(2.5, rel=1e-6)
     q = o + torch.tensor([[1.0, 1.0, 2.0]])
@@ -250,11 +250,11 @@ def test_vim_alpha_and_residual_by_hand():
 
 
 def test_vim_dimension_rule_and_errors():
-    assert [S.ViM.default_dim(d) for d in (4096, 2048, 1024, 768, 512, 342, 128)] == [1000, 1000, 512, 512, 256,
+    assert [scorers.ViM.default_dim(d) for d in (4096, 2048, 1024, 768, 512, 342, 128)] == [1000, 1000, 512, 512, 256,
                                                                                      171, 64]
     model = IdentityNet(torch.eye(3))
     with pytest.raises(ValueError, match="dim.*feature dimension 3"):
-        fit(S.build_scorer("vim", dim=3), model, torch.rand(10, 3))
+        fit(scorers.build_scorer("vim", dim=3), model, torch.rand(10, 3))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ def test_gradnorm_closed_form_equals_autograd(T):
     g = torch.Generator().manual_seed(3)
     model = IdentityNet(torch.randn(4, 5, generator=g), torch.randn(4, generator=g))
     h = torch.rand(6, 5, generator=g) * 2
-    fast = score(S.build_scorer("gradnorm", T=T), model, h)
+    fast = score(scorers.build_scorer("gradnorm", T=T), model, h)
     slow, code = [], []
     for hi in h:                                           # per sample, as the original (batch size 1)
         logits = model.fc(hi[None]) / T
@@ -284,12 +284,12 @@ def test_odin_with_zero_eps_is_temperature_msp():
     g = torch.Generator().manual_seed(4)
     model = IdentityNet(torch.randn(3, 4, generator=g), torch.randn(3, generator=g))
     x = torch.rand(5, 4, generator=g)
-    odin = S.build_scorer("odin", T=10.0, eps=0.0)
+    odin = scorers.build_scorer("odin", T=10.0, eps=0.0)
     expected = torch.softmax(model.head(x) / 10.0, 1).amax(1).detach()
     assert torch.allclose(odin.score(model, img(x)), expected, atol=1e-6)
     assert torch.allclose(odin.score_features(x, model.head(x).detach()), expected, atol=1e-6)
     with pytest.raises(RuntimeError, match="needs the network"):
-        S.build_scorer("odin").score_features(x, model.head(x).detach())
+        scorers.build_scorer("odin").score_features(x, model.head(x).detach())
 
 
 def test_odin_perturbation_matches_the_normalized_space_step_of_the_original():
@@ -307,10 +307,10 @@ def test_odin_perturbation_matches_the_normalized_space_step_of_the_original():
     sign = (torch.ge(gn, 0).float() - 0.5) * 2 / torch.tensor(std).view(1, -1, 1, 1)
     xn_t = xn.detach() - eps * sign
     expected = torch.softmax(model.head(model.pool(model.body(xn_t))) / T, 1).amax(1).detach()
-    got = S.build_scorer("odin", T=T, eps=eps).score(model, x)
+    got = scorers.build_scorer("odin", T=T, eps=eps).score(model, x)
     assert torch.allclose(got, expected, atol=1e-7, rtol=1e-5)
     # the step raises the tempered confidence of the predicted class (it lowers its cross-entropy)
-    assert bool((got > S.build_scorer("odin", T=T, eps=0.0).score(model, x)).all())
+    assert bool((got > scorers.build_scorer("odin", T=T, eps=0.0).score(model, x)).all())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,10 +342,10 @@ def blobs_model():
     return model, loader, img(x_id), img(x_far)
 
 
-@pytest.mark.parametrize("name", list(S.SCORERS))
+@pytest.mark.parametrize("name", list(scorers.SCORERS))
 def test_higher_means_id(blobs_model, name):
     model, loader, x_id, x_far = blobs_model
-    scorer = S.build_scorer(name).fit(model, loader)
+    scorer = scorers.build_scorer(name).fit(model, loader)
     s_id, s_far = scorer.score(model, x_id), scorer.score(model, x_far)
     assert s_id.shape == (100,) and s_far.shape == (100,)
     assert bool(torch.isfinite(s_id).all() and torch.isfinite(s_far).all())
@@ -359,51 +359,51 @@ def test_higher_means_id(blobs_model, name):
 def test_extract_and_conveniences_match_cached_path(blobs_model):
     model, loader, x_id, _ = blobs_model
     model.train()
-    pen, logits, labels = S.extract(model, loader)
+    pen, logits, labels = scorers.extract(model, loader)
     assert model.training                                  # the flag is restored
     model.eval()
     assert pen.shape == (400, 16) and logits.shape == (400, 2) and labels.shape == (400,)
     assert torch.allclose(logits, model(torch.cat([x for x, _ in loader])).detach(), atol=1e-5)
     assert not pen.requires_grad
-    a = S.build_scorer("vim").fit(model, loader)
-    b = S.build_scorer("vim").fit_features(pen, logits, labels, model)
+    a = scorers.build_scorer("vim").fit(model, loader)
+    b = scorers.build_scorer("vim").fit_features(pen, logits, labels, model)
     p_id = model.pool(model.features(x_id)).detach()
     assert torch.allclose(a.score(model, x_id), b.score_features(p_id, model.head(p_id).detach(), model), atol=1e-5)
     with pytest.raises(ValueError, match="no batches"):
-        S.extract(model, [])
+        scorers.extract(model, [])
 
 
 def test_unfitted_scorer_raises():
     model = IdentityNet(torch.eye(2))
     with pytest.raises(RuntimeError, match="not fitted"):
-        score(S.build_scorer("mahalanobis"), model, [[0.0, 1.0]])
+        score(scorers.build_scorer("mahalanobis"), model, [[0.0, 1.0]])
 
 
 def test_registry_and_defaults():
-    assert set(S.SCORERS) == set(S.DEFAULTS) == {
+    assert set(scorers.SCORERS) == set(scorers.DEFAULTS) == {
         "msp", "maxlogit", "energy", "entropy", "odin", "mahalanobis", "knn", "react", "ash_p", "ash_b", "ash_s",
         "dice", "gradnorm", "vim"}
-    for name, cls in S.SCORERS.items():
-        sc = S.build_scorer(name)
+    for name, cls in scorers.SCORERS.items():
+        sc = scorers.build_scorer(name)
         assert isinstance(sc, cls) and sc.name == name
-        assert sc.params == S.DEFAULTS[name]
+        assert sc.params == scorers.DEFAULTS[name]
         assert sc.needs_network == (name == "odin")
-    assert S.DEFAULTS["odin"] == {"T": 1000.0, "eps": 0.0014}
-    assert S.DEFAULTS["knn"]["k"] == 50 and S.DEFAULTS["react"]["percentile"] == 90
+    assert scorers.DEFAULTS["odin"] == {"T": 1000.0, "eps": 0.0014}
+    assert scorers.DEFAULTS["knn"]["k"] == 50 and scorers.DEFAULTS["react"]["percentile"] == 90
 
 
 def test_unknown_names_params_and_bad_values_raise():
     with pytest.raises(ValueError, match="unknown scorer 'foo'; allowed: msp, maxlogit"):
-        S.build_scorer("foo")
+        scorers.build_scorer("foo")
     with pytest.raises(ValueError, match="unknown parameter 'temperature' for scorer 'energy'; allowed: T"):
-        S.build_scorer("energy", temperature=2.0)
+        scorers.build_scorer("energy", temperature=2.0)
     with pytest.raises(ValueError, match="allowed: \\(none\\)"):
-        S.build_scorer("msp", T=1.0)
+        scorers.build_scorer("msp", T=1.0)
     for name, params in [("energy", {"T": 0}), ("knn", {"k": 0}), ("knn", {"k": 2.5}), ("react", {"percentile": 101}),
                          ("ash_b", {"percentile": 100}), ("dice", {"percentile": -1}), ("odin", {"eps": -0.1}),
                          ("vim", {"dim": -1}), ("gradnorm", {"T": float("nan")}), ("knn", {"k": True})]:
         with pytest.raises(ValueError, match=f"invalid value .* for parameter '{next(iter(params))}'"):
-            S.build_scorer(name, **params)
+            scorers.build_scorer(name, **params)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -414,8 +414,8 @@ def test_every_scorer_runs_on_cuda_and_matches_cpu(blobs_model):
     cuda_model.load_state_dict(model.state_dict())
     cuda_model.eval()
     cuda_loader = [(a.cuda(), b.cuda()) for a, b in loader]
-    for name in S.SCORERS:
-        cpu = S.build_scorer(name).fit(model, loader).score(model, x)
-        gpu = S.build_scorer(name).fit(cuda_model, cuda_loader).score(cuda_model, x.cuda())
+    for name in scorers.SCORERS:
+        cpu = scorers.build_scorer(name).fit(model, loader).score(model, x)
+        gpu = scorers.build_scorer(name).fit(cuda_model, cuda_loader).score(cuda_model, x.cuda())
         assert gpu.device.type == "cuda", name
         assert torch.allclose(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3), name

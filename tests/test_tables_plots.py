@@ -1,9 +1,11 @@
 """Tables and figure helpers: content (rows, captions, axes, labels), not pixels."""
 import json
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_rgb
 
 from ood import plots, tables
 from ood.data import ArrayDataset
@@ -133,3 +135,90 @@ def test_compare_calls_a_difference_only_beyond_the_summed_spread(tmp_path):
     assert "**Claim: claim one.**" in md and "21.00 ± 1.00" in md and "no clear difference" in md
     r = tables.ranked_sets(agg, "ce")
     assert list(r.index) == ["a"] and r.loc["a", "mean"] == 50.0
+
+
+def _line_props(ax):
+    return [(list(l.get_xdata()), list(l.get_ydata()), l.get_color(), l.get_linestyle(), l.get_linewidth(), l.get_marker(),
+             l.get_label()) for l in ax.get_lines()]
+
+
+def test_roc_panel_draws_the_roc_points_of_ood_metrics():
+    from ood.metrics import roc_curve
+
+    # by hand: ID 3, 2, 1 and OOD 2.5, 0 ranked 3 I, 2.5 O, 2 I, 1 I, 0 O; after (0, 0) one point per score
+    fig, ax = plt.subplots()
+    curves = plots.roc_panel(ax, [3.0, 2.0, 1.0], {"a": [2.5, 0.0]})
+    fpr, tpr = [0, 0, 0.5, 0.5, 0.5, 1], [0, 1 / 3, 1 / 3, 2 / 3, 1, 1]
+    curve, dot, tpr_line, diagonal = ax.get_lines()
+    assert curve.get_label() == "a"
+    np.testing.assert_allclose(curve.get_xdata(), fpr)
+    np.testing.assert_allclose(curve.get_ydata(), tpr)
+    np.testing.assert_allclose(curves["a"], (fpr, tpr))
+    # the dot: the first point reaching TPR 95% (1.0 at FPR 0.5), in the curve's colour; dotted TPR line; diagonal
+    assert (list(dot.get_xdata()), list(dot.get_ydata()), dot.get_marker()) == ([0.5], [0.95], "o")
+    assert dot.get_color() == curve.get_color()
+    assert tpr_line.get_linestyle() == ":" and list(tpr_line.get_ydata()) == [0.95, 0.95]
+    assert list(diagonal.get_xdata()) == [0, 1] and list(diagonal.get_ydata()) == [0, 1]
+    plt.close(fig)
+
+    rng = np.random.default_rng(1)
+    sc = _scores(rng)
+    fig, ax = plt.subplots()
+    plots.roc_panel(ax, sc["energy/id"], {"a": sc["energy/a"], "b": sc["energy/b"]}, colors=("k", "tab:green"), tpr=None)
+    lines = ax.get_lines()
+    assert [l.get_label() for l in lines[:2]] == ["a", "b"] and [l.get_color() for l in lines[:2]] == ["k", "tab:green"]
+    assert len(lines) == 3 and all(l.get_marker() != "o" for l in lines)  # tpr=None: no dots, no TPR line
+    for line, name in zip(lines, ("a", "b")):
+        f, t, _ = roc_curve(sc["energy/id"], sc[f"energy/{name}"])
+        np.testing.assert_array_equal(line.get_xdata(), f)
+        np.testing.assert_array_equal(line.get_ydata(), t)
+    # the figures draw their axes with the panel: the same lines as a panel on a fresh axis
+    ref_fig, ref = plt.subplots()
+    plots.roc_panel(ref, sc["energy/id"], {"a": sc["energy/a"], "b": sc["energy/b"]})
+    assert _line_props(plots.roc_curves(sc, "energy", ["a", "b"]).axes[0]) == _line_props(ref)
+    ref_fig, ref = plt.subplots()
+    plots.roc_panel(ref, sc["energy/id"], {"a": sc["energy/a"], "b": sc["energy/b"]}, line_width=1.1, marker_size=3.5)
+    assert _line_props(plots.roc_grid({"ce": sc}, "energy", ["a", "b"]).axes[0]) == _line_props(ref)
+    plt.close("all")
+
+
+def test_histogram_panel_draws_density_histograms_and_the_fpr95_threshold():
+    from ood.metrics import tpr_threshold
+
+    rng = np.random.default_rng(2)
+    sc = _scores(rng)
+    sid, so = sc["energy/id"], sc["energy/a"]
+    fig, ax = plt.subplots()
+    edges, thr = plots.histogram_panel(ax, {"ID test": sid, "OOD": so})
+    lo, hi = np.percentile(np.concatenate([sid, so]), [0.5, 99.5])
+    np.testing.assert_array_equal(edges, np.linspace(lo, hi, 40))
+    assert thr == tpr_threshold(sid, 0.95)
+    assert [p.get_label() for p in ax.patches] == ["ID test", "OOD"]
+    assert [p.get_facecolor()[:3] for p in ax.patches] == [to_rgb("tab:blue"), to_rgb("tab:red")]
+    for patch, v in zip(ax.patches, (sid, so)):
+        density, _ = np.histogram(v, edges, density=True)
+        corners = patch.get_xy()
+        for i, d in enumerate(density):  # the step outline has the corners (left edge, height) and (right edge, height)
+            for x in (edges[i], edges[i + 1]):
+                assert np.isclose(corners, (x, d), rtol=0, atol=1e-12).all(axis=1).any(), (i, x, d)
+    (dashed,) = [l for l in ax.get_lines() if l.get_linestyle() == "--"]
+    assert dashed.get_xdata()[0] == thr
+    fig, ax = plt.subplots()
+    _, none = plots.histogram_panel(ax, {"ID test": sid, "OOD": so, "other": sc["energy/b"]}, colors=("k", "r", "g"),
+                                    bins=10, tpr=None)
+    assert none is None and not ax.get_lines() and len(ax.patches) == 3
+    # the figures draw their axes with the panel: the same outlines as a panel on a fresh axis
+    ref_fig, ref = plt.subplots()
+    plots.histogram_panel(ref, {"ID test": sid, "a": so})
+    got = plots.score_histograms(sc, "energy", ["a", "b"]).axes[0]
+    assert len(got.patches) == len(ref.patches) == 2
+    assert all(np.array_equal(p.get_xy(), q.get_xy()) for p, q in zip(got.patches, ref.patches))
+    assert _line_props(got) == _line_props(ref)
+    ref_fig, ref = plt.subplots()
+    plots.histogram_panel(ref, {"ID test": sid, "OOD": so})
+    got = plots.score_histogram_grid({"ce": sc}, "energy", ["a", "b"]).axes[0]
+    assert len(got.patches) == len(ref.patches) == 2
+    assert all(np.array_equal(p.get_xy(), q.get_xy()) for p, q in zip(got.patches, ref.patches))
+    assert _line_props(got) == _line_props(ref)
+    plt.close("all")
+

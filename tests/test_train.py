@@ -128,21 +128,21 @@ def test_finetune_keeps_its_own_input_statistics_and_dropout(tmp_path):
 @pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
 def test_recipe_optimizer_is_the_named_one(tmp_path, monkeypatch, name, cls):
     """optimizer: adam is torch.optim.Adam with L2 weight decay (Greg-OOD's ImageNet runs), not AdamW."""
-    import ood.train as T
+    from ood import train as training
 
     made = []
-    real = T.make_optimizer
-    monkeypatch.setattr(T, "make_optimizer", lambda model, cfg: made.append(real(model, cfg)) or made[-1])
+    real = training.make_optimizer
+    monkeypatch.setattr(training, "make_optimizer", lambda model, cfg: made.append(real(model, cfg)) or made[-1])
     train(_cfg(epochs=1, optimizer=name, lr=1e-3, weight_decay=0.0), SPEC, _data(), tmp_path / name, progress=False)
     assert type(made[0]) is cls
 
 
 def test_steps_per_epoch_caps_the_epoch(tmp_path, monkeypatch):
-    import ood.train as T
+    from ood import train as training
 
     calls = []
-    real = T.train_step
-    monkeypatch.setattr(T, "train_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = training.train_step
+    monkeypatch.setattr(training, "train_step", lambda *a, **k: calls.append(1) or real(*a, **k))
     train(_cfg(epochs=2, batch_size=16), SPEC, _data(), tmp_path / "full", progress=False)
     assert len(calls) == 2 * (96 // 16)
     calls.clear()

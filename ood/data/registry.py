@@ -1,0 +1,321 @@
+"""The dataset registry: one ``DatasetInfo`` per set name (``DATASETS``), printed by ``describe(name)``.
+
+Every set the notebooks use is a registry entry (``DATASETS``, printed by ``describe(name)``): its role
+(``id``/``ood``/``aux``), where its files come from (original distribution URL), their checksums, where they
+go under the data root, how images are preprocessed, and what to cite.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Default sizes of the synthetic sets (``load(..., n=...)`` overrides) [ours: a CPU-sized CIFAR-like benchmark].
+SYNTHETIC_SIZES = {"train": 10000, "test": 2000, "backgrounds": 2000, "novel-objects": 2000, "textures": 2000,
+                   "noise": 2000, "aux": 10000}
+
+#: Places365 OOD set: 10,000 test images, the size of the KNN/energy codebases' subset [code: knn-ood README].
+PLACES365_N = 10000
+#: Seed of our documented sample of the Places365 test images when their list file is absent [ours].
+PLACES365_SAMPLE_SEED = 0
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One file of a dataset: its place under the data root, original URL, checksum and where those come from."""
+
+    path: str                    # relative to the data root
+    url: str | None              # original distribution URL (None: no public download)
+    checksum: str | None         # "md5:<hex>" or "sha256:<hex>"; None = unverified (existence/readability only)
+    source: str = ""             # where the URL and checksum were taken from
+    extract_to: str | None = None  # archives: folder (relative to the root) they are extracted into
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registry entry; ``describe(name)`` prints it."""
+
+    name: str
+    kind: str                          # id | ood | aux
+    title: str
+    splits: tuple[str, ...] | None     # None: a single set, the split argument is ignored
+    files: tuple[FileInfo, ...]        # what is downloaded (an archive, or the data files themselves)
+    preprocessing: str
+    citation: str
+    folders: tuple[str, ...] = ()      # image-folder sets: candidate folders under the root (first found is used)
+    transform: str = "as_is"           # image-folder sets: resize_crop | center_crop | as_is
+    size: dict = field(default_factory=dict)  # split -> number of images of the full set
+    notes: str = ""
+    resolution: str = "32"             # "32": load() gives an ArrayDataset; "full": load_folder() only
+    decode_size: int | None = None     # image-folder sets decoded at this size whatever image_size load() is given
+
+
+_TV = "torchvision 0.29 source (torchvision/datasets/{})"
+_C10 = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+_C100 = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+_CIFAR_CITE = "Krizhevsky, Learning Multiple Layers of Features from Tiny Images, tech. report, U. Toronto, 2009."
+_ODIN_CITE = ("Liang, Li, Srikant, Enhancing the Reliability of Out-of-distribution Image Detection in Neural "
+              "Networks (ODIN), ICLR 2018, who built the set")
+_MOS_CITE = ("Huang & Li, MOS: Towards Scaling Out-of-distribution Detection for Large Semantic Space, CVPR 2021 "
+             "(curated 10,000-image OOD subsets, concepts overlapping ImageNet-1k removed)")
+_MOS_URL = "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/"
+_MOS_SRC = "URL: knn-ood README; md5: detectors (edadaltocg) source, one codebase, not recomputed by us"
+
+_CIFAR10_FILES = (
+    ("data_batch_1", "c99cafc152244af753f735de768cd75f"), ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+    ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"), ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+    ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"), ("test_batch", "40351d587109b95175f43aff81a1287e"),
+    ("batches.meta", "5ff9c542aee3614f3951f8cda6e48888"),
+)
+_CIFAR100_FILES = (
+    ("train", "16019d7e3df5f24257cddd939b257f8d"), ("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),
+    ("meta", "7973b15100ade9c7d40fb424638fde48"),
+)
+
+
+def _synthetic_entry(name: str, set_name: str, kind: str, title: str, splits) -> DatasetInfo:
+    return DatasetInfo(
+        name=name, kind=kind, title=title, splits=splits, files=(),
+        preprocessing="none: generated at 32x32 by ood.synthetic.generate(set, n, seed); cached as "
+                      "<root>/synthetic/<set>-s<seed>-n<n>.npz",
+        citation="this project (ood/synthetic.py); no download",
+        size={s: SYNTHETIC_SIZES[s] for s in (splits or (set_name,))},
+    )
+
+
+#: LSUN-C's archive, read by two registry sets: ``lsun-c`` (centre 32x32, GReg) and ``lsun-c-36`` (as stored, Energy).
+_LSUN_C_FILES = (FileInfo("LSUN.tar.gz", "https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz?dl=1",
+                          "md5:458a0a0ab8e5f1cb4516d7400568e460",
+                          "URL: ODIN README (facebookresearch/odin); md5: pytorch-ood and detectors (edadaltocg) source, "
+                          "not recomputed by us", extract_to=""),)
+
+DATASETS: dict[str, DatasetInfo] = {}
+
+
+def _mos_entry(name: str, folder: str, checksum: str, citation: str) -> DatasetInfo:
+    """One of the ImageNet OOD subsets of Huang & Li 2021 (MOS): 10,000 images, ``<folder>.tar.gz`` from their page."""
+    return DatasetInfo(
+        name=name, kind="ood", title=f"{folder} OOD subset for ImageNet (10,000 images)", splits=None,
+        files=(FileInfo(f"{folder}.tar.gz", _MOS_URL + f"{folder}.tar.gz", checksum, _MOS_SRC, extract_to=""),),
+        folders=(folder,), resolution="full",
+        preprocessing="full resolution; load_folder with the ImageNet test transform",
+        citation=f"{citation}; " + _MOS_CITE, size={"test": 10000},
+    )
+
+
+def _register(*infos: DatasetInfo) -> None:
+    for info in infos:
+        DATASETS[info.name] = info
+
+
+_register(
+    _synthetic_entry("synthetic", "train", "id", "Synthetic benchmark, ID: 10 object classes on procedural backgrounds",
+                     ("train", "test")),
+    _synthetic_entry("synthetic-backgrounds", "backgrounds", "ood",
+                     "Synthetic OOD: the ID backgrounds with no object (shares the ID backgrounds)", None),
+    _synthetic_entry("synthetic-novel-objects", "novel-objects", "ood",
+                     "Synthetic OOD: unseen object shapes on the ID backgrounds", None),
+    _synthetic_entry("synthetic-textures", "textures", "ood", "Synthetic OOD: new textures (no ID background)", None),
+    _synthetic_entry("synthetic-noise", "noise", "ood", "Synthetic OOD: noise images", None),
+    _synthetic_entry("synthetic-aux", "aux", "aux",
+                     "Synthetic auxiliary outliers from disjoint generators (stands in for 300K random images)", None),
+    DatasetInfo(
+        name="cifar10", kind="id", title="CIFAR-10 (50,000 train / 10,000 test, 10 classes)", splits=("train", "test"),
+        files=(FileInfo("cifar-10-python.tar.gz", _C10, "md5:c58f30108f718f92721af3b95e74349a", _TV.format("cifar.py"),
+                        extract_to=""),)
+        + tuple(FileInfo(f"cifar-10-batches-py/{f}", None, f"md5:{h}", _TV.format("cifar.py")) for f, h in _CIFAR10_FILES),
+        preprocessing="none (32x32); read by torchvision.datasets.CIFAR10, which checks the md5 of all 7 files",
+        citation=_CIFAR_CITE, size={"train": 50000, "test": 10000},
+        notes="torchvision's integrity check needs all five training batches even for the test split.",
+    ),
+    DatasetInfo(
+        name="cifar100", kind="id", title="CIFAR-100 (50,000 train / 10,000 test, 100 fine classes); also near-OOD for CIFAR-10",
+        splits=("train", "test"),
+        files=(FileInfo("cifar-100-python.tar.gz", _C100, "md5:eb9058c3a382ffc7106e4002c42a8d85", _TV.format("cifar.py"),
+                        extract_to=""),)
+        + tuple(FileInfo(f"cifar-100-python/{f}", None, f"md5:{h}", _TV.format("cifar.py")) for f, h in _CIFAR100_FILES),
+        preprocessing="none (32x32); train: torchvision.datasets.CIFAR100; test: the standard pickle cifar-100-python/test "
+                      "read directly after its md5 check (needs only test + meta), fine labels",
+        citation=_CIFAR_CITE, size={"train": 50000, "test": 10000},
+    ),
+    DatasetInfo(
+        name="svhn", kind="ood", title="SVHN test set (26,032 digit crops)", splits=("test",),
+        files=(FileInfo("svhn/test_32x32.mat", "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+                        "md5:eb5a983be6a315427106f1b164d9cef3", _TV.format("svhn.py")),),
+        preprocessing="none (32x32), all 26,032 test images; read by torchvision.datasets.SVHN; labels set to -1",
+        citation="Netzer et al., Reading Digits in Natural Images with Unsupervised Feature Learning, NIPS Workshop 2011.",
+        size={"test": 26032},
+        notes="The energy/GReg code uses the whole test split (the KNN code a subset from select_svhn_data.py).",
+    ),
+    DatasetInfo(
+        name="textures", kind="ood", title="Textures (DTD), all 5,640 images of 47 categories", splits=("test",),
+        files=(FileInfo("dtd/dtd-r1.0.1.tar.gz", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
+                        "md5:fff73e5086ae6bdbea199a49dfb8a4c1", _TV.format("dtd.py"), extract_to="dtd"),),
+        folders=("dtd/dtd/images", "dtd/images"), transform="resize_crop",
+        preprocessing="resize the shorter side to 32 (bilinear, PIL) then center-crop 32x32, as trn.Resize(32), "
+                      "trn.CenterCrop(32) in the energy_ood and Greg-OOD test code",
+        citation="Cimpoi et al., Describing Textures in the Wild, CVPR 2014.", size={"test": 5640},
+        notes="Folder <root>/dtd/dtd/images (torchvision.datasets.DTD layout, used for download=True) or "
+              "<root>/dtd/images (the tarball extracted into the root, as in the energy/KNN code).",
+    ),
+    DatasetInfo(
+        name="dtd10", kind="ood", title="Textures (DTD, 10 categories), 1,200 images at 32x32", splits=("test",),
+        files=(FileInfo("dtd10-32.tar.xz", None,
+                        "sha256:6a05aff4ab4f882ec1119299c3ab37246f782db6d179bbde15650633026ff477",
+                        "../shared/data/dtd10-32.{tar.xz,sha256} beside the checkout", extract_to=""),),
+        folders=("dtd10-32",), transform="as_is",
+        preprocessing="none here: each image was resized so that its shorter side is 32 px (bilinear, antialiased) "
+                      "and centre-cropped to 32x32 before it was saved as PNG, as the Outlier Exposure code prepares "
+                      "Textures for CIFAR models",
+        citation="Cimpoi et al., Describing Textures in the Wild, CVPR 2014.", size={"test": 1200},
+        notes="A SUBSET of Textures: every image of the first 10 of DTD's 47 categories (banded ... crystalline, 120 "
+              "each), kept beside the project (../shared/data). Name it 'Textures (DTD, 10 categories)' wherever a "
+              "result uses it; its numbers are not the papers' Textures column (all 5,640 images).",
+    ),
+    DatasetInfo(
+        name="places365", kind="ood", title="Places365 test images, a 10,000-image subset", splits=("test",),
+        files=(FileInfo("places365/test_256.tar", "http://data.csail.mit.edu/places/places365/test_256.tar",
+                        "md5:f532f6ad7b582262a2ec8009075e186b", _TV.format("places365.py"), extract_to="places365"),),
+        folders=("places365",), transform="resize_crop",
+        preprocessing="resize the shorter side to 32 (bilinear, PIL) then center-crop 32x32 (energy_ood / Greg-OOD code)",
+        citation="Zhou et al., Places: A 10 Million Image Database for Scene Recognition, TPAMI 2017.",
+        size={"test": PLACES365_N},
+        notes="Which 10,000: if <root>/places365/places365_test_list.txt exists (the list of the KNN-OOD / CIDER code, "
+              "github.com/deeplearning-wisc/knn-ood), its images; else if the folder holds at most 10,000 images (the "
+              "codebases' test_subset folder), all of them; else our documented sample: the sorted image paths, "
+              f"numpy.random.default_rng({PLACES365_SAMPLE_SEED}).choice(N, 10000, replace=False), kept in sorted order. "
+              "The energy_ood code instead draws 2,000 images per evaluation from its places365 folder.",
+    ),
+    DatasetInfo(
+        name="lsun-c", kind="ood", title="LSUN-C (LSUN crop), 10,000 images of 36x36", splits=("test",),
+        files=_LSUN_C_FILES,
+        folders=("LSUN", "LSUN_C"), transform="center_crop",
+        preprocessing="center-crop 36x36 -> 32x32 (Greg-OOD code, trn.CenterCrop(32); the energy_ood code feeds 36x36)",
+        citation="Yu et al., LSUN, arXiv:1506.03365, 2015; " + _ODIN_CITE, size={"test": 10000},
+    ),
+    DatasetInfo(
+        name="lsun-c-36", kind="ood", title="LSUN-C (LSUN crop), 10,000 images as stored, 36x36", splits=("test",),
+        files=_LSUN_C_FILES,
+        folders=("LSUN", "LSUN_C"), transform="as_is", decode_size=36,
+        preprocessing="none: the 36x36 images as stored, as the energy_ood code feeds them (CIFAR/test.py:262-263, "
+                      "ToTensor + Normalize only); the networks pool globally, so 36 px is accepted",
+        citation="Yu et al., LSUN, arXiv:1506.03365, 2015; " + _ODIN_CITE, size={"test": 10000},
+        notes="The same files as lsun-c. Name it in a profile's benchmark.ood (e.g. {lsun-c: lsun-c-36}) with "
+              "evaluate.protocol energy-readme to put numbers beside the Energy README's; GReg's detect.py and the "
+              "default lsun-c crop the centre 32x32.",
+    ),
+    DatasetInfo(
+        name="lsun-r", kind="ood", title="LSUN-R (LSUN resize), 10,000 images of 32x32", splits=("test",),
+        files=(FileInfo("LSUN_resize.tar.gz", "https://www.dropbox.com/s/moqh2wh8696c3yl/LSUN_resize.tar.gz?dl=1",
+                        "md5:278b7b31c8cb7e804a1465a8ce03a2dc",
+                        "URL: ODIN README; md5: pytorch-ood and detectors (edadaltocg) source, not recomputed by us", extract_to=""),),
+        folders=("LSUN_resize", "LSUN_R"), transform="as_is",
+        preprocessing="none (already 32x32; any other size: shorter side to 32 + center crop)",
+        citation="Yu et al., LSUN, arXiv:1506.03365, 2015; " + _ODIN_CITE, size={"test": 10000},
+    ),
+    DatasetInfo(
+        name="isun", kind="ood", title="iSUN, 8,925 images of 32x32", splits=("test",),
+        files=(FileInfo("iSUN.tar.gz", "https://www.dropbox.com/s/ssz7qxfqae0cca5/iSUN.tar.gz?dl=1",
+                        "md5:be77b0f2c26fda898afac5f99645ee70",
+                        "URL: ODIN README; md5: detectors (edadaltocg) source, one codebase, not recomputed by us", extract_to=""),),
+        folders=("iSUN",), transform="as_is",
+        preprocessing="none (already 32x32; any other size: shorter side to 32 + center crop)",
+        citation="Xu et al., TurkerGaze: Crowdsourcing Saliency with Webcam based Eye Tracking, arXiv:1504.06755, 2015; "
+                 + _ODIN_CITE, size={"test": 8925},
+    ),
+    DatasetInfo(
+        name="300k-random", kind="aux", title="300K random images (Tiny Images subset, 300,000 x 32x32)", splits=("train",),
+        files=(FileInfo("300K_random_images.npy", "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy",
+                        "md5:64ca64357de98351f28454274a112dc3",
+                        "URL: outlier-exposure README (hendrycks); md5: pytorch-ood source, not recomputed by us"),),
+        preprocessing="none: the uint8 (300000, 32, 32, 3) array, memory-mapped (only the rows used are read)",
+        citation="Hendrycks, Mazeika, Dietterich, Deep Anomaly Detection with Outlier Exposure, ICLR 2019 "
+                 "(drawn from 80 Million Tiny Images, Torralba et al. 2008, since withdrawn by its authors).",
+        size={"train": 300000},
+        notes="The auxiliary outlier set of the Energy-OE and GReg CIFAR experiments. 80M Tiny Images was withdrawn "
+              "by its authors; tinyimagenet32 stands in where this file cannot be had.",
+    ),
+    DatasetInfo(
+        name="tinyimagenet32", kind="aux",
+        title="TinyImageNet-200 training images re-encoded at 32x32 (100,000; a stand-in auxiliary outlier pool)",
+        splits=("train",),
+        files=(FileInfo("tinyimagenet32-train.tar.xz", None,
+                        "sha256:78b12ee3c29de4a458749a014eb6cefea6b225bd9be339da742f03b9451dab02",
+                        "../shared/data/tinyimagenet32-train.{tar.xz,sha256} beside the checkout", extract_to=""),),
+        folders=("tinyimagenet32/train",), transform="as_is",
+        preprocessing="none (32x32 JPEG decoded once; cached as <root>/tinyimagenet32/train-uint8.npy); labels -1",
+        citation="Le & Yang, Tiny ImageNet Visual Recognition Challenge, CS231N, 2015 (images from ImageNet, "
+                 "Russakovsky et al., IJCV 2015).",
+        size={"train": 100000},
+        notes="NOT the official files: a re-encoded 32x32 JPEG copy kept beside the project (../shared/data), with no "
+              "public URL; some of its 200 classes overlap CIFAR's. It stands in for 300K random images / ImageNet-RC "
+              "where those cannot be downloaded: say so wherever a result uses it.",
+    ),
+    DatasetInfo(
+        name="imagenet", kind="id", title="ImageNet-1k (ILSVRC-2012), user-provided ImageFolder train/ and val/",
+        splits=("train", "val"),
+        files=(FileInfo("imagenet", "https://image-net.org/download.php (login; licence terms)", None,
+                        "not downloadable automatically"),),
+        folders=("imagenet",), resolution="full",
+        preprocessing="full resolution; load_folder(name, root, transform) with the caller's transform "
+                      "(e.g. Resize(256), CenterCrop(224))",
+        citation="Russakovsky et al., ImageNet Large Scale Visual Recognition Challenge, IJCV 2015.",
+        size={"train": 1281167, "val": 50000},
+        notes="Put (or symlink) the ImageFolder layout at <root>/imagenet/train/<wnid>/*.JPEG and "
+              "<root>/imagenet/val/<wnid>/*.JPEG.",
+    ),
+    _mos_entry("inaturalist", "iNaturalist", "md5:5be6ea8aa027d7b631916427b32cb335",
+               "Van Horn et al., The iNaturalist Species Classification and Detection Dataset, CVPR 2018"),
+    _mos_entry("sun", "SUN", "md5:8469c3ada62211477954ec1be53b12d0",
+               "Xiao et al., SUN Database: Large-scale Scene Recognition from Abbey to Zoo, CVPR 2010"),
+    _mos_entry("places", "Places", "md5:b5cb5eba2754ae2a28beea8718db699a", "Zhou et al., Places, TPAMI 2017"),
+    DatasetInfo(
+        name="imagenet-textures", kind="ood", title="Textures (DTD), all 5,640 images, full resolution (ImageNet profile)",
+        splits=None,
+        files=(FileInfo("dtd/dtd-r1.0.1.tar.gz", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
+                        "md5:fff73e5086ae6bdbea199a49dfb8a4c1", _TV.format("dtd.py"), extract_to="dtd"),),
+        folders=("dtd/dtd/images", "dtd/images"), resolution="full",
+        preprocessing="full resolution; load_folder with the ImageNet test transform",
+        citation="Cimpoi et al., Describing Textures in the Wild, CVPR 2014.", size={"test": 5640},
+    ),
+)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry entry of ``name``; ValueError naming the allowed names if there is none."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def describe(name: str, full: bool = False) -> str:
+    """One line (title; role; source files with checksums) or, with ``full``, every field of the entry."""
+    info = dataset_info(name)
+    if info.files:
+        f = info.files[0]
+        src = f"<root>/{f.path} from {f.url or f.source} ({f.checksum or 'checksum unverified'})"
+    else:
+        src = "generated by ood.synthetic, no download"
+    line = f"{info.title} [{info.kind}]; {src}"
+    if not full:
+        return line
+    rows = [f"{info.name}: {info.title}", f"  role: {info.kind}",
+            f"  splits: {', '.join(info.splits) if info.splits else 'one set (split ignored)'}"]
+    if info.size:
+        rows.append("  size: " + ", ".join(f"{k} {v:,}" for k, v in info.size.items()))
+    for f in info.files:
+        rows.append(f"  file: <root>/{f.path}  from {f.url or 'no public URL'}  "
+                    f"{f.checksum or 'checksum: unverified'}  [{f.source}]")
+    if info.folders:
+        rows.append("  folder: " + " or ".join(f"<root>/{d}" for d in info.folders))
+    rows += [f"  preprocessing: {info.preprocessing}", f"  cite: {info.citation}"]
+    if info.notes:
+        rows.append(f"  notes: {info.notes}")
+    return "\n".join(rows)
+
+
+def check_split(info: DatasetInfo, split: str) -> str:
+    """``split`` if the set has it (sets with a single split accept any); else ValueError."""
+    if info.splits is None:
+        return split
+    if split not in info.splits:
+        raise ValueError(f"unknown split {split!r} for dataset {info.name!r}; allowed: {', '.join(info.splits)}")
+    return split
