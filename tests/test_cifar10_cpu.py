@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ood import config as C
+from ood import config
 from ood import data
 from ood.data import fetching
 
@@ -31,7 +31,7 @@ RES = ROOT / "results" / PROFILE
 
 @pytest.fixture(scope="module")
 def params():
-    return C.load_params(PIPE / "params.yaml")
+    return config.load_params(PIPE / "params.yaml")
 
 
 def test_the_profile_has_its_own_pipeline_on_the_shared_dvc_yaml(params):
@@ -43,12 +43,12 @@ def test_the_profile_has_its_own_pipeline_on_the_shared_dvc_yaml(params):
     assert (PIPE / params["root"]).resolve() == ROOT  # the stages run at the repository root
     assert (ROOT / params["params_file"]).resolve() == (PIPE / "params.yaml").resolve()
     assert len(params["seeds"]) >= 2, "the CE, Energy-OE, GReg and BFM comparisons need a spread (issue: >= 2 seeds)"
-    root = C.load_params(ROOT / "params.yaml")
+    root = config.load_params(ROOT / "params.yaml")
     assert root["profile"] == "synthetic", "the default `dvc repro` runs the synthetic profile"
     methods = params["pipeline"]["evaluate"]
     assert len(methods) == 9 and set(methods) == set(params["pipeline"]["scratch"]) | set(params["pipeline"]["finetune"])
     for m in methods:
-        cfg = C.method_config(params, m, PROFILE)
+        cfg = config.method_config(params, m, PROFILE)
         assert (cfg.init is None) == (m in params["pipeline"]["scratch"]), m
     assert len(params[PROFILE]["evaluate"]["scorers"]) == 14
 
@@ -79,7 +79,7 @@ def test_every_method_trains_a_few_steps_on_real_subsets_and_every_scorer_scores
     scorers = {n: params[PROFILE]["evaluate"].get("params", {}).get(n, {}) for n in params[PROFILE]["evaluate"]["scorers"]}
     for m in order:
         # two epochs of one step: BFM's background term starts after its warm-up epoch
-        cfg = C.method_config(p, m, PROFILE, epochs=2, steps_per_epoch=1, seed=0)
+        cfg = config.method_config(p, m, PROFILE, epochs=2, steps_per_epoch=1, seed=0)
         run = tmp_path / m
         init = tmp_path / cfg.init if cfg.init else None
         hist = train(cfg, spec, bench.id_train, run, aux=bench.aux, id_test=bench.id_test, init_dir=init,
@@ -169,7 +169,7 @@ def test_fit_set_is_the_whole_id_train_or_a_seeded_subset_of_fit_size():
     want = torch.randperm(50, generator=torch.Generator().manual_seed(3))[:20].sort().values
     assert torch.equal(sub.labels, want) and torch.equal(sub.images, imgs[want])
     for bad in (0, 51, 2.5, True, "10"):
-        with pytest.raises(C.ParamError, match="'evaluate.fit_size'; allowed: null"):
+        with pytest.raises(config.ParamError, match="'evaluate.fit_size'; allowed: null"):
             fit_set(ds, {"fit_size": bad})
 
 
@@ -182,7 +182,7 @@ def test_seed_workers_run_the_seeds_in_one_thread_processes_with_the_bits_of_a_o
 
     from ood import pipeline
 
-    params = C.load_params(ROOT / "params.yaml")
+    params = config.load_params(ROOT / "params.yaml")
     params["seed_workers"] = 2
     kw = dict(epochs=1, steps_per_epoch=2)
     _, h1 = pipeline.train_method(params, "ce", "synthetic", device="cpu", run_dir=tmp_path / "a", seeds=[0, 1],
@@ -191,8 +191,8 @@ def test_seed_workers_run_the_seeds_in_one_thread_processes_with_the_bits_of_a_o
                                   progress=False, **kw)
     cols = ["seed", "epoch", "loss_ce", "train_accuracy", "test_accuracy"]
     pd.testing.assert_frame_equal(h1[cols], h2[cols])
-    code = ("import json, sys; from ood import config as C, pipeline as P; p = C.load_params(); p['seed_workers'] = 1; "
-            f"_, h = P.train_method(p, 'ce', 'synthetic', device='cpu', run_dir=sys.argv[1], seeds=[0, 1], "
+    code = ("import json, sys; from ood import config, pipeline; p = config.load_params(); p['seed_workers'] = 1; "
+            f"_, h = pipeline.train_method(p, 'ce', 'synthetic', device='cpu', run_dir=sys.argv[1], seeds=[0, 1], "
             f"progress=False, epochs=1, steps_per_epoch=2); print(h[{cols!r}].to_csv(index=False, float_format='%.17g'))")
     env = {**os.environ, "OOD_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], env=env, capture_output=True, text=True,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ood import config as C
+from ood import config
 from ood import pipeline
 from ood.data import DataMissingError, FolderDataset, Loader, folder_dataset
 from ood.reference import load_imagenet_subset
@@ -136,7 +136,7 @@ def imagenet_root(tmp_path):
 
 
 def _tiny_imagenet_params():
-    params = copy.deepcopy(C.load_params())
+    params = copy.deepcopy(config.load_params())
     b = params["imagenet"]
     b["benchmark"].update(image_size=16, resize=18, workers=0)
     b["model"] = dict(params["synthetic"]["model"])
@@ -164,10 +164,10 @@ def test_imagenet_profile_trains_and_evaluates_from_the_files(imagenet_root, tmp
     assert len(pipeline.data_manifest(bench)) == 7
 
     spec = pipeline.model_spec(params, "imagenet", "ce")
-    hist = train(C.method_config(params, "ce", "imagenet"), spec, bench.id_train, tmp_path / "ce", id_test=bench.id_test,
+    hist = train(config.method_config(params, "ce", "imagenet"), spec, bench.id_train, tmp_path / "ce", id_test=bench.id_test,
                  device="cpu", progress=False)
     assert len(hist) == 1 and 0 <= hist["test_accuracy"].iloc[0] <= 100
-    cfg = C.method_config(params, "greg_plus", "imagenet")   # outliers streamed, picked by the cluster sampler
+    cfg = config.method_config(params, "greg_plus", "imagenet")   # outliers streamed, picked by the cluster sampler
     assert cfg.init == "ce" and cfg.optimizer == "adam"      # fine-tuned from CE, as Greg-OOD's README command
     hist = train(cfg, spec, bench.id_train, tmp_path / "greg_plus", aux=bench.aux, id_test=bench.id_test,
                  init_dir=tmp_path / "ce", device="cpu", progress=False)
@@ -193,26 +193,26 @@ def test_imagenet_20_classes_and_the_other_auxiliary_sets(imagenet_root):
     perm = np.random.RandomState(1993).permutation(1000)
     assert {f.split("/")[-2] for f in bench.aux.files} == {names[k] for k in range(1000) if 100 <= perm[k] < 200}
     params["imagenet"]["benchmark"].update(num_classes=10)
-    with pytest.raises(C.ParamError, match="num_classes is 10 but the ID classes are 20"):
+    with pytest.raises(config.ParamError, match="num_classes is 10 but the ID classes are 20"):
         pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)
     params["imagenet"]["benchmark"].update(num_classes=20, aux="imagenet-all")
-    with pytest.raises(C.ParamError, match="allowed: imagenet-other, imagenet-aux100, null"):
+    with pytest.raises(config.ParamError, match="allowed: imagenet-other, imagenet-aux100, null"):
         pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)
 
 
 def test_imagenet_profile_without_data_says_where_to_put_it(tmp_path):
     with pytest.raises(DataMissingError, match="imagenet: missing .*imagenet/train.*image-net.org"):
-        pipeline.load_benchmark(C.load_params(), "imagenet", data_root=tmp_path)
+        pipeline.load_benchmark(config.load_params(), "imagenet", data_root=tmp_path)
 
 
 def test_imagenet_aux_rule_needs_the_1000_classes(tmp_path):
     (tmp_path / "n0").mkdir()
-    with pytest.raises(C.ParamError, match="1,000 ImageNet-1k class folders.*found 1"):
+    with pytest.raises(config.ParamError, match="1,000 ImageNet-1k class folders.*found 1"):
         pipeline.imagenet_aux_classes(tmp_path)
 
 
 def test_imagenet_1k_as_id_refuses_imagenet_auxiliary_classes(imagenet_root):
     params = _tiny_imagenet_params()
     params["imagenet"]["benchmark"]["subset"] = None
-    with pytest.raises(C.ParamError, match="all ID when benchmark.subset is null; set benchmark.aux to null"):
+    with pytest.raises(config.ParamError, match="all ID when benchmark.subset is null; set benchmark.aux to null"):
         pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)

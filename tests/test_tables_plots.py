@@ -222,3 +222,29 @@ def test_histogram_panel_draws_density_histograms_and_the_fpr95_threshold():
     assert _line_props(got) == _line_props(ref)
     plt.close("all")
 
+
+
+def test_average_table_is_the_average_column_by_method_and_scorer(metrics):
+    t = tables.average_table(metrics, "fpr95", ["greg", "ce"], ["energy", "msp"])
+    assert list(t.index) == ["greg", "ce"] and list(t.columns) == ["energy", "msp"]
+    avg = metrics[metrics.ood_set == "average"].set_index(["method", "scorer"])["fpr95"]   # the oracle: the rows
+    for m in ["greg", "ce"]:
+        for s in ["energy", "msp"]:
+            assert t.loc[m, s] == avg[(m, s)]
+
+
+def test_write_reference_pairs_our_mean_with_the_papers_number_of_the_profile(tmp_path):
+    from ood import config
+
+    params = config.load_params()
+    ours = pd.DataFrame([{"benchmark": "cifar10", "method": m, "seed": seed, "scorer": "energy", "ood_set": "average",
+                          "fpr95": v, "auroc": 90.0, "aupr_in": 90.0, "aupr_out": 90.0}
+                         for m, seed, v in [("greg", "0", 1.0), ("greg", "mean", 12.34), ("greg", "std", 0.5)]])
+    side = tables.write_reference(ours, params, "cifar10", tmp_path)
+    row = side[side.train_method == "greg"].iloc[0]
+    assert row["ours"] == 12.34 and row["paper"] == 7.95        # GReg paper, WRN-40-2, energy, average FPR95
+    text = (tmp_path / "reference.md").read_text()
+    assert "ours (cifar10 profile)" in text and "12.34" in text and "7.95" in text
+    # the synthetic profile has no paper numbers of its own: the CIFAR-10 references, none of ours beside them
+    side = tables.write_reference(ours, params, "synthetic", tmp_path)
+    assert (side["ours"] == "not run").all() and "ours (synthetic profile)" in (tmp_path / "reference.md").read_text()
