@@ -132,7 +132,7 @@ NBRUN = ("-m", "ood.nbrun")
 # tests/test_config.py::test_notebook_params_reject_with_one_line.
 @pytest.mark.parametrize("runner, args, message", [
     (PAPERMILL, ["-p", "epochz", "3"], "unknown parameter 'epochz' for notebook 'train'"),
-    (NBRUN, ["-p", "method", "sgd"], "invalid value 'sgd' for parameter 'method'; allowed: ce, bfm"),
+    (NBRUN, ["-p", "method", "sgd"], "invalid value 'sgd' for parameter 'method'; allowed: 'ce', 'bfm'"),
 ])
 def test_bad_parameters_stop_the_first_cell(tmp_path, runner, args, message):
     cmd = (str(BIN / "papermill"),) if runner == PAPERMILL else (sys.executable, *runner)
