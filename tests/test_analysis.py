@@ -9,22 +9,9 @@ import torch
 from ood import analysis
 from ood.data import ArrayDataset
 from ood.losses import background_mask, energy
-from ood.models import build_model
+from tiny_net import tiny_images as _images, tiny_model as _model
 
 
-def _model(seed=0, dtype=torch.float32):
-    torch.manual_seed(seed)
-    m = build_model("smallnet", num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)
-    # non-trivial BatchNorm statistics, so that eval mode differs from train mode
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.2, 0.2)
-            mod.running_var.uniform_(0.5, 2.0)
-    return m.to(dtype).eval()
-
-
-def _images(n, seed=0):
-    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
 # --- BFM: feature norms ---------------------------------------------------------------------------

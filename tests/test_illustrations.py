@@ -11,22 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ood import analysis, illustrations  # noqa: E402
 from ood.losses import energy  # noqa: E402
 from ood.metrics import fpr_at_tpr, tpr_threshold  # noqa: E402
-from ood.models import build_model  # noqa: E402
+from tiny_net import tiny_images as _images, tiny_model as _model  # noqa: E402
 
 
-def _model(seed=0, dtype=torch.float32):
-    torch.manual_seed(seed)
-    m = build_model("smallnet", num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)
-    # non-trivial BatchNorm statistics, so that eval mode differs from train mode
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.2, 0.2)
-            mod.running_var.uniform_(0.5, 2.0)
-    return m.to(dtype).eval()
-
-
-def _images(n, seed=0):
-    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture(autouse=True)
