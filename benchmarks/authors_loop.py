@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ood.data import ArrayDataset
 from ood.losses import GradPenalty, StepOutputs, grad_penalty_reference
-from ood.models import OODNet, build_model
+from ood.models import OODNet, build_from_spec
 from measure import LoopResult, PeakMemory, forever, now, sampling_pass, time_loop
 
 #: scikit-learn KMeans restarts in the authors' GReg+ code (``--n_init 3``).
@@ -28,8 +28,7 @@ def build_net(spec: dict, *, identity_normalization: bool = False) -> OODNet:
     """The network of ``spec`` (``{"name", "num_classes", "mean", "std", "kwargs"}``); with
     ``identity_normalization`` its ``normalize`` is the identity (mean 0, std 1), for inputs that the reference's
     ``Normalize`` transform has already normalized."""
-    mean, std = (([0.0] * 3, [1.0] * 3) if identity_normalization else (spec["mean"], spec["std"]))
-    return build_model(spec["name"], spec["num_classes"], mean, std, **spec.get("kwargs", {}))
+    return build_from_spec({**spec, "mean": [0.0] * 3, "std": [1.0] * 3} if identity_normalization else spec)
 
 
 class PILArrayDataset(torch.utils.data.Dataset):

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["OODNet", "SmallNet", "WideResNet", "DenseNet3", "ResNet18", "TorchvisionNet", "MODELS", "build_model",
+__all__ = ["OODNet", "SmallNet", "WideResNet", "DenseNet3", "ResNet18", "TorchvisionNet", "MODELS", "build_model", "build_from_spec",
            "register_model", "count_parameters"]
 
 
@@ -121,6 +121,12 @@ def build_model(name: str, num_classes: int, mean: Sequence[float], std: Sequenc
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
     return MODELS[name](num_classes=num_classes, mean=mean, std=std, **kwargs)
+
+
+def build_from_spec(spec: dict) -> OODNet:
+    """:func:`build_model` of a model spec ``{"name", "num_classes", "mean", "std", "kwargs"}`` (what
+    ``ood.pipeline.model_spec`` returns and a checkpoint stores under ``"model"``)."""
+    return build_model(spec["name"], spec["num_classes"], spec["mean"], spec["std"], **spec.get("kwargs", {}))
 
 
 def count_parameters(model: nn.Module) -> int:

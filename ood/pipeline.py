@@ -22,7 +22,7 @@ from ood import config
 from ood.data import ArrayDataset, load
 from ood.data import describe as describe_dataset
 from ood.distributed import world
-from ood.numerics import check_choice
+from ood.numerics import check_choice, check_number
 
 __all__ = ["describe_dataset", "collect", "FIGURES", "StageInputs", "stage_inputs", "Benchmark", "load_benchmark", "model_spec", "paths", "seed_dir", "seeds_of", "train_method", "fit_set", "evaluate_method", "SeedEvaluation", "data_manifest"]
 
@@ -112,10 +112,10 @@ def stage_inputs(profile: str, params: dict | None = None) -> StageInputs:
                                 f"allowed: {', '.join(FIGURES)}")
     figures = {}
     for name in FIGURES:
-        for m in listed.get(name) or []:
-            check_choice(m, f"a method of pipeline.figures.{name}", list(block["method"]),
-                                error=config.ParamError)
-        figures[name] = [m for m in listed.get(name) or [] if m in methods]
+        shown = listed.get(name) or []
+        for m in shown:
+            check_choice(m, f"a method of pipeline.figures.{name}", list(block["method"]), error=config.ParamError)
+        figures[name] = [m for m in shown if m in methods]
     return StageInputs(profile=profile, params=params, methods=methods, scorers=list(block["evaluate"]["scorers"]),
                        ood_sets=list(block["benchmark"]["ood"]), seeds=seeds_of(params), out=paths(profile),
                        figures=figures)
@@ -268,10 +268,8 @@ WALL_CLOCK_COLUMNS = ["seconds"]
 
 def seed_workers(params: dict) -> int:
     """How many seeds a stage runs at once (the pipeline's params file, ``seed_workers``; default 1)."""
-    w = params.get("seed_workers", 1)
-    if not isinstance(w, int) or isinstance(w, bool) or w < 1:
-        raise config.ParamError(f"invalid value {w!r} for 'seed_workers'; allowed: an integer >= 1")
-    return w
+    return check_number(params.get("seed_workers", 1), "'seed_workers'", low=1, integer=True, strict=True,
+                        error=config.ParamError)
 
 
 def map_seeds(fn, seeds: list[int], workers: int, on_device: str, **kwargs) -> list:

@@ -45,7 +45,7 @@ from ood.config import TrainConfig, uses_channels_last
 from ood.data import ArrayDataset, FolderDataset, Loader, augment_batch
 from ood.distributed import World, all_reduce_sum, all_true, barrier, setup, shard_slice, world
 from ood.losses import StepOutputs, build_term
-from ood.models import OODNet, build_model
+from ood.models import OODNet, build_from_spec
 from ood.numerics import eval_mode
 from ood.sampling import build_sampler, pool_size
 
@@ -210,7 +210,7 @@ def load_model(run_dir: str | Path, device="cpu") -> OODNet:
         raise FileNotFoundError(f"no trained model at {path}; run its training stage first (dvc repro) or the train notebook")
     blob = torch.load(path, map_location=device, weights_only=True)
     spec = blob["model"]
-    model = build_model(spec["name"], spec["num_classes"], spec["mean"], spec["std"], **spec.get("kwargs", {}))
+    model = build_from_spec(spec)
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval()
 
@@ -275,8 +275,7 @@ def prepare_training(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset,
     chash = config_hash(cfg, model_spec)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(model_spec["name"], model_spec["num_classes"], model_spec["mean"], model_spec["std"],
-                        **model_spec.get("kwargs", {}))
+    model = build_from_spec(model_spec)
     terms = [build_term(name, **(p or {})) for name, p in cfg.terms.items()]
     if any(t.needs_outliers for t in terms) and (aux is None or cfg.out_batch_size <= 0):
         raise TrainingError(f"method {cfg.method!r} has outlier terms but no auxiliary data or out_batch_size is 0; "

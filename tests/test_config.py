@@ -197,3 +197,13 @@ def test_stage_inputs_read_the_figure_lists_once(params):
     p["pipeline"]["figures"] = {"scores": ["cee"]}
     with pytest.raises(config.ParamError, match="invalid value 'cee' for a method of pipeline.figures.scores"):
         pipeline.stage_inputs("synthetic", p)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0, "2"])
+def test_seed_workers_must_be_an_integer_of_at_least_one(params, bad):
+    from ood import pipeline
+
+    with pytest.raises(config.ParamError, match=r"invalid value .* for 'seed_workers'; allowed: an integer >= 1$"):
+        pipeline.seed_workers({**params, "seed_workers": bad})
+    assert pipeline.seed_workers({**params, "seed_workers": 2}) == 2
+    assert pipeline.seed_workers({k: v for k, v in params.items() if k != "seed_workers"}) == 1
