@@ -84,11 +84,11 @@ def test_dvc_exp_show_reads_the_committed_revision(pipeline_root):
 
 
 def test_the_readme_sweep_table_and_sentences_hold():
-    """The README's sweep table quotes the committed sweep CSVs; its sentences hold against them (a difference is
-    claimed only when it exceeds std a + std b)."""
+    """The sweep table of docs/ablations.md (the README's "Ablations as DVC experiments", moved there) quotes the
+    committed sweep CSVs; its sentences hold against them (a difference is claimed only when it exceeds std a + std b)."""
     import re
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "ablations.md").read_text()
     block = text[text.index("<!-- sweeps:synthetic -->"):text.index("<!-- /sweeps -->")]
     rows = re.findall(r"^\| ([\w-]+) \| ([\d.]+) \| (\w+) \| ([\d.]+) ± ([\d.]+) \| ([\d.]+) ± ([\d.]+) \|$", block, re.M)
     assert len(rows) == 10

@@ -169,7 +169,7 @@ def test_shards_are_disjoint_and_make_up_the_global_batch():
 
 
 def test_torchrun_command_trains_greg_and_leaves_one_checkpoint_per_seed(pipeline_root, tmp_path):
-    """The README's command, on the pipeline's CE checkpoints (the throw-away copy the suite's dvc repro made)."""
+    """docs/scaling-out.md's command, on the pipeline's CE checkpoints (the throw-away copy the suite's dvc repro made)."""
     torchrun = Path(sys.executable).with_name("torchrun")
     run = tmp_path / "greg-ddp"
     p = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "ood", "train", "--profile",

@@ -97,3 +97,28 @@ def test_readme_prose_on_the_synthetic_results_holds():
     finetuned = ["oe", "energy_oe", "greg", "greg_plus", "oe_grad", "energy_oe_sampling", "bfm_greg"]
     assert all(6 <= acc["ce"] - acc[m] <= 10 for m in finetuned), (acc["ce"] - acc[finetuned]).round(2).to_dict()
     assert abs(acc["ce"] - acc["bfm"]) <= 1
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_and_docs_links_point_to_existing_files_and_headings():
+    """Every relative link of README.md and docs/*.md names a file of the repository, and its #anchor, if any, a
+    heading of the Markdown page it names (the README's sections moved to docs/: no link may dangle)."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) > 1, "docs/ must hold the pages the README links to"
+    checked = 0
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            assert dest.exists(), f"{page.relative_to(ROOT)}: link {target!r} names no file"
+            if anchor:
+                headings = re.findall(r"^#+ (.*)$", dest.read_text(), re.M)
+                assert anchor in {_slug(h) for h in headings}, f"{page.relative_to(ROOT)}: no heading for {target!r}"
+            checked += 1
+    assert checked > 0
