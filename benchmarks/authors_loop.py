@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from measure import LoopResult, PeakMemory, forever, now, sampling_pass, time_loop
 from ood.data import ArrayDataset
 from ood.losses import GradPenalty, StepOutputs, grad_penalty_reference
 from ood.models import OODNet, build_from_spec
-from measure import LoopResult, PeakMemory, forever, now, sampling_pass, time_loop
 
 #: scikit-learn KMeans restarts in the authors' GReg+ code (``--n_init 3``).
 SKLEARN_N_INIT = 3
@@ -116,7 +116,8 @@ def reference_cluster_select(model: OODNet, candidates: torch.Tensor, n_out: int
             high = idxs_sorted[valid[order[-per_cluster:]]]
             picked.extend(np.unique(np.concatenate([low, high])))
     if n_out > len(picked):
-        picked.extend(rng.sample(sorted(set(idxs_sorted.tolist()) - set(int(p) for p in picked)), k=n_out - len(picked)))
+        picked.extend(rng.sample(sorted(set(idxs_sorted.tolist()) - set(int(p) for p in picked)),
+                                 k=n_out - len(picked)))
     return candidates[[int(p) for p in picked[:n_out]]]
 
 
@@ -191,5 +192,4 @@ def run_reference(spec, mspec: dict, data, device: torch.device, warmup: int, st
     res = LoopResult(sec, mem.bytes, mem.note, workers=used, notes=notes)
     if cfg.sampler:
         res.sampling_seconds_per_step, res.sampling_share = sampling_pass(lambda: step(True), timer, device, steps)
-    del model, opt, id_it, aux_it
     return res

@@ -63,7 +63,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     rows = [run(1, args, args.threads), run(args.nproc, args, args.threads)]
     base = rows[0]["train s"]
-    print(f"{args.profile} / {args.method}, {args.epochs} epoch(s), device {args.device}, {args.threads} threads in all")
+    print(f"{args.profile} / {args.method}, {args.epochs} epoch(s), device {args.device}, "
+          f"{args.threads} threads in all")
     print("| processes | threads each | wall (s) | training (s) | speed-up (training) |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for r in rows:

@@ -30,7 +30,8 @@ fmt = torch.channels_last if cl else torch.contiguous_format
 m = m.to(memory_format=fmt)
 opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, nesterov=True)
 g = torch.Generator().manual_seed(1)
-batches = [(torch.rand(128, 3, 32, 32, generator=g).contiguous(memory_format=fmt), torch.randint(0, 10, (128,), generator=g))
+batches = [(torch.rand(128, 3, 32, 32, generator=g).contiguous(memory_format=fmt),
+            torch.randint(0, 10, (128,), generator=g))
            for _ in range(steps)]
 for i, (x, y) in enumerate(batches):
     if i == 3:

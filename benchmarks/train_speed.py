@@ -6,10 +6,11 @@ ratio from ``profiles/cifar10.yaml``) and device, two loops train the same netwo
 initialisation on the same data, and the script prints a Markdown table:
 
 * **ours**: the run :func:`ood.train.prepare_training` sets up (what ``ood.train.train`` and ``python -m ood train``
-  run), stepped by :meth:`ood.train.Training.step` and fed by its :class:`ood.data.Loader` - the ID set as uint8 on the device,
-  crop + flip of the whole batch on the device (``augment_batch``), channels_last where
-  ``ood.config.uses_channels_last`` says so, bf16 autocast on CUDA (as ``ood.train.train`` runs it), the gradient penalty by one double-backward through the training forward
-  (``GradPenalty``), GReg+ outliers by :class:`ood.sampling.EnergyClusterSampler` (torch k-means on the device).
+  run), stepped by :meth:`ood.train.Training.step` and fed by its :class:`ood.data.Loader` - the ID set as uint8 on the
+  device, crop + flip of the whole batch on the device (``augment_batch``), channels_last where
+  ``ood.config.uses_channels_last`` says so, bf16 autocast on CUDA (as ``ood.train.train`` runs it), the gradient
+  penalty by one double-backward through the training forward (``GradPenalty``), GReg+ outliers by
+  :class:`ood.sampling.EnergyClusterSampler` (torch k-means on the device).
 * **reference** (``authors_loop.py``; the authors' code path: ``energy_ood/CIFAR/train.py`` and
   ``Greg-OOD/train_sea.py``): a
   torchvision-style dataset decoding each image to PIL and applying ``RandomCrop(32, padding=4)``,
@@ -20,14 +21,14 @@ initialisation on the same data, and the script prints a Markdown table:
   authors' per-cluster picking loop (:func:`reference_cluster_select`). The other loss terms are the same objects
   as in ours, so both loops minimise the same loss.
 
-Measured per loop (``measure.py``): ID images per second of a whole step (data loading included; warm-up steps excluded), one
-CIFAR-10 epoch's time **estimated** as ``50,000 // batch`` steps at that rate (no evaluation, no per-epoch
-DataLoader worker start-up), peak memory (CUDA: ``torch.cuda.max_memory_allocated``, which for ours includes the
-ID and auxiliary sets held on the GPU; CPU: the peak resident set size of this process above its size at the start
+Measured per loop (``measure.py``): ID images per second of a whole step (data loading included; warm-up steps
+excluded), one CIFAR-10 epoch's time **estimated** as ``50,000 // batch`` steps at that rate (no evaluation, no
+per-epoch DataLoader worker start-up), peak memory (CUDA: ``torch.cuda.max_memory_allocated``, which for ours includes
+the ID and auxiliary sets held on the GPU; CPU: the peak resident set size of this process above its size at the start
 of the loop, from ``/proc/self/status`` after ``malloc_trim`` and resetting the peak with ``/proc/self/clear_refs``;
-DataLoader worker processes are not counted), and the ratio ours / reference of the images per second. Before the first method on a
-device, both loops run one untimed step, so that one-time initialisation (kernel libraries, the allocator's first
-growth) does not land on the first row. For GReg+ a second,
+DataLoader worker processes are not counted), and the ratio ours / reference of the images per second. Before the first
+method on a device, both loops run one untimed step, so that one-time initialisation (kernel libraries, the allocator's
+first growth) does not land on the first row. For GReg+ a second,
 instrumented pass of the same number of steps times the sampling (pool forward + clustering + picking; the device
 is synchronised around it) and reports its share of the step, ours against sklearn.
 
@@ -132,7 +133,8 @@ def method_spec(params: dict, method: str, batch_size: int) -> MethodSpec:
 
 def model_spec(params: dict, name: str) -> dict:
     """``{"name", "num_classes", "mean", "std", "kwargs"}`` of ``name``: the model block of the first profile of
-    profiles/*.yaml that names this model (synthetic, then PROFILE), else the model's defaults with CIFAR-10 statistics."""
+    profiles/*.yaml that names this model (synthetic, then PROFILE), else the model's defaults with CIFAR-10
+    statistics."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
     for profile in ("synthetic", PROFILE):
@@ -185,9 +187,9 @@ def load_data(size: str, batch_size: int, steps_needed: int, pool_needed: int, r
 
     ``tiny``: synthetic ID images (enough for ``steps_needed`` batches, at least 256). ``full``: CIFAR-10's
     training set from ``root`` (default the data root; unpacked there from ``../shared/data`` when that holds
-    it), else 50,000 synthetic ID images. Auxiliary: synthetic images, enough for ``steps_needed`` pools of ``pool_needed`` (so that the
-    reference's outlier DataLoader does not start a new epoch, with new workers, inside a timed loop), at least
-    512 (tiny) or 10,000 (full).
+    it), else 50,000 synthetic ID images. Auxiliary: synthetic images, enough for ``steps_needed`` pools of
+    ``pool_needed`` (so that the reference's outlier DataLoader does not start a new epoch, with new workers, inside a
+    timed loop), at least 512 (tiny) or 10,000 (full).
     """
     root = Path(root) if root is not None else DATA_ROOT
     n_aux = max(512, pool_needed * steps_needed)
@@ -217,7 +219,8 @@ def run_ours(spec: MethodSpec, mspec: dict, data: BenchData, device: torch.devic
     g = torch.Generator().manual_seed(seed)
     with PeakMemory(device) as mem:
         # from the seed's fresh initialisation (a fine-tune's starting weights do not change a step's cost)
-        run = prepare_training(replace(spec.cfg, seed=seed, init=None), mspec, data.id_train, aux=data.aux, device=device)
+        run = prepare_training(replace(spec.cfg, seed=seed, init=None), mspec, data.id_train, aux=data.aux,
+                               device=device)
         run.model.train()
         run.loader.generator = g
         batches = forever(run.loader)
@@ -234,7 +237,6 @@ def run_ours(spec: MethodSpec, mspec: dict, data: BenchData, device: torch.devic
     if timed is not None:
         res.sampling_seconds_per_step, res.sampling_share = sampling_pass(lambda: step(timed), timer, device, steps)
     res.notes.append(f"ours: channels_last={run.channels_last}, bf16 autocast={run.amp}")
-    del run
     return res
 
 
@@ -390,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default=None, help="cpu, cuda or cpu,cuda (default: cuda if available, else cpu)")
-    p.add_argument("--size", default="tiny", choices=list(SIZES), help="tiny (CPU, seconds) or full (WRN-40-2, batch 128)")
+    p.add_argument("--size", default="tiny", choices=list(SIZES),
+                   help="tiny (CPU, seconds) or full (WRN-40-2, batch 128)")
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated, from: {', '.join(METHODS)} (none: only --bf16-check)")
     p.add_argument("--model", default=None, help=f"network (default: per size); one of {', '.join(sorted(MODELS))}")
@@ -457,7 +460,8 @@ def _run(args, model_name: str, methods: list[str], devices: list[torch.device],
         "date": datetime.date.today().isoformat(), "size": args.size, "model": model_name, "model_spec": mspec,
         "batch_size": batch, "warmup_steps": warmup, "timed_steps": steps, "data": data.description,
         "torch": torch.__version__, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{torch.get_num_threads()} torch threads" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+        f"{torch.get_num_threads()} torch threads"
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "profile": PROFILE, "rows": [], "bf16_check": [],
     }
     for device in devices:

@@ -49,7 +49,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
         sp.add_argument("--run-dir", type=Path, default=None,
                         help="folder of the run (default: the pipeline's, runs/<profile>/<method>)")
-        sp.add_argument("--seed", type=_int_at_least(0), default=None, help="one seed (default: the params file's seeds)")
+        sp.add_argument("--seed", type=_int_at_least(0), default=None,
+                        help="one seed (default: the params file's seeds)")
         sp.add_argument("--params", type=Path, default=None,
                         help="the pipeline's params file (default: $OOD_PARAMS, else params.yaml)")
 
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             avg = res.metrics[res.metrics.ood_set == "average"]
             for (seed, scorer), r in avg.set_index(["seed", "scorer"]).iterrows() if world().main else ():
                 print(f"{args.method} seed {seed} {scorer}: FPR95 {r['fpr95']:.2f}  AUROC {r['auroc']:.2f}")
-    except (config.ParamError, DataMissingError, ChecksumError, TrainingError, FileNotFoundError, ValueError, KeyError) as e:
+    except (config.ParamError, DataMissingError, ChecksumError, TrainingError, FileNotFoundError, ValueError,
+            KeyError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -35,7 +35,7 @@ def _split_param(param: str) -> tuple[str, list[str]]:
     """``'profiles/synthetic.yaml:synthetic.method.greg.terms.grad_penalty.weight'`` -> (file, key path)."""
     if ":" not in param:
         raise config.ParamError(f"knob {param!r} must be <params file>:<dotted key>, e.g. "
-                           "profiles/synthetic.yaml:synthetic.method.greg.terms.grad_penalty.weight")
+                                "profiles/synthetic.yaml:synthetic.method.greg.terms.grad_penalty.weight")
     file, key = param.split(":", 1)
     return file, key.split(".")
 
@@ -102,13 +102,15 @@ def collect(exp_show: list, param: str, *, match: str | None = None, profile: st
             continue
         seen.add(key)
         for method, m in metrics.items():
-            rows.append({"knob": param, "experiment": "baseline" if e.get("rev") == "workspace" else name, "value": value,
-                         "method": method, "fpr95": m.get("energy_fpr95"), "fpr95_std": m.get("energy_fpr95_std"),
+            rows.append({"knob": param, "experiment": "baseline" if e.get("rev") == "workspace" else name,
+                         "value": value, "method": method,
+                         "fpr95": m.get("energy_fpr95"), "fpr95_std": m.get("energy_fpr95_std"),
                          "auroc": m.get("energy_auroc"), "auroc_std": m.get("energy_auroc_std"),
                          "id_accuracy": m.get("id_accuracy"), "id_accuracy_std": m.get("id_accuracy_std")})
     if not rows:
-        raise config.ParamError(f"no experiment with metrics ({metrics_file}) matches {match!r}; run the sweep first "
-                           "(dvc exp run --queue ... && dvc queue start) and wait for dvc queue status to show it done")
+        raise config.ParamError(f"no experiment with metrics ({metrics_file}) matches {match!r}; run the sweep "
+                                "first (dvc exp run --queue ... && dvc queue start) and wait for dvc queue status to "
+                                "show it done")
     return pd.DataFrame(rows, columns=COLUMNS).sort_values(["method", "value"], kind="stable").reset_index(drop=True)
 
 

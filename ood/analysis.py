@@ -171,7 +171,8 @@ def energy_line(model: OODNet, x_a, x_b, n: int = 41) -> tuple[Tensor, Tensor]:
         raise ValueError(f"n={n!r} must be an integer >= 2 (the two endpoints at least)")
     a, b = as_float_images(x_a), as_float_images(x_b)
     if a.shape[0] != 1 or b.shape[0] != 1 or a.shape != b.shape:
-        raise ValueError(f"energy_line takes one image per end of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(f"energy_line takes one image per end of the same shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
     t = torch.linspace(0.0, 1.0, n)
     tt = t.view(-1, 1, 1, 1).to(a.dtype)
     xs = (1 - tt) * a.cpu() + tt * b.cpu()
@@ -226,8 +227,8 @@ def confidence_table(scores: Mapping[str, np.ndarray], sets: Sequence[str], thre
     r"""How confident a classifier is on each set: from ``scores["msp/<set>"]`` (max softmax probability
     :math:`\max_c p_c`, ``"id"`` the ID test set, as ``ood.evaluate`` names them) the mean, the percentage of
     images with :math:`\max_c p_c \ge` ``threshold``, and the percentage accepted as ID at the threshold that keeps
-    ``tpr`` of the ID test images (:func:`ood.metrics.tpr_threshold`; for an OOD set this is its FPR95 under MSP). One row per
-    set, ID first."""
+    ``tpr`` of the ID test images (:func:`ood.metrics.tpr_threshold`; for an OOD set this is its FPR95 under MSP). One
+    row per set, ID first."""
     t = tpr_threshold(scores["msp/id"], tpr)
     rows = []
     for s in ["id", *sets]:

@@ -33,7 +33,8 @@ from ood.numerics import check_choice, check_number
 __all__ = [
     "ParamError", "repo_root", "load_params", "profile_params", "method_config", "method_model", "TrainConfig",
     "OPTIMIZERS", "MODEL_OVERRIDES",
-    "NotebookParams", "NOTEBOOK_SCHEMAS", "is_seed_list", "check_notebook_params", "resolve_device", "uses_channels_last",
+    "NotebookParams", "NOTEBOOK_SCHEMAS", "is_seed_list", "check_notebook_params", "resolve_device",
+    "uses_channels_last",
 ]
 
 
@@ -138,7 +139,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128                # ID batch
     out_batch_size: int = 0              # outlier batch (0: no outliers)
-    steps_per_epoch: int | None = None   # cap on the steps of an epoch (a fresh random subset each epoch); None: a full pass
+    steps_per_epoch: int | None = None   # cap on an epoch's steps (a fresh random subset each epoch); None: a full pass
     optimizer: str = "sgd"               # sgd (momentum, nesterov) | adam (Greg-OOD's ImageNet runs) | adamw
     lr: float = 0.1
     momentum: float = 0.9
@@ -218,7 +219,8 @@ def method_config(params: dict, method: str, profile: str | None = None, **overr
     unknown = sorted(set(merged) - _TRAIN_FIELDS)
     if unknown:
         raise ParamError(
-            f"method {method!r}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TRAIN_FIELDS - {'method'}))}")
+            f"method {method!r}: unknown key(s) {', '.join(unknown)}; allowed: "
+            f"{', '.join(sorted(_TRAIN_FIELDS - {'method'}))}")
     return TrainConfig(method=method, **merged)
 
 
@@ -341,7 +343,8 @@ class NotebookParams:
             raise AttributeError(name) from None
 
 
-def check_notebook_params(notebook: str, namespace: dict, before: Iterable[str], params: dict | None = None) -> NotebookParams:
+def check_notebook_params(notebook: str, namespace: dict, before: Iterable[str],
+                          params: dict | None = None) -> NotebookParams:
     """Validate a notebook's parameters after papermill injected its own.
 
     ``before`` is the set of global names that existed before the parameters cell; every new
@@ -362,7 +365,8 @@ def check_notebook_params(notebook: str, namespace: dict, before: Iterable[str],
     params = params if params is not None else load_params()
     allowed_profiles = profiles(params)
     if values["profile"] not in allowed_profiles:
-        raise ParamError(f"invalid value {values['profile']!r} for parameter 'profile'; allowed: {', '.join(allowed_profiles)}")
+        raise ParamError(f"invalid value {values['profile']!r} for parameter 'profile'; allowed: "
+                         f"{', '.join(allowed_profiles)}")
     block = profile_params(params, values["profile"])
     for name, check in schema.items():
         v, what = values[name], f"parameter {name!r}"

@@ -33,8 +33,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.patches import Patch
 from torch import Tensor
 
-from ood.analysis import (SamplerPicks, as_float_images, energy_line, feature_norm_maps, feature_norms,
-                          grad_norm_table)
+from ood.analysis import SamplerPicks, as_float_images, energy_line, feature_norm_maps, feature_norms, grad_norm_table
 from ood.metrics import auroc, fpr_at_tpr
 from ood.models import OODNet
 from ood.plots import histogram_panel, roc_panel, save
@@ -85,8 +84,8 @@ def _mask_outline(mask: np.ndarray, cell: float) -> list:
     return segs
 
 
-def feature_norm_figure(models: Mapping[str, OODNet], x, y, ratio: float = 0.25, class_names: Sequence[str] | None = None,
-                        path=None, pdf: bool = False):
+def feature_norm_figure(models: Mapping[str, OODNet], x, y, ratio: float = 0.25,
+                        class_names: Sequence[str] | None = None, path=None, pdf: bool = False):
     r"""BFM, where the local features are large: one row per image; the image, then for each model the map
     :math:`\lVert f_{hw}\rVert_2` of its last conv map (:func:`feature_norm_maps`) drawn over the image's
     extent, with the background positions BFM selects (ratio ``ratio``, label ``y``) outlined in cyan.
@@ -125,7 +124,8 @@ def feature_norm_figure(models: Mapping[str, OODNet], x, y, ratio: float = 0.25,
             if r == 0:
                 ax.set_title(f"{m}: feature norm")
         fig.colorbar(im, ax=axes[r, 1:].tolist(), fraction=0.04, pad=0.02, label="‖f_hw‖₂" if r == n // 2 else None)
-    fig.legend(handles=[Patch(facecolor="none", edgecolor="cyan", label=f"background positions BFM selects (ratio {ratio:g})")],
+    fig.legend(handles=[Patch(facecolor="none", edgecolor="cyan",
+                              label=f"background positions BFM selects (ratio {ratio:g})")],
                loc="lower center", frameon=False, bbox_to_anchor=(0.45, 0.0))
     return save(fig, path, pdf)
 
@@ -184,8 +184,9 @@ def grad_norm_figure(models: Mapping[str, OODNet], sets: Mapping[str, Tensor], p
     return save(fig, path, pdf)
 
 
-def energy_line_figure(models: Mapping[str, OODNet], x_id, x_out, n: int = 41, margins: tuple[float, float] | None = None,
-                       labels: tuple[str, str] = ("ID image", "outlier"), path=None, pdf: bool = False):
+def energy_line_figure(models: Mapping[str, OODNet], x_id, x_out, n: int = 41,
+                       margins: tuple[float, float] | None = None, labels: tuple[str, str] = ("ID image", "outlier"),
+                       path=None, pdf: bool = False):
     r"""GReg, the energy along the straight line from an ID image (:math:`t=0`) to an outlier (:math:`t=1`)
     (:func:`energy_line`), one curve per model, the two images beside the plot. ``margins``
     :math:`(m_{in}, m_{out})` of the Energy-OE / GReg loss are drawn as dotted lines. A smooth, monotone

@@ -209,7 +209,8 @@ class EnergyMargin(LossTerm):
 _SCALINGS = ("paper", "authors", "expectation")
 
 
-def _penalty_coefficients(e: Tensor, n_id: int, m_in: float, m_out: float, scaling: str) -> tuple[Tensor, float, Tensor]:
+def _penalty_coefficients(e: Tensor, n_id: int, m_in: float, m_out: float,
+                          scaling: str) -> tuple[Tensor, float, Tensor]:
     """Per-sample coefficients ``c`` (detached, >= 0), the post-factor and the selection mask of the penalty
     ``post * sum_j || d(sum_i c_i E_i) / d xn_j ||``."""
     with torch.no_grad():
@@ -400,7 +401,8 @@ class BackgroundFeatures(LossTerm):
     term lowers their norm:
 
     .. math:: w \cdot \frac{1}{|\mathcal B|}\sum_{(b,h,w)\in\mathcal B} \rho(\lVert f_{b,hw}\rVert_2),\quad
-              \rho(t) = t \;(\text{"l2"}),\; t^2 \;(\text{"l2sq"}),\; \mathrm{relu}(t - \text{margin}) \;(\text{"hinge"})
+              \rho(t) = t \;(\text{"l2"}),\; t^2 \;(\text{"l2sq"}),\; \mathrm{relu}(t - \text{margin})
+              \;(\text{"hinge"})
 
     with :math:`\mathcal B` the background positions of :func:`background_mask` (chosen under no_grad).
 

@@ -28,7 +28,8 @@ import math
 
 import numpy as np
 
-__all__ = ["fpr_at_tpr", "fpr_at_closest_recall", "tpr_threshold", "auroc", "aupr_in", "aupr_out", "summarize", "roc_curve"]
+__all__ = ["fpr_at_tpr", "fpr_at_closest_recall", "tpr_threshold", "auroc", "aupr_in", "aupr_out", "summarize",
+           "roc_curve"]
 
 
 def _as_array(x, name: str) -> np.ndarray:

@@ -21,11 +21,11 @@ import math
 from typing import Callable, Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["OODNet", "SmallNet", "WideResNet", "DenseNet3", "ResNet18", "TorchvisionNet", "MODELS", "build_model", "build_from_spec",
-           "register_model", "count_parameters"]
+__all__ = ["OODNet", "SmallNet", "WideResNet", "DenseNet3", "ResNet18", "TorchvisionNet", "MODELS", "build_model",
+           "build_from_spec", "register_model", "count_parameters"]
 
 
 class OODNet(nn.Module):
@@ -99,7 +99,8 @@ class SmallNet(OODNet):
             d = next(stages)
             return [_conv_bn(cin, cout)] + [_conv_bn(cout, cout) for _ in range(d - 1)]
 
-        self.stem = nn.Sequential(*stage(3, w), nn.MaxPool2d(2), *stage(w, 2 * w), nn.MaxPool2d(2), *stage(2 * w, 4 * w))
+        self.stem = nn.Sequential(*stage(3, w), nn.MaxPool2d(2), *stage(w, 2 * w), nn.MaxPool2d(2),
+                                  *stage(2 * w, 4 * w))
         self.fc = nn.Linear(4 * w, num_classes)
 
     def body(self, xn: torch.Tensor) -> torch.Tensor:
@@ -344,14 +345,18 @@ class TorchvisionNet(OODNet):
         return out if self.arch.startswith("resnet") else F.relu(out)
 
 
-register_model("wrn40_2")(lambda num_classes, mean, std, **kw: WideResNet(num_classes, mean, std, depth=40, widen=2, **kw))
+register_model("wrn40_2")(lambda num_classes, mean, std, **kw: WideResNet(num_classes, mean, std, depth=40, widen=2,
+                                                                          **kw))
 register_model("densenet_bc100")(lambda num_classes, mean, std, **kw: DenseNet3(num_classes, mean, std, depth=100,
                                                                                 growth=12, **kw))
 register_model("resnet18")(ResNet18)
 # GReg's CIFAR `--arch resnet18` is torchvision's ImageNet ResNet-18 (7x7 stride-2 stem and max-pool: a 1x1 last map on
-# 32 px inputs) [code: Greg-OOD models/__init__.py, models/resnet.py at 6ea4ff0; its 32x32 variant came after the paper].
+# 32 px inputs) [code: Greg-OOD models/__init__.py, models/resnet.py at 6ea4ff0; its 32x32 variant came after the
+# paper].
 # Our `resnet18` above is the CIFAR variant (3x3 stem) of the knn-ood/DICE code; the GReg reference rows use this one.
-register_model("resnet18_tv")(lambda num_classes, mean, std, **kw: TorchvisionNet("resnet18", num_classes, mean, std, **kw))
-register_model("resnet50")(lambda num_classes, mean, std, **kw: TorchvisionNet("resnet50", num_classes, mean, std, **kw))
+register_model("resnet18_tv")(lambda num_classes, mean, std, **kw: TorchvisionNet("resnet18", num_classes, mean, std,
+                                                                                  **kw))
+register_model("resnet50")(lambda num_classes, mean, std, **kw: TorchvisionNet("resnet50", num_classes, mean, std,
+                                                                               **kw))
 register_model("densenet121")(lambda num_classes, mean, std, **kw: TorchvisionNet("densenet121", num_classes, mean, std,
                                                                                   **kw))

@@ -19,15 +19,17 @@ from pathlib import Path
 import pandas as pd
 
 from ood import config
-from ood.data import ArrayDataset, load
-from ood.data import describe as describe_dataset
+from ood.data import ArrayDataset, describe as describe_dataset, load
 from ood.distributed import world
 from ood.numerics import check_choice, check_number
 
-__all__ = ["describe_dataset", "collect", "FIGURES", "StageInputs", "stage_inputs", "Benchmark", "load_benchmark", "model_spec", "paths", "seed_dir", "seeds_of", "train_method", "fit_set", "evaluate_method", "SeedEvaluation", "data_manifest"]
+__all__ = ["describe_dataset", "collect", "FIGURES", "StageInputs", "stage_inputs", "Benchmark", "load_benchmark",
+           "model_spec", "paths", "seed_dir", "seeds_of", "train_method", "fit_set", "evaluate_method",
+           "SeedEvaluation", "data_manifest"]
 
 
-def paths(profile: str, method: str | None = None, root: Path | None = None, seed: int | None = None) -> dict[str, Path]:
+def paths(profile: str, method: str | None = None, root: Path | None = None,
+          seed: int | None = None) -> dict[str, Path]:
     """Where a profile's (and a method's, and one seed's) files live; see the module docstring."""
     root = root or config.repo_root()
     p = {
@@ -57,7 +59,8 @@ def seeds_of(params: dict, seeds: list[int] | None = None) -> list[int]:
     """The seeds to run: ``seeds`` if given, else params.yaml ``seeds`` (a non-empty list of distinct integers >= 0)."""
     seeds = params.get("seeds", [0]) if seeds is None else seeds
     if not config.is_seed_list(seeds):
-        raise config.ParamError(f"invalid value {seeds!r} for 'seeds'; allowed: a non-empty list of distinct integers >= 0")
+        raise config.ParamError(f"invalid value {seeds!r} for 'seeds'; allowed: a non-empty list of distinct "
+                                "integers >= 0")
     return seeds
 
 
@@ -132,7 +135,8 @@ class Benchmark:
     notes: str = ""
 
 
-def load_benchmark(params: dict, profile: str | None = None, *, with_aux: bool = True, data_root: Path | None = None) -> Benchmark:
+def load_benchmark(params: dict, profile: str | None = None, *, with_aux: bool = True,
+                   data_root: Path | None = None) -> Benchmark:
     """Load (generating or reading from the data root) every set of a profile's benchmark block."""
     profile = profile or params["profile"]
     b = config.profile_params(params, profile)["benchmark"]
@@ -180,8 +184,8 @@ def imagenet_aux_classes(train_folder: Path, aux: str = "imagenet-aux100", n_id:
     wnids = sorted(d.name for d in Path(train_folder).iterdir() if d.is_dir())
     if len(wnids) != 1000:
         raise config.ParamError(f"{aux} needs the 1,000 ImageNet-1k class folders under {train_folder} (the rule "
-                           f"permutes all of them), found {len(wnids)}; set the profile's benchmark.aux to null to "
-                           "train without outliers")
+                                f"permutes all of them), found {len(wnids)}; set the profile's benchmark.aux to null "
+                                "to train without outliers")
     perm = np.random.RandomState(IMAGENET_AUX_RULE["seed"]).permutation(1000)
     if aux == "imagenet-other":
         if not n_id:
@@ -201,8 +205,8 @@ def _folder_benchmark(b: dict, profile: str, root: Path, *, with_aux: bool) -> B
     from ood.reference import load_imagenet_subset
 
     if b["id"] != "imagenet":
-        raise config.ParamError(f"profile {profile!r}: image_size {b['image_size']} needs benchmark.id imagenet (the only "
-                           f"full-resolution ID set), got {b['id']!r}")
+        raise config.ParamError(f"profile {profile!r}: image_size {b['image_size']} needs benchmark.id imagenet "
+                                f"(the only full-resolution ID set), got {b['id']!r}")
     kw = {"image_size": b["image_size"], "resize": b.get("resize", 256), "workers": b.get("workers", 4)}
     base = root / "imagenet"
     for split in ("train", "val"):
@@ -211,14 +215,14 @@ def _folder_benchmark(b: dict, profile: str, root: Path, *, with_aux: bool) -> B
     subset = b.get("subset")
     classes = load_imagenet_subset(subset) if subset else None
     if with_aux and b.get("aux") and not classes:
-        raise config.ParamError(f"profile {profile!r}: benchmark.aux {b['aux']!r} draws ImageNet-1k classes, which are all "
-                           "ID when benchmark.subset is null; set benchmark.aux to null (CE and BFM need no outliers) "
-                           "or choose a subset (imagenet10, imagenet20)")
+        raise config.ParamError(f"profile {profile!r}: benchmark.aux {b['aux']!r} draws ImageNet-1k classes, which "
+                                "are all ID when benchmark.subset is null; set benchmark.aux to null (CE and BFM need "
+                                "no outliers) or choose a subset (imagenet10, imagenet20)")
     id_train = folder_dataset("imagenet", base / "train", classes, **kw)
     id_test = folder_dataset("imagenet", base / "val", list(id_train.classes), **kw)
     if len(id_test.classes) != b["num_classes"]:
-        raise config.ParamError(f"profile {profile!r}: benchmark.num_classes is {b['num_classes']} but the ID classes are "
-                           f"{len(id_test.classes)}")
+        raise config.ParamError(f"profile {profile!r}: benchmark.num_classes is {b['num_classes']} but the ID "
+                                f"classes are {len(id_test.classes)}")
     ood = {}
     for disp, name in (b["ood"] if isinstance(b["ood"], dict) else {n: n for n in b["ood"]}).items():
         ood[disp] = folder_dataset(name, locate_folder(name, root), labelled=False, **kw)
@@ -226,7 +230,7 @@ def _folder_benchmark(b: dict, profile: str, root: Path, *, with_aux: bool) -> B
     if with_aux and b.get("aux"):
         if b["aux"] not in IMAGENET_AUX:
             raise config.ParamError(f"profile {profile!r}: benchmark.aux {b['aux']!r} is not available at "
-                               f"{b['image_size']}px; allowed: {', '.join(IMAGENET_AUX)}, null")
+                                    f"{b['image_size']}px; allowed: {', '.join(IMAGENET_AUX)}, null")
         aux_classes = imagenet_aux_classes(base / "train", b["aux"], len(classes))
         if set(aux_classes) & set(classes):
             raise DataMissingError(f"{b['aux']} overlaps the ID subset {subset!r}; check ood/imagenet_subsets.yaml")
@@ -315,7 +319,8 @@ def _train_seed(*, seed: int, params: dict, method: str, profile: str, overrides
     bench = load_benchmark(params, profile, with_aux=cfg.out_batch_size > 0)
     init_dir = None
     if cfg.init:
-        init_dir = seed_dir(Path(init_base), seed) if init_base is not None else paths(profile, cfg.init, seed=seed)["run"]
+        init_dir = (seed_dir(Path(init_base), seed) if init_base is not None
+                    else paths(profile, cfg.init, seed=seed)["run"])
     h = train(cfg, model_spec(params, profile, method), bench.id_train, seed_dir(base, seed), aux=bench.aux,
               id_test=bench.id_test, init_dir=init_dir, device=config.resolve_device(device), progress=progress)
     return h.assign(seed=seed)
@@ -362,11 +367,11 @@ def distributed_procs(params: dict, profile: str) -> int:
     d = block.get("distributed") or {}
     if not isinstance(d, dict) or set(d) - {"nproc_per_node"}:
         raise config.ParamError(f"profile {profile!r}: 'distributed' must be a mapping with the key nproc_per_node, "
-                           f"got {d!r}")
+                                f"got {d!r}")
     n = d.get("nproc_per_node", 1)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise config.ParamError(f"profile {profile!r}: invalid value {n!r} for 'distributed.nproc_per_node'; allowed: an "
-                           "integer >= 1")
+        raise config.ParamError(f"profile {profile!r}: invalid value {n!r} for 'distributed.nproc_per_node'; "
+                                "allowed: an integer >= 1")
     return n
 
 
@@ -388,17 +393,20 @@ def launch_train(params: dict, method: str, profile: str, nproc: int, *, device:
     bad = sorted(k for k, v in overrides.items() if v is not None and k not in _LAUNCH_OPTIONS)
     if bad:
         raise config.ParamError(f"override(s) {', '.join(bad)} cannot be passed to a torchrun launch; allowed: "
-                           f"{', '.join(_LAUNCH_OPTIONS)}")
+                                f"{', '.join(_LAUNCH_OPTIONS)}")
     for seed in seeds:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                "-m", "ood", "train", "--profile", profile, "--method", method, "--device", str(device),
-               "--run-dir", str(run_dir), "--seed", str(seed), "--params", str(params.get("_source") or config.params_path())]
-        cmd += [a for k, opt in _LAUNCH_OPTIONS.items() if overrides.get(k) is not None for a in (opt, str(overrides[k]))]
+               "--run-dir", str(run_dir), "--seed", str(seed),
+               "--params", str(params.get("_source") or config.params_path())]
+        cmd += [a for k, opt in _LAUNCH_OPTIONS.items() if overrides.get(k) is not None
+                for a in (opt, str(overrides[k]))]
         if init_dir is not None:
             cmd += ["--init-dir", str(init_dir)]
         p = subprocess.run(cmd, cwd=config.repo_root(), capture_output=True, text=True)
         if p.returncode != 0:
-            tail = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("error: ")] or p.stderr.strip().splitlines()[-1:]
+            tail = ([ln for ln in p.stderr.strip().splitlines() if ln.startswith("error: ")]
+                    or p.stderr.strip().splitlines()[-1:])
             raise TrainingError(f"torchrun training of {method!r} seed {seed} failed ({' '.join(cmd[1:])}): "
                                 f"{tail[-1] if tail else 'exit status ' + str(p.returncode)}")
         print(p.stdout, end="")
@@ -412,8 +420,8 @@ def fit_set(id_train: ArrayDataset, evaluate_block: dict, data_seed: int = 0) ->
     if n is None:
         return id_train
     if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= len(id_train):
-        raise config.ParamError(f"invalid value {n!r} for 'evaluate.fit_size'; allowed: null (all {len(id_train)} ID-train "
-                           f"images) or an integer in 1..{len(id_train)}")
+        raise config.ParamError(f"invalid value {n!r} for 'evaluate.fit_size'; allowed: null (all {len(id_train)} "
+                                f"ID-train images) or an integer in 1..{len(id_train)}")
     return id_train.subset(n, data_seed)
 
 
@@ -428,7 +436,8 @@ def _evaluate_seed(*, seed: int, params: dict, method: str, profile: str, base: 
     dev = config.resolve_device(device)
     bench = load_benchmark(params, profile, with_aux=False)
     sparams = ev.get("params", {}) or {}
-    res = evaluate(load_model(seed_dir(base, seed), dev), id_train=fit_set(bench.id_train, ev, block["benchmark"].get("data_seed", 0)),
+    res = evaluate(load_model(seed_dir(base, seed), dev),
+                   id_train=fit_set(bench.id_train, ev, block["benchmark"].get("data_seed", 0)),
                    id_test=bench.id_test, ood_sets=bench.ood,
                    scorers={n: sparams.get(n, {}) for n in scorers or ev["scorers"]}, benchmark=profile, method=method,
                    device=dev, batch_size=ev.get("batch_size", 500), progress=progress,

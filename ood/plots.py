@@ -68,7 +68,8 @@ def histogram_panel(ax, scores_by_set: Mapping[str, np.ndarray], colors: Sequenc
     values = list(scores_by_set.values())
     lo, hi = np.percentile(np.concatenate(values), [0.5, 99.5])
     edges = np.linspace(lo, hi if hi > lo else lo + 1, bins)
-    # one polygon per histogram ("stepfilled"), not one bar per bin: the grid of 40 panels draws and saves in half the time
+    # one polygon per histogram ("stepfilled"), not one bar per bin: the grid of 40 panels draws and saves in half the
+    # time
     for (label, v), color in zip(scores_by_set.items(), colors):
         ax.hist(v, bins=edges, alpha=alpha, density=True, label=label, color=color, histtype="stepfilled")
     threshold = None

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["CAPTION", "STATS", "aggregate", "select_stat", "pivot", "write_tables", "summary", "compare", "findings", "write_findings", "write_reference", "average_table", "ranked_sets",
+__all__ = ["CAPTION", "STATS", "aggregate", "select_stat", "pivot", "write_tables", "summary", "compare", "findings",
+           "write_findings", "write_reference", "average_table", "ranked_sets",
            "aggregate_metrics", "aggregate_accuracy", "CLAIMS"]
 
 CAPTION = ("FPR95 (%, lower is better): fraction of OOD samples scored at or above the threshold that keeps 95% of "
-           "ID test samples, ID positive. AUROC, AUPR-In (ID positive), AUPR-Out (OOD positive) in %, higher is better. "
-           "'average' is the mean over the OOD sets.")
+           "ID test samples, ID positive. AUROC, AUPR-In (ID positive), AUPR-Out (OOD positive) in %, higher is "
+           "better. 'average' is the mean over the OOD sets.")
 
 _LABELS = {"fpr95": "FPR95", "auroc": "AUROC", "aupr_in": "AUPR-In", "aupr_out": "AUPR-Out"}
 #: The ``seed`` values of the aggregate rows.
@@ -81,7 +82,7 @@ def pivot(metrics: pd.DataFrame, metric: str = "fpr95", methods: list[str] | Non
     scorers = scorers or list(dict.fromkeys(metrics["scorer"]))
     sets = [s for s in dict.fromkeys(metrics["ood_set"]) if s != "average"] + ["average"]
     t = select_stat(metrics, stat).pivot_table(index=["method", "scorer"], columns="ood_set", values=metric, sort=False,
-                                         dropna=False)
+                                               dropna=False)
     idx = pd.MultiIndex.from_tuples([(m, s) for m in methods for s in scorers if (m, s) in t.index],
                                     names=["method", "scorer"])
     return t.reindex(index=idx, columns=sets)
@@ -121,12 +122,15 @@ def write_tables(metrics: pd.DataFrame, accuracy: pd.DataFrame, out_dir: str | P
     accuracy.to_csv(out / "accuracy.csv", index=False, float_format="%.2f")
     written += [out / "metrics.csv", out / "accuracy.csv"]
     seeds = sorted(set(metrics["seed"].astype(str)) - set(STATS)) if "seed" in metrics else []
-    note = (f" {label}" if label else "") + (f" Mean +- std over {len(seeds)} seeds ({', '.join(seeds)})." if seeds else "")
+    note = ((f" {label}" if label else "")
+            + (f" Mean +- std over {len(seeds)} seeds ({', '.join(seeds)})." if seeds else ""))
     for metric, name in _LABELS.items():
         mean, std = (pivot(metrics, metric, methods, scorers, stat=st) for st in STATS)
-        md = f"**{name}** per OOD set.{note} {CAPTION}\n\n" + _pm(mean, std, " ± ").reset_index().to_markdown(index=False) + "\n"
+        md = (f"**{name}** per OOD set.{note} {CAPTION}\n\n"
+              + _pm(mean, std, " ± ").reset_index().to_markdown(index=False) + "\n")
         _write(out / f"{metric}.md", md)
-        tex = _pm(mean, std, " $\\pm$ ").to_latex(caption=f"{name}.{note} {CAPTION}", label=f"tab:{metric}", multirow=True)
+        tex = _pm(mean, std, " $\\pm$ ").to_latex(caption=f"{name}.{note} {CAPTION}", label=f"tab:{metric}",
+                                                  multirow=True)
         _write(out / f"{metric}.tex", tex)
         written += [out / f"{metric}.md", out / f"{metric}.tex"]
     acc = select_stat(accuracy, "mean").set_index("method")[["id_accuracy"]]
@@ -197,7 +201,8 @@ def ranked_sets(metrics: pd.DataFrame, method: str, *, scorer: str = "energy", m
     """The OOD sets of one method and scorer from the hardest to the easiest (mean ``metric`` over seeds; for FPR95
     the highest first), with the std over seeds: what a sentence such as "set X is the hard case" must rest on."""
     mean, std = (select_stat(metrics, st) for st in STATS)
-    pick = lambda f: f[(f.method == method) & (f.scorer == scorer) & (f.ood_set != "average")].set_index("ood_set")[metric]
+    pick = lambda f: (f[(f.method == method) & (f.scorer == scorer) & (f.ood_set != "average")]
+                      .set_index("ood_set")[metric])
     out = pd.DataFrame({"mean": pick(mean), "std": pick(std)})
     return out.sort_values("mean", ascending=(metric != "fpr95"))
 
@@ -230,7 +235,8 @@ def write_reference(metrics: pd.DataFrame, params: dict, profile: str, out_dir: 
     side = reference.side_by_side(ours, same_protocol, metric="fpr95", protocol=protocol)
     _write(Path(out_dir) / "reference.md",
            f"Average FPR95 (%) of the {ref_profile} profile's network: ours ({profile} profile) beside the papers' "
-           f"numbers measured with our protocol ({reference.PROTOCOLS[protocol]}).\n\n" + reference.to_markdown(side) + "\n")
+           f"numbers measured with our protocol ({reference.PROTOCOLS[protocol]}).\n\n"
+           + reference.to_markdown(side) + "\n")
     return side
 
 

@@ -86,7 +86,8 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
     epoch (None: the method's recipe in params.yaml; every other setting is the recipe's). Methods in
     ``pipeline_only`` (too slow for the tour, e.g. GReg+, whose sampler scores a pool six times the outlier
     batch at every step) are returned only when the pipeline has them, and left out otherwise. ``bench``: an
-    already loaded ``ood.pipeline.Benchmark`` (default: the profile's); ``pipeline_root``: the repository whose ``runs/`` hold the pipeline's checkpoints (default: this one).
+    already loaded ``ood.pipeline.Benchmark`` (default: the profile's); ``pipeline_root``: the repository whose
+    ``runs/`` hold the pipeline's checkpoints (default: this one).
     """
     from ood.pipeline import load_benchmark, model_spec, paths
     from ood.train import load_model, train
@@ -119,8 +120,8 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
             meta = blob.get("meta", {})
             if _same_losses(meta.get("config", {}), cfg) and (not init_method or out.get(init_method, None) is None
                                                               or out[init_method].source == "pipeline"):
-                out[method] = TourRun(method, load_model(pipe_dir, device), "pipeline", pipe_dir, _full_terms(cfg.terms),
-                                      meta.get("test_accuracy"), None)
+                out[method] = TourRun(method, load_model(pipe_dir, device), "pipeline", pipe_dir,
+                                      _full_terms(cfg.terms), meta.get("test_accuracy"), None)
                 continue
         if method in pipeline_only:
             continue
@@ -140,5 +141,6 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
         history = train(cfg, spec, bench.id_train, run_dir, aux=bench.aux if cfg.out_batch_size > 0 else None,
                         id_test=bench.id_test, init_dir=init_dir, device=device, progress=False)
         acc = float(history["test_accuracy"].iloc[-1]) if len(history) and "test_accuracy" in history else None
-        out[method] = TourRun(method, load_model(run_dir, device), "tour", run_dir, _full_terms(cfg.terms), acc, history)
+        out[method] = TourRun(method, load_model(run_dir, device), "tour", run_dir, _full_terms(cfg.terms), acc,
+                              history)
     return out

@@ -49,7 +49,8 @@ from ood.models import OODNet, build_from_spec
 from ood.numerics import eval_mode
 from ood.sampling import build_sampler, pool_size
 
-__all__ = ["train", "Training", "prepare_training", "run_epoch", "save_checkpoint", "save_model", "train_step", "make_optimizer", "TrainingError", "NonFiniteLoss", "load_model", "save_atomic", "config_hash", "accuracy"]
+__all__ = ["train", "Training", "prepare_training", "run_epoch", "save_checkpoint", "save_model", "train_step",
+           "make_optimizer", "TrainingError", "NonFiniteLoss", "load_model", "save_atomic", "config_hash", "accuracy"]
 
 
 _RUN_SAMPLER = object()   # Training.step's default: the run's own sampler
@@ -127,8 +128,8 @@ def _draw_outliers(aux: ArrayDataset | FolderDataset, n: int, g: torch.Generator
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The recipe's optimizer (``cfg.optimizer``: SGD with momentum/Nesterov, Adam or AdamW) over ``model``."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -207,7 +208,8 @@ def load_model(run_dir: str | Path, device="cpu") -> OODNet:
     """The trained model of a run folder (``model.pt``), in eval mode."""
     path = Path(run_dir) / "model.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"no trained model at {path}; run its training stage first (dvc repro) or the train notebook")
+        raise FileNotFoundError(f"no trained model at {path}; run its training stage first (dvc repro) or the train "
+                                "notebook")
     blob = torch.load(path, map_location=device, weights_only=True)
     spec = blob["model"]
     model = build_from_spec(spec)
@@ -279,7 +281,8 @@ def prepare_training(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset,
     terms = [build_term(name, **(p or {})) for name, p in cfg.terms.items()]
     if any(t.needs_outliers for t in terms) and (aux is None or cfg.out_batch_size <= 0):
         raise TrainingError(f"method {cfg.method!r} has outlier terms but no auxiliary data or out_batch_size is 0; "
-                            "set the profile's benchmark.aux and the method's out_batch_size in profiles/<profile>.yaml")
+                            "set the profile's benchmark.aux and the method's out_batch_size in "
+                            "profiles/<profile>.yaml")
     sampler = None
     if cfg.sampler:
         sp = dict(cfg.sampler)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ood import ablations
-from ood import config
+from ood import ablations, config
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHT = "profiles/synthetic.yaml:synthetic.method.greg.terms.grad_penalty.weight"
@@ -20,8 +19,8 @@ def _entry(rev, name, weight, fpr, metrics=True):
     params = {"profiles/synthetic.yaml": {"data": {"synthetic": {"method": {"greg": {"terms": {"grad_penalty": {
         "weight": weight}}}}}}}}
     m = {"results/synthetic/summary.json": {"data": {"greg": {"energy_fpr95": fpr, "energy_fpr95_std": 1.0,
-                                                               "energy_auroc": 90.0, "energy_auroc_std": 0.5,
-                                                               "id_accuracy": 89.0, "id_accuracy_std": 0.2}}}}
+                                                              "energy_auroc": 90.0, "energy_auroc_std": 0.5,
+                                                              "id_accuracy": 89.0, "id_accuracy_std": 0.2}}}}
     return {"rev": rev, "name": name, "data": {"rev": rev, "params": params, "metrics": m if metrics else {}}}
 
 
@@ -68,7 +67,8 @@ def test_export_without_experiments_says_what_to_run(tmp_path):
     (tmp_path / "shown.json").write_text(json.dumps([_entry("workspace", None, 100.0, 20.5, metrics=False)]))
     p = subprocess.run([sys.executable, "-m", "ood.ablations", "export", "--sweep", "greg-weight", "--param", WEIGHT,
                         "--json", str(tmp_path / "shown.json")], capture_output=True, text=True, cwd=ROOT)
-    assert p.returncode == 2 and p.stderr.startswith("error: no experiment with metrics") and "dvc queue start" in p.stderr
+    assert (p.returncode == 2 and p.stderr.startswith("error: no experiment with metrics")
+            and "dvc queue start" in p.stderr)
 
 
 def test_dvc_exp_show_reads_the_committed_revision(pipeline_root):
@@ -85,12 +85,14 @@ def test_dvc_exp_show_reads_the_committed_revision(pipeline_root):
 
 def test_the_readme_sweep_table_and_sentences_hold():
     """The sweep table of docs/ablations.md (the README's "Ablations as DVC experiments", moved there) quotes the
-    committed sweep CSVs; its sentences hold against them (a difference is claimed only when it exceeds std a + std b)."""
+    committed sweep CSVs; its sentences hold against them (a difference is claimed only when it exceeds
+    std a + std b)."""
     import re
 
     text = (ROOT / "docs" / "ablations.md").read_text()
     block = text[text.index("<!-- sweeps:synthetic -->"):text.index("<!-- /sweeps -->")]
-    rows = re.findall(r"^\| ([\w-]+) \| ([\d.]+) \| (\w+) \| ([\d.]+) ± ([\d.]+) \| ([\d.]+) ± ([\d.]+) \|$", block, re.M)
+    rows = re.findall(r"^\| ([\w-]+) \| ([\d.]+) \| (\w+) \| ([\d.]+) ± ([\d.]+) \| ([\d.]+) ± ([\d.]+) \|$", block,
+                      re.M)
     assert len(rows) == 10
     for sweep, value, method, f, fs, a, as_ in rows:
         t = ablations.read_sweep("synthetic", sweep, ROOT)

@@ -11,9 +11,6 @@ from ood.data import ArrayDataset
 from ood.losses import background_mask, energy
 from tiny_net import tiny_images as _images, tiny_model as _model
 
-
-
-
 # --- BFM: feature norms ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5, 1.0])
@@ -139,13 +136,13 @@ def test_sampler_picks_valid_distinct_and_cover_energy_extremes():
 
 def test_evaluate_scores_same_metrics_with_fewer_train_images():
     from ood.evaluate import evaluate
-
     from ood.pipeline import Benchmark
 
     g = torch.Generator().manual_seed(1)
     imgs = torch.randint(0, 256, (640, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.randint(0, 10, (640,), generator=g)
-    bench = Benchmark("b", ArrayDataset("train", imgs[:600], labels[:600]), ArrayDataset("test", imgs[600:620], labels[600:620]),
+    bench = Benchmark("b", ArrayDataset("train", imgs[:600], labels[:600]),
+                      ArrayDataset("test", imgs[600:620], labels[600:620]),
                       {"other": ArrayDataset("other", imgs[620:], torch.full((20,), -1))}, None, 10)
     m = _model()
     full = evaluate(m, id_train=bench.id_train, id_test=bench.id_test, ood_sets=bench.ood,

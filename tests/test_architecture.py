@@ -47,7 +47,8 @@ def top_level_ood_imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     out = set()
     for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module and (node.module == "ood" or node.module.startswith("ood.")):
+        if (isinstance(node, ast.ImportFrom) and node.module
+                and (node.module == "ood" or node.module.startswith("ood."))):
             if node.module == "ood":
                 out |= {a.name for a in node.names}
             else:

@@ -47,7 +47,7 @@ def test_tiny_cpu_run_prints_a_row_per_method_with_speeds_and_ratio(tmp_path, ca
                       "--data-root", str(tmp_path / "data"), "--json", str(out_json)])
     text = capsys.readouterr().out
     header = "| device | method |"
-    cols = [c.strip() for c in next(l for l in text.splitlines() if l.startswith(header)).strip("|").split("|")]
+    cols = [c.strip() for c in next(ln for ln in text.splitlines() if ln.startswith(header)).strip("|").split("|")]
     assert "ratio ours/ref" in cols
     rows = _table_rows(text, header)
     assert [r[cols.index("method")] for r in rows] == methods

@@ -1,4 +1,5 @@
-"""The real-data CPU profile: profiles/cifar10-cpu.yaml, its pipeline (pipelines/cifar10-cpu/) and its committed results.
+"""The real-data CPU profile: profiles/cifar10-cpu.yaml, its pipeline (pipelines/cifar10-cpu/) and its committed
+results.
 
 * the profile and its pipeline's params load, and every method's configuration builds;
 * every method trains a few steps on small subsets of the profile's real sets (CIFAR-10, TinyImageNet-32, Textures
@@ -19,8 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ood import config
-from ood import data
+from ood import config, data
 from ood.data import fetching
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,8 @@ def test_the_profile_has_its_own_pipeline_on_the_shared_dvc_yaml(params):
     root = config.load_params(ROOT / "params.yaml")
     assert root["profile"] == "synthetic", "the default `dvc repro` runs the synthetic profile"
     methods = params["pipeline"]["evaluate"]
-    assert len(methods) == 9 and set(methods) == set(params["pipeline"]["scratch"]) | set(params["pipeline"]["finetune"])
+    assert (len(methods) == 9
+            and set(methods) == set(params["pipeline"]["scratch"]) | set(params["pipeline"]["finetune"]))
     for m in methods:
         cfg = config.method_config(params, m, PROFILE)
         assert (cfg.init is None) == (m in params["pipeline"]["scratch"]), m
@@ -76,7 +77,8 @@ def test_every_method_trains_a_few_steps_on_real_subsets_and_every_scorer_scores
     assert bench.aux.images.shape == (512, 3, 32, 32) and all(len(v) == 200 for v in bench.ood.values())
     spec = model_spec(p, PROFILE)
     order = params["pipeline"]["scratch"] + list(params["pipeline"]["finetune"])
-    scorers = {n: params[PROFILE]["evaluate"].get("params", {}).get(n, {}) for n in params[PROFILE]["evaluate"]["scorers"]}
+    scorers = {n: params[PROFILE]["evaluate"].get("params", {}).get(n, {})
+               for n in params[PROFILE]["evaluate"]["scorers"]}
     for m in order:
         # two epochs of one step: BFM's background term starts after its warm-up epoch
         cfg = config.method_config(p, m, PROFILE, epochs=2, steps_per_epoch=1, seed=0)
@@ -146,7 +148,8 @@ def test_the_committed_results_are_complete_and_consistent(params):
     mean = m[m.seed == "mean"].set_index(key)["fpr95"]
     std = m[m.seed == "std"].set_index(key)["fpr95"]
     assert ((mean - g.apply(np.mean).loc[mean.index]).abs() <= 0.01).all()
-    assert ((std - g.apply(lambda v: np.std(v, ddof=1)).loc[std.index]).abs() <= 0.005 * (1 + (n / (n - 1)) ** 0.5)).all()
+    assert ((std - g.apply(lambda v: np.std(v, ddof=1)).loc[std.index]).abs()
+            <= 0.005 * (1 + (n / (n - 1)) ** 0.5)).all()
 
 
 def test_ce_reaches_85_percent_on_cifar10_in_every_seed(params):
@@ -154,11 +157,13 @@ def test_ce_reaches_85_percent_on_cifar10_in_every_seed(params):
     ce = acc[(acc.method == "ce") & acc.seed.isin([str(s) for s in params["seeds"]])]
     assert len(ce) == len(params["seeds"]) and (ce["id_accuracy"] >= 85).all(), ce.to_dict("records")
     hist = pd.read_csv(RES / "history" / "ce.csv")
-    assert set(hist.seed) == set(params["seeds"]) and len(hist) == len(params["seeds"]) * params[PROFILE]["recipes"]["scratch"]["epochs"]
+    assert (set(hist.seed) == set(params["seeds"])
+            and len(hist) == len(params["seeds"]) * params[PROFILE]["recipes"]["scratch"]["epochs"])
 
 
 def test_fit_set_is_the_whole_id_train_or_a_seeded_subset_of_fit_size():
     import torch
+
     from ood.pipeline import fit_set
 
     imgs = torch.arange(50 * 3 * 4 * 4, dtype=torch.int64).remainder(256).to(torch.uint8).view(50, 3, 4, 4)
@@ -193,7 +198,8 @@ def test_seed_workers_run_the_seeds_in_one_thread_processes_with_the_bits_of_a_o
     pd.testing.assert_frame_equal(h1[cols], h2[cols])
     code = ("import json, sys; from ood import config, pipeline; p = config.load_params(); p['seed_workers'] = 1; "
             f"_, h = pipeline.train_method(p, 'ce', 'synthetic', device='cpu', run_dir=sys.argv[1], seeds=[0, 1], "
-            f"progress=False, epochs=1, steps_per_epoch=2); print(h[{cols!r}].to_csv(index=False, float_format='%.17g'))")
+            "progress=False, epochs=1, steps_per_epoch=2); "
+            f"print(h[{cols!r}].to_csv(index=False, float_format='%.17g'))")
     env = {**os.environ, "OOD_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], env=env, capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout
@@ -242,7 +248,8 @@ def test_the_readme_findings_are_the_committed_findings():
     assert len(rows) >= 8
     for a, b, ood_set, diff, spread, verdict in rows:
         r = found.loc[(a, b, ood_set.strip())]
-        assert (float(diff), float(spread), verdict) == (round(r["diff"], 2), round(r.std_a + r.std_b, 2), r.verdict), (a, b)
+        assert (float(diff), float(spread), verdict) == (round(r["diff"], 2), round(r.std_a + r.std_b, 2),
+                                                         r.verdict), (a, b)
 
 
 def test_the_readme_prose_on_the_real_data_holds():
@@ -257,12 +264,14 @@ def test_the_readme_prose_on_the_real_data_holds():
         assert all(v(a, b, o) == "no clear difference" for o in every), (a, b)
     assert all(v("bfm", "ce", o) == "lower" for o in (tex, noise, "average"))
     assert v("oe", "ce", c100) == "higher"
-    acc = pd.read_csv(RES / "accuracy.csv", dtype={"seed": str}).query("seed == 'mean'").set_index("method")["id_accuracy"]
+    acc = (pd.read_csv(RES / "accuracy.csv", dtype={"seed": str}).query("seed == 'mean'")
+           .set_index("method")["id_accuracy"])
     finetuned = ["oe", "energy_oe", "greg", "greg_plus", "oe_grad", "energy_oe_sampling", "bfm_greg"]
     assert all(4 <= acc["ce"] - acc[m] <= 10 for m in finetuned), (acc["ce"] - acc[finetuned]).round(2).to_dict()
     assert abs(acc["ce"] - acc["bfm"]) <= 0.5
     m = pd.read_csv(RES / "metrics.csv", dtype={"seed": str})
-    ce = m[(m.method == "ce") & (m.ood_set == "average") & (m.seed == "mean")].set_index("scorer")["fpr95"].sort_values()
+    ce = (m[(m.method == "ce") & (m.ood_set == "average") & (m.seed == "mean")].set_index("scorer")["fpr95"]
+          .sort_values())
     assert list(ce.index[:2]) == ["vim", "knn"] and ce.index[-1] == "msp"
 
 

@@ -43,8 +43,8 @@ def test_train_then_evaluate_a_run_folder(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["train", "--profile", "synthetic", "--method", "nope", "--device", "cpu"], "unknown method 'nope'; allowed: "),
     (["train", "--profile", "nowhere", "--method", "ce"], "unknown profile 'nowhere'; allowed: "),
-    (["evaluate", "--profile", "synthetic", "--method", "ce", "--scorers", "energy,bogus", "--run-dir", "/nonexistent/x",
-      "--seed", "0"], ""),
+    (["evaluate", "--profile", "synthetic", "--method", "ce", "--scorers", "energy,bogus", "--run-dir",
+      "/nonexistent/x", "--seed", "0"], ""),
 ])
 def test_bad_input_ends_with_one_error_line_and_status_2(args, message):
     p = ood(*args)

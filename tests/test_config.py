@@ -118,7 +118,8 @@ def test_channels_last_is_auto_by_device_and_method(params):
 def test_profiles_live_in_their_own_files_and_are_checked(tmp_path):
     (tmp_path / "params.yaml").write_text("profile: a\nseed: 0\n")
     (tmp_path / "profiles").mkdir()
-    (tmp_path / "profiles" / "a.yaml").write_text("a: {benchmark: {}, model: {}, recipes: {}, method: {}, evaluate: {}}\n")
+    (tmp_path / "profiles" / "a.yaml").write_text("a: {benchmark: {}, model: {}, recipes: {}, method: {}, "
+                                                  "evaluate: {}}\n")
     params = config.load_params(tmp_path / "params.yaml")
     assert config.profiles(params) == ["a"] and config.profile_params(params)["model"] == {}
     (tmp_path / "profiles" / "b.yaml").write_text("c: {}\n")

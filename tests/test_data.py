@@ -98,10 +98,12 @@ def test_registry_checksums_match_torchvision_source():
     def md5_of(name, path):
         return next(f.checksum for f in data.DATASETS[name].files if f.path == path)
 
-    for fname, h in tvd.CIFAR10.train_list + tvd.CIFAR10.test_list + [[tvd.CIFAR10.meta["filename"], tvd.CIFAR10.meta["md5"]]]:
+    for fname, h in (tvd.CIFAR10.train_list + tvd.CIFAR10.test_list
+                     + [[tvd.CIFAR10.meta["filename"], tvd.CIFAR10.meta["md5"]]]):
         assert md5_of("cifar10", f"cifar-10-batches-py/{fname}") == f"md5:{h}"
     assert md5_of("cifar10", tvd.CIFAR10.filename) == f"md5:{tvd.CIFAR10.tgz_md5}"
-    for fname, h in tvd.CIFAR100.train_list + tvd.CIFAR100.test_list + [[tvd.CIFAR100.meta["filename"], tvd.CIFAR100.meta["md5"]]]:
+    for fname, h in (tvd.CIFAR100.train_list + tvd.CIFAR100.test_list
+                     + [[tvd.CIFAR100.meta["filename"], tvd.CIFAR100.meta["md5"]]]):
         assert md5_of("cifar100", f"cifar-100-python/{fname}") == f"md5:{h}"
     assert md5_of("cifar100", "cifar-100-python/test") == "md5:f0ef6b0ae62326f3e7ffdfab6717acfc"
     url, fname, h = tvd.SVHN.split_list["test"]
@@ -322,7 +324,7 @@ def test_synthetic_corrupt_cache_is_regenerated_and_sizes(tmp_path, fake_synthet
     ds = data.load("synthetic-novel-objects", root=tmp_path)
     assert fake_synthetic.calls == [("novel-objects", data.SYNTHETIC_SIZES["novel-objects"], 0)]
     assert data.SYNTHETIC_SIZES == {"train": 10000, "test": 2000, "backgrounds": 2000, "novel-objects": 2000,
-                                 "textures": 2000, "noise": 2000, "aux": 10000}
+                                    "textures": 2000, "noise": 2000, "aux": 10000}
 
 
 # ---------------------------------------------------------------------------------------------- CIFAR
@@ -346,7 +348,8 @@ def test_cifar_missing_files_fail_at_once_with_one_line(tmp_path):
     msg = str(e.value)
     assert isinstance(e.value, FileNotFoundError) and "\n" not in msg
     assert str(tmp_path / "cifar-10-batches-py" / "data_batch_1") in msg
-    assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in msg and "c58f30108f718f92721af3b95e74349a" in msg
+    assert ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in msg
+            and "c58f30108f718f92721af3b95e74349a" in msg)
     with pytest.raises(data.DataMissingError,
                        match=r"cifar-100-python/test.*cifar-100-python\.tar\.gz.*eb9058c3a382ffc7"):
         data.load("cifar100", "test", tmp_path)
@@ -357,7 +360,8 @@ def test_cifar10_corrupt_files_and_archive_fail_their_checksum(tmp_path):
     base.mkdir()
     for f in data.DATASETS["cifar10"].files[1:]:
         (tmp_path / f.path).write_bytes(b"not the real batch")
-    with pytest.raises(data.ChecksumError, match=r"data_batch_1 has md5 .*expected c99cafc152244af753f735de768cd75f.*not used"):
+    with pytest.raises(data.ChecksumError,
+                       match=r"data_batch_1 has md5 .*expected c99cafc152244af753f735de768cd75f.*not used"):
         data.load("cifar10", "test", tmp_path)
     other = tmp_path / "other"
     other.mkdir()
@@ -413,7 +417,8 @@ def test_svhn_mat_file(tmp_path, monkeypatch):
 
     x = rand_images(12)
     (tmp_path / "svhn").mkdir()
-    scipy.io.savemat(tmp_path / "svhn" / "test_32x32.mat", {"X": x.transpose(1, 2, 3, 0), "y": np.arange(1, 13)[:, None] % 10 + 1})
+    scipy.io.savemat(tmp_path / "svhn" / "test_32x32.mat",
+                     {"X": x.transpose(1, 2, 3, 0), "y": np.arange(1, 13)[:, None] % 10 + 1})
     with pytest.raises(data.ChecksumError, match="eb5a983be6a315427106f1b164d9cef3"):
         data.load("svhn", root=tmp_path)
     with pytest.raises(data.DataMissingError, match=r"svhn/test_32x32\.mat.*ufldl.stanford.edu.*eb5a983be6a3"):
@@ -460,8 +465,8 @@ def test_download_failure_is_a_data_missing_error(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------- image folders
 
 def test_image_folder_sets_decode_crop_and_cache(tmp_path):
-    from PIL import Image
     import torchvision.transforms as T
+    from PIL import Image
 
     r = rand_images(5, seed=1)
     save_png_tree(tmp_path / "LSUN_resize", r, sub="LSUN_resize")          # LSUN-R: 32x32, as is

@@ -169,7 +169,8 @@ def test_shards_are_disjoint_and_make_up_the_global_batch():
 
 
 def test_torchrun_command_trains_greg_and_leaves_one_checkpoint_per_seed(pipeline_root, tmp_path):
-    """docs/scaling-out.md's command, on the pipeline's CE checkpoints (the throw-away copy the suite's dvc repro made)."""
+    """docs/scaling-out.md's command, on the pipeline's CE checkpoints (the throw-away copy the suite's dvc repro
+    made)."""
     torchrun = Path(sys.executable).with_name("torchrun")
     run = tmp_path / "greg-ddp"
     p = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "ood", "train", "--profile",
@@ -225,7 +226,7 @@ def test_evaluation_split_over_two_processes_gives_the_scores_of_one(tmp_path, m
     model = build_model("smallnet", 3, [0.5] * 3, [0.25] * 3, width=8)
     (tmp_path / "model").mkdir()
     torch.save({"state_dict": model.state_dict(), "model": {"name": "smallnet", "num_classes": 3, "mean": [0.5] * 3,
-                                                           "std": [0.25] * 3, "kwargs": {"width": 8}}},
+                                                            "std": [0.25] * 3, "kwargs": {"width": 8}}},
                tmp_path / "model" / "model.pt")
     from ood.train import load_model
 
@@ -245,8 +246,7 @@ def test_a_profile_with_distributed_trains_its_stage_through_torchrun(tmp_path, 
 
     import yaml
 
-    from ood import config
-    from ood import pipeline
+    from ood import config, pipeline
 
     root = Path(__file__).resolve().parents[1]
     shutil.copytree(root / "profiles", tmp_path / "profiles")
@@ -261,7 +261,7 @@ def test_a_profile_with_distributed_trains_its_stage_through_torchrun(tmp_path, 
                                       epochs=1, steps_per_epoch=2, progress=False)
     assert list(hist["seed"]) == [0] and list(hist["epoch"]) == [1] and "test_accuracy" in hist
     assert sorted(f.name for f in (tmp_path / "run" / "seeds" / "0").iterdir()) == ["checkpoint.pt", "history.csv",
-                                                                                  "model.pt"]
+                                                                                    "model.pt"]
     assert "ce seed 0: 1 epochs" in capsys.readouterr().out
     block["synthetic"]["distributed"] = {"nproc_per_node": 0}
     prof.write_text(yaml.safe_dump(block))

@@ -50,8 +50,8 @@ def test_readme_results_table_matches_the_committed_summary():
     """The README's table quotes the committed results/synthetic/summary.json (mean and std over seeds)."""
     summary = json.loads((ROOT / "results" / "synthetic" / "summary.json").read_text())
     num = r"([\d.]+) ± ([\d.]+)"
-    rows = re.findall(rf"^\| (\w+) \| {num} \| {num} \| {num} \|$", _section("Results on the default (synthetic) profile"),
-                      re.M)
+    rows = re.findall(rf"^\| (\w+) \| {num} \| {num} \| {num} \|$",
+                      _section("Results on the default (synthetic) profile"), re.M)
     assert {r[0] for r in rows} == set(summary), "README's results table must list every method of summary.json"
     for m, *vals in rows:
         s = summary[m]
@@ -72,7 +72,8 @@ def test_readme_findings_are_the_committed_findings():
     assert {(a, b) for a, b, *_ in rows} == set(avg.index), "the README must state every claim of findings.csv"
     for a, b, diff, spread, verdict in rows:
         r = avg.loc[(a, b)]
-        assert (float(diff), float(spread), verdict) == (round(r["diff"], 2), round(r.std_a + r.std_b, 2), r.verdict), (a, b)
+        assert (float(diff), float(spread), verdict) == (round(r["diff"], 2), round(r.std_a + r.std_b, 2),
+                                                         r.verdict), (a, b)
 
 
 def test_readme_prose_on_the_synthetic_results_holds():
@@ -87,13 +88,16 @@ def test_readme_prose_on_the_synthetic_results_holds():
         assert found.loc[(m, "ce", "average"), "diff"] < 0 and verdict(m, "ce") == "no clear difference"
     ce_noise = pd.read_csv(res / "runs" / "ce.csv").query("scorer == 'energy' and ood_set == 'noise'")["fpr95"]
     assert ce_noise.max() > 50 and (ce_noise < 5).sum() == len(ce_noise) - 1  # one seed accepts most noise images
-    ce_bg = pd.read_csv(res / "runs" / "ce.csv").query("scorer == 'energy' and ood_set == 'backgrounds'").set_index("seed")
+    ce_bg = (pd.read_csv(res / "runs" / "ce.csv").query("scorer == 'energy' and ood_set == 'backgrounds'")
+             .set_index("seed"))
     for m in ("bfm", "oe"):  # "on backgrounds ... lower FPR95 than CE in every seed"
-        bg = pd.read_csv(res / "runs" / f"{m}.csv").query("scorer == 'energy' and ood_set == 'backgrounds'").set_index("seed")
+        bg = (pd.read_csv(res / "runs" / f"{m}.csv").query("scorer == 'energy' and ood_set == 'backgrounds'")
+              .set_index("seed"))
         assert (bg["fpr95"] < ce_bg.loc[bg.index, "fpr95"]).all(), m
     for a, b in [("greg_plus", "greg"), ("energy_oe_sampling", "energy_oe"), ("oe_grad", "oe"), ("bfm_greg", "greg")]:
         assert verdict(a, b) == "no clear difference", (a, b)
-    acc = pd.read_csv(res / "accuracy.csv", dtype={"seed": str}).query("seed == 'mean'").set_index("method")["id_accuracy"]
+    acc = (pd.read_csv(res / "accuracy.csv", dtype={"seed": str}).query("seed == 'mean'")
+           .set_index("method")["id_accuracy"])
     finetuned = ["oe", "energy_oe", "greg", "greg_plus", "oe_grad", "energy_oe_sampling", "bfm_greg"]
     assert all(6 <= acc["ce"] - acc[m] <= 10 for m in finetuned), (acc["ce"] - acc[finetuned]).round(2).to_dict()
     assert abs(acc["ce"] - acc["bfm"]) <= 1

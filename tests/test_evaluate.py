@@ -56,7 +56,8 @@ class _Untouchable(ArrayDataset):
 def test_id_train_is_read_only_for_scorers_fitted_on_it(result):
     torch.manual_seed(0)
     model = build_model("smallnet", 3, (0.5,) * 3, (0.25,) * 3)
-    kw = dict(id_test=_ds("te", 40, 4), ood_sets={"a": _ds("a", 40, 1, 50)}, benchmark="toy", method="m", progress=False)
+    kw = dict(id_test=_ds("te", 40, 4), ood_sets={"a": _ds("a", 40, 1, 50)}, benchmark="toy", method="m",
+              progress=False)
     tr = _ds("tr", 60, 0)
     untouchable = _Untouchable(name="tr", images=tr.images, labels=tr.labels)
     res = evaluate(model, id_train=untouchable, scorers={"msp": {}, "energy": {}}, **kw)

@@ -290,7 +290,7 @@ def test_a_differing_or_unverifiable_row_gives_its_reason(rows):
     (("cifar10", "recipes", "greg_plus", "weight_decay"), 5.0e-4),
     (("cifar100", "recipes", "finetune_energy", "lr"), 0.01),
     (("imagenet", "method", "greg", "terms", "grad_penalty"), {"weight": 1.0, "m_in": -25.0, "m_out": -7.0,
-                                                                 "scaling": "paper"}),
+                                                               "scaling": "paper"}),
     (("cifar10-offline", "method", "greg_plus", "sampler", "pool_factor"), 7),
     (("cifar10", "method", "energy_oe", "terms", "energy_margin", "m_in"), -25.0),
     (("cifar10", "recipes", "scratch", "amp"), True),

@@ -6,8 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ood import config
-from ood import pipeline
+from ood import config, pipeline
 from ood.data import DataMissingError, FolderDataset, Loader, folder_dataset
 from ood.reference import load_imagenet_subset
 
@@ -164,8 +163,8 @@ def test_imagenet_profile_trains_and_evaluates_from_the_files(imagenet_root, tmp
     assert len(pipeline.data_manifest(bench)) == 7
 
     spec = pipeline.model_spec(params, "imagenet", "ce")
-    hist = train(config.method_config(params, "ce", "imagenet"), spec, bench.id_train, tmp_path / "ce", id_test=bench.id_test,
-                 device="cpu", progress=False)
+    hist = train(config.method_config(params, "ce", "imagenet"), spec, bench.id_train, tmp_path / "ce",
+                 id_test=bench.id_test, device="cpu", progress=False)
     assert len(hist) == 1 and 0 <= hist["test_accuracy"].iloc[0] <= 100
     cfg = config.method_config(params, "greg_plus", "imagenet")   # outliers streamed, picked by the cluster sampler
     assert cfg.init == "ce" and cfg.optimizer == "adam"      # fine-tuned from CE, as Greg-OOD's README command

@@ -14,8 +14,6 @@ from ood.metrics import fpr_at_tpr, tpr_threshold  # noqa: E402
 from tiny_net import tiny_images as _images, tiny_model as _model  # noqa: E402
 
 
-
-
 @pytest.fixture(autouse=True)
 def _close_figures():
     yield
@@ -45,7 +43,7 @@ def test_feature_norm_figure(tmp_path):
     models = {"CE": _model(0), "BFM": _model(1)}
     x, y = _images(2), torch.tensor([1, 2])
     fig = illustrations.feature_norm_figure(models, x, y, ratio=0.25, class_names=[f"c{i}" for i in range(10)],
-                                path=tmp_path / "fnorm", pdf=True)
+                                            path=tmp_path / "fnorm", pdf=True)
     assert (tmp_path / "fnorm.png").stat().st_size > 0 and (tmp_path / "fnorm.pdf").is_file()
     grid = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"][:6]
     assert [ax.get_title() for ax in grid[:3]] == ["image", "CE: feature norm", "BFM: feature norm"]
@@ -57,7 +55,8 @@ def test_feature_norm_figure(tmp_path):
 
 def test_feature_norm_hist_figure(tmp_path):
     models = {"CE": _model(0), "BFM": _model(1)}
-    fig = illustrations.feature_norm_hist_figure(models, _images(4), _images(3, 1), y_id=torch.arange(4), path=tmp_path / "h")
+    fig = illustrations.feature_norm_hist_figure(models, _images(4), _images(3, 1), y_id=torch.arange(4),
+                                                 path=tmp_path / "h")
     assert (tmp_path / "h.png").is_file()
     assert [ax.get_title() for ax in fig.axes] == ["CE", "BFM"]
     assert all(ax.get_xlabel() == "local feature norm ‖f_hw‖₂" for ax in fig.axes)
@@ -89,7 +88,7 @@ def test_energy_line_figure(tmp_path):
     assert ax.get_title() == "Energy along the line from an ID image to an outlier"
     assert ax.get_ylabel().startswith("energy E(x_t)") and ax.get_xlabel().startswith("t ")
     assert [fig.axes[0].get_title(), fig.axes[2].get_title()] == ["t = 0: ID image", "t = 1: outlier"]
-    curves = {l.get_label(): l.get_ydata() for l in ax.get_lines() if l.get_label() in models}
+    curves = {ln.get_label(): ln.get_ydata() for ln in ax.get_lines() if ln.get_label() in models}
     for name, m in models.items():  # the plotted curve is energy_line's, endpoints included
         with torch.no_grad():
             ends = energy(m(x)).numpy()
@@ -122,8 +121,9 @@ def test_roc_threshold_figure(tmp_path):
     fpr = fpr_at_tpr(sid, sood)
     assert a1.get_title() == f"Scores: ID test vs backgrounds; OOD accepted (≥ t): FPR95 = {fpr:.1f}%"
     assert a1.get_xlabel() == "energy score (higher = more ID)" and a1.get_ylabel() == "density"
-    assert a2.get_title() == "ROC curve, energy" and a2.get_xlabel().startswith("FPR") and a2.get_ylabel().startswith("TPR")
-    thr = [l for l in a1.get_lines() if l.get_linestyle() == "--"][0]
+    assert (a2.get_title() == "ROC curve, energy" and a2.get_xlabel().startswith("FPR")
+            and a2.get_ylabel().startswith("TPR"))
+    thr = [ln for ln in a1.get_lines() if ln.get_linestyle() == "--"][0]
     assert thr.get_xdata()[0] == pytest.approx(tpr_threshold(sid))
-    point = [l for l in a2.get_lines() if l.get_marker() == "o"][0]
+    point = [ln for ln in a2.get_lines() if ln.get_marker() == "o"][0]
     assert point.get_xdata()[0] == pytest.approx(fpr / 100) and point.get_ydata()[0] == pytest.approx(0.95)

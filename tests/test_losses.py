@@ -7,8 +7,17 @@ import pytest
 import torch
 from torch import nn
 
-from ood.losses import (METHODS, TERMS, StepOutputs, background_mask, build_term, build_terms, energy,
-                        grad_penalty_reference, position_logits)
+from ood.losses import (
+    METHODS,
+    TERMS,
+    StepOutputs,
+    background_mask,
+    build_term,
+    build_terms,
+    energy,
+    grad_penalty_reference,
+    position_logits,
+)
 from ood.models import SmallNet
 from ood.sampling import build_sampler
 
@@ -40,7 +49,8 @@ def test_oe_hand_computed_and_empty():
     # one ID row (ignored), one outlier with logits (log 3, 0, 0): logsumexp = log 5, mean = log(3)/3
     out = _out([[9.0, 0.0, 0.0], [math.log(3), 0.0, 0.0]], n_id=1)
     assert build_term("oe")(out).item() == pytest.approx(0.5 * (math.log(5) - math.log(3) / 3))
-    assert build_term("oe", weight=1.0)(_out(torch.zeros(2, 3), n_id=1)).item() == pytest.approx(math.log(3))  # minimum: log K
+    # minimum: log K
+    assert build_term("oe", weight=1.0)(_out(torch.zeros(2, 3), n_id=1)).item() == pytest.approx(math.log(3))
     empty = _out(torch.randn(3, 3), n_id=3)
     v = build_term("oe")(empty)
     v.backward()
@@ -143,7 +153,8 @@ def test_grad_penalty_empty_selection_is_zero_and_backprops():
     v = build_term("grad_penalty", m_in=-1e6, m_out=1e6)(out)  # nobody on the right side of a margin
     v.backward()
     assert v.item() == 0.0
-    assert all(torch.isfinite(p.grad).all() and torch.all(p.grad == 0) for p in model.parameters() if p.grad is not None)
+    assert all(torch.isfinite(p.grad).all() and torch.all(p.grad == 0)
+               for p in model.parameters() if p.grad is not None)
 
 
 def test_grad_penalty_needs_input_grad():
@@ -151,7 +162,8 @@ def test_grad_penalty_needs_input_grad():
     x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
     xn = model.normalize(x)
     fmap = model.body(xn)
-    out = StepOutputs(model, xn, fmap, model.pool(fmap), model.head(model.pool(fmap)), torch.zeros(2, dtype=torch.long), 2)
+    out = StepOutputs(model, xn, fmap, model.pool(fmap), model.head(model.pool(fmap)), torch.zeros(2, dtype=torch.long),
+                      2)
     with pytest.raises(ValueError, match="requires_grad"):
         build_term("grad_penalty")(out)
 

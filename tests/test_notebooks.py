@@ -32,7 +32,8 @@ def test_stage_notebook_run_by_the_pipeline_matches_the_committed_outputs(pipeli
     from ood.config import load_params
 
     profile = load_params(ROOT / "params.yaml")["profile"]
-    executed = clean(nbformat.read(pipeline_root / "runs" / profile / DEFAULT_RUNS[name] / f"{name}.ipynb", as_version=4))
+    executed = clean(nbformat.read(pipeline_root / "runs" / profile / DEFAULT_RUNS[name] / f"{name}.ipynb",
+                                   as_version=4))
     committed = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     run_cells = [c for c in executed.cells if c.cell_type == "code"]
     kept_cells = [c for c in committed.cells if c.cell_type == "code"]

@@ -286,7 +286,7 @@ def test_fpr95_rules_on_continuous_scores(seed):
     assert fpr_at_tpr(s_id, clean) == pytest.approx(_fpr_direct(s_id, clean), abs=1e-9)
     with_gap = np.r_[clean, [(lo + hi) / 2, (2 * lo + hi) / 3]]   # two OOD scores in the gap
     assert _fpr_energy_oe(s_id, with_gap) - fpr_at_tpr(s_id, with_gap) == pytest.approx(100 * 2 / with_gap.size,
-                                                                                          abs=1e-9)
+                                                                                        abs=1e-9)
     # (b) 0.95 n = 126.35 (n = 133): ours needs m = 127 ID samples (TPR 95.5 %); the closest recall is 126/133 =
     #     94.7 %, but the lowest threshold with 126 ID accepts exactly the OOD scores > the 127th ID score, i.e.
     #     ours when nothing ties: the two agree although the Energy-OE recall is below 95 %.

@@ -56,9 +56,10 @@ def test_pipeline_writes_the_tables_with_every_method_seed_and_scorer(pipeline_r
     # The CSV rounds every row to 2 decimals: the seeds' rows by up to 0.005 each, which moves their mean by up to
     # 0.005 and their sample std by up to 0.005 * sqrt(n / (n - 1)); the aggregate row itself is rounded by 0.005.
     n = len(seeds)
-    for stat, fn, tol in (("mean", np.mean, 0.01), ("std", lambda v: np.std(v, ddof=1), 0.005 * (1 + (n / (n - 1)) ** 0.5))):
+    for stat, fn, tol in (("mean", np.mean, 0.01),
+                          ("std", lambda v: np.std(v, ddof=1), 0.005 * (1 + (n / (n - 1)) ** 0.5))):
         got = m[m.seed == stat].set_index(key)["fpr95"]
-        want = runs.groupby(key)["fpr95"].agg(lambda v: fn(v.to_numpy()))
+        want = runs.groupby(key)["fpr95"].agg(lambda v: fn(v.to_numpy()))  # noqa: B023 (called in this iteration)
         assert (got - want.loc[got.index]).abs().max() <= tol + 1e-9, stat
     acc = pd.read_csv(res / "accuracy.csv", dtype={"seed": str})
     assert list(acc.columns) == ["benchmark", "method", "seed", "id_accuracy"] and set(acc.method) == set(methods)
@@ -181,7 +182,8 @@ def _status_after(pipeline_root, rel, edit) -> set[str]:
 def test_editing_a_module_or_a_parameter_names_exactly_the_stages_that_use_it(pipeline_root, params):
     """Every stage depends on the whole ood/ package and on every parameter it reads (dvc.yaml)."""
     methods = params["pipeline"]["evaluate"]
-    train = {f"train@{m}" for m in params["pipeline"]["scratch"]} | {f"finetune@{m}" for m in params["pipeline"]["finetune"]}
+    train = ({f"train@{m}" for m in params["pipeline"]["scratch"]}
+             | {f"finetune@{m}" for m in params["pipeline"]["finetune"]})
     evaluate = {f"evaluate@{m}" for m in methods}
     every = {"data", "tables", "figures"} | train | evaluate
     assert _status_after(pipeline_root, "ood/metrics.py", lambda t: t + "\n# edited\n") == every
@@ -193,11 +195,13 @@ def test_editing_a_module_or_a_parameter_names_exactly_the_stages_that_use_it(pi
     assert _status_after(pipeline_root, yaml, lambda t: t.replace("    batch_size: 128   # fastest",
                                                                   "    batch_size: 64   # fastest", 1)) \
         == evaluate | {"tables", "figures"}
-    assert _status_after(pipeline_root, yaml, lambda t: t.replace("    num_classes: 10\n",
-                                                                  "    num_classes: 10\n    average_over: [noise]\n", 1)) \
+    assert _status_after(pipeline_root, yaml,
+                         lambda t: t.replace("    num_classes: 10\n",
+                                             "    num_classes: 10\n    average_over: [noise]\n", 1)) \
         == {"data"} | evaluate | {"tables", "figures"}
     # another profile's pipeline (pipelines/cifar10-cpu/) and knobs leave the default pipeline's stages alone
-    assert _status_after(pipeline_root, "profiles/cifar10-cpu.yaml", lambda t: t.replace("    num_classes: 10\n",
-                                                                    "    num_classes: 10\n    average_over: []\n", 1)) == set()
+    assert _status_after(pipeline_root, "profiles/cifar10-cpu.yaml",
+                         lambda t: t.replace("    num_classes: 10\n",
+                                             "    num_classes: 10\n    average_over: []\n", 1)) == set()
     assert _status_after(pipeline_root, "pipelines/cifar10-cpu/params.yaml",
                          lambda t: re.sub(r"^seeds: \[[^\]]*\]", "seeds: [5]", t, count=1, flags=re.M)) == set()

@@ -94,10 +94,12 @@ GREG_SECONDARY = [
     ("cifar10", "unstated", "oe", "fpr95", 21.76), ("cifar10", "unstated", "oe_grad", "fpr95", 18.79),
     ("cifar10", "unstated", "energy_oe", "fpr95", 11.26), ("cifar10", "unstated", "energy_oe_grad", "fpr95", 7.93),
     ("cifar10", "unstated", "poem", "fpr95", 29.15), ("cifar10", "unstated", "poem_grad", "fpr95", 23.87),
-    ("imagenet10", "densenet121", "energy_oe", "fpr95", 45.23), ("imagenet10", "densenet121", "energy_oe", "auroc", 88.63),
+    ("imagenet10", "densenet121", "energy_oe", "fpr95", 45.23),
+    ("imagenet10", "densenet121", "energy_oe", "auroc", 88.63),
     ("imagenet10", "densenet121", "dos", "fpr95", 49.31), ("imagenet10", "densenet121", "dos", "auroc", 91.97),
     ("imagenet10", "densenet121", "greg", "fpr95", 47.26), ("imagenet10", "densenet121", "greg", "auroc", 90.13),
-    ("imagenet10", "densenet121", "greg_plus", "fpr95", 35.08), ("imagenet10", "densenet121", "greg_plus", "auroc", 92.06),
+    ("imagenet10", "densenet121", "greg_plus", "fpr95", 35.08),
+    ("imagenet10", "densenet121", "greg_plus", "auroc", 92.06),
 ]
 
 
@@ -109,7 +111,8 @@ def test_greg_numbers_are_secondary(ref, bench, model, tm, metric, v):
 
 
 DOS_TABLE1 = [  # (train_method, scorer, ood_set, metric, value) read off DOS Table 1 (CIFAR-100)
-    ("dos", "abs", "svhn", "fpr95", 13.1), ("dos", "abs", "average", "fpr95", 24.4), ("dos", "abs", "average", "auroc", 95.2),
+    ("dos", "abs", "svhn", "fpr95", 13.1), ("dos", "abs", "average", "fpr95", 24.4),
+    ("dos", "abs", "average", "auroc", 95.2),
     ("dos", "abs", "none", "id_accuracy", 75.5), ("dos_inrc", "abs", "average", "fpr95", 3.2),
     ("ce", "msp", "average", "fpr95", 83.0), ("ce", "energy", "textures", "auroc", 69.3),
     ("energy_oe", "energy", "places365", "fpr95", 53.2), ("oe", "msp", "isun", "fpr95", 48.6),

@@ -55,6 +55,7 @@ def test_cpuinfo_flags_are_read_as_words(monkeypatch, tmp_path):
 def test_importing_ood_pins_a_fresh_process_even_against_the_callers_variables():
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
     env.pop("OOD_CPU_ISA", None), env.pop("OOD_THREADS", None)
-    code = "import torch, ood; x = torch.ones(3) + 1; print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())"
+    code = ("import torch, ood; x = torch.ones(3) + 1; "
+            "print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["AVX2", str(repro.THREADS)]

@@ -251,7 +251,7 @@ def test_vim_alpha_and_residual_by_hand():
 
 def test_vim_dimension_rule_and_errors():
     assert [scorers.ViM.default_dim(d) for d in (4096, 2048, 1024, 768, 512, 342, 128)] == [1000, 1000, 512, 512, 256,
-                                                                                     171, 64]
+                                                                                            171, 64]
     model = IdentityNet(torch.eye(3))
     with pytest.raises(ValueError, match="dim.*feature dimension 3"):
         fit(scorers.build_scorer("vim", dim=3), model, torch.rand(10, 3))

@@ -97,7 +97,7 @@ def test_backgrounds_match_id_backgrounds():
         return a.mean(axis=(1, 2, 3)), np.abs(np.diff(a, axis=2)).mean(axis=(1, 2, 3))
 
     bg, idbg, tex = stats("backgrounds"), stats("train"), stats("textures")
-    for a, b, c in zip(bg, idbg, tex):
+    for a, b, _c in zip(bg, idbg, tex):
         assert ks_2samp(a, b).pvalue > 1e-3
     assert ks_2samp(bg[1], tex[1]).pvalue < 1e-6
 
@@ -185,7 +185,7 @@ def test_id_task_learnable():
 
 @pytest.mark.parametrize("args, match", [
     (("val", 10), r"unknown synthetic set .val.; allowed: train, test, backgrounds, novel-objects, "
-               r"textures, noise, aux"),
+                  r"textures, noise, aux"),
     (("train", 0), r"n must be a positive int, got 0"),
     (("train", -3), r"n must be a positive int, got -3"),
     (("train", 2.5), r"n must be a positive int, got 2.5"),

@@ -5,12 +5,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from matplotlib.colors import to_rgb
 
 from ood import plots, tables
 from ood.data import ArrayDataset
-
-import torch
 
 
 @pytest.fixture
@@ -78,7 +77,7 @@ def test_score_figures_have_panels_labels_and_files(tmp_path):
     from ood.metrics import fpr_at_tpr, tpr_threshold
 
     assert fig.axes[0].texts[0].get_text() == f"FPR95 {fpr_at_tpr(sc['energy/id'], sc['energy/a']):.1f}%"
-    dashed = [l for l in fig.axes[0].get_lines() if l.get_linestyle() == "--"]
+    dashed = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "--"]
     assert len(dashed) == 1 and dashed[0].get_xdata()[0] == tpr_threshold(sc["energy/id"])
     fig = plots.roc_grid({"ce": sc, "greg": sc}, "energy", ["a", "b"])
     assert [ax.get_title() for ax in fig.axes] == ["ce", "greg"]
@@ -92,8 +91,8 @@ def test_heatmap_training_curves_and_sample_grid(tmp_path, metrics):
     hist = pd.DataFrame({"epoch": [1, 2], "loss_ce": [1.0, 0.5], "test_accuracy": [50.0, 70.0]})
     fig = plots.training_curves({"ce": hist}, path=tmp_path / "tc")
     assert fig.axes[1].get_ylabel() == "ID test accuracy (%)"
-    ds = ArrayDataset(name="x", images=torch.zeros(5, 3, 32, 32, dtype=torch.uint8), labels=torch.tensor([0, 1, 0, 1, 0]),
-                      classes=("p", "q"))
+    ds = ArrayDataset(name="x", images=torch.zeros(5, 3, 32, 32, dtype=torch.uint8),
+                      labels=torch.tensor([0, 1, 0, 1, 0]), classes=("p", "q"))
     fig = plots.sample_grid({"ID": ds, "OOD": ds}, n=3, path=tmp_path / "g")
     assert len(fig.axes) == 6 and fig.axes[0].get_ylabel() == "ID" and fig.axes[1].get_title() == "q"
     for name in ("hm", "tc", "g"):
@@ -138,8 +137,8 @@ def test_compare_calls_a_difference_only_beyond_the_summed_spread(tmp_path):
 
 
 def _line_props(ax):
-    return [(list(l.get_xdata()), list(l.get_ydata()), l.get_color(), l.get_linestyle(), l.get_linewidth(), l.get_marker(),
-             l.get_label()) for l in ax.get_lines()]
+    return [(list(ln.get_xdata()), list(ln.get_ydata()), ln.get_color(), ln.get_linestyle(), ln.get_linewidth(),
+             ln.get_marker(), ln.get_label()) for ln in ax.get_lines()]
 
 
 def test_roc_panel_draws_the_roc_points_of_ood_metrics():
@@ -164,10 +163,12 @@ def test_roc_panel_draws_the_roc_points_of_ood_metrics():
     rng = np.random.default_rng(1)
     sc = _scores(rng)
     fig, ax = plt.subplots()
-    plots.roc_panel(ax, sc["energy/id"], {"a": sc["energy/a"], "b": sc["energy/b"]}, colors=("k", "tab:green"), tpr=None)
+    plots.roc_panel(ax, sc["energy/id"], {"a": sc["energy/a"], "b": sc["energy/b"]}, colors=("k", "tab:green"),
+                    tpr=None)
     lines = ax.get_lines()
-    assert [l.get_label() for l in lines[:2]] == ["a", "b"] and [l.get_color() for l in lines[:2]] == ["k", "tab:green"]
-    assert len(lines) == 3 and all(l.get_marker() != "o" for l in lines)  # tpr=None: no dots, no TPR line
+    assert ([ln.get_label() for ln in lines[:2]] == ["a", "b"]
+            and [ln.get_color() for ln in lines[:2]] == ["k", "tab:green"])
+    assert len(lines) == 3 and all(ln.get_marker() != "o" for ln in lines)  # tpr=None: no dots, no TPR line
     for line, name in zip(lines, ("a", "b")):
         f, t, _ = roc_curve(sc["energy/id"], sc[f"energy/{name}"])
         np.testing.assert_array_equal(line.get_xdata(), f)
@@ -201,7 +202,7 @@ def test_histogram_panel_draws_density_histograms_and_the_fpr95_threshold():
         for i, d in enumerate(density):  # the step outline has the corners (left edge, height) and (right edge, height)
             for x in (edges[i], edges[i + 1]):
                 assert np.isclose(corners, (x, d), rtol=0, atol=1e-12).all(axis=1).any(), (i, x, d)
-    (dashed,) = [l for l in ax.get_lines() if l.get_linestyle() == "--"]
+    (dashed,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
     assert dashed.get_xdata()[0] == thr
     fig, ax = plt.subplots()
     _, none = plots.histogram_panel(ax, {"ID test": sid, "OOD": so, "other": sc["energy/b"]}, colors=("k", "r", "g"),

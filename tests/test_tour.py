@@ -56,16 +56,17 @@ def test_tour_models_trains_reloads_and_prefers_matching_pipeline_runs(tmp_path)
     meta = torch.load(runs["greg"].run_dir / "model.pt", weights_only=True)["meta"]["config"]
     assert meta["steps_per_epoch"] == 2 and meta["init"] == "ce"  # finetune_steps
     assert runs["greg"].terms["grad_penalty"]["scaling"] == "authors"  # defaults filled in
-    assert runs["greg"].terms["grad_penalty"]["weight"] == params["synthetic"]["method"]["greg"]["terms"]["grad_penalty"]["weight"]
+    assert (runs["greg"].terms["grad_penalty"]["weight"]
+            == params["synthetic"]["method"]["greg"]["terms"]["grad_penalty"]["weight"])
     # same settings: the same run folders are reloaded
     again = tour.tour_models(params, ["ce", "greg"], run_root=tmp_path / "tour", **kw)
     assert again["greg"].run_dir == runs["greg"].run_dir
     # a changed loss term trains anew
     other = tour.tour_models(params, ["ce", "greg"], run_root=tmp_path / "tour",
-                          terms={"greg": {"grad_penalty": {"weight": 0.0}}}, **kw)
+                             terms={"greg": {"grad_penalty": {"weight": 0.0}}}, **kw)
     assert other["greg"].run_dir != runs["greg"].run_dir and other["greg"].terms["grad_penalty"]["weight"] == 0.0
     same = tour.tour_models(params, ["ce", "greg"], run_root=tmp_path / "tour",
-                         terms={"greg": {"grad_penalty": {"weight": None}}}, **kw)  # None: params.yaml's
+                            terms={"greg": {"grad_penalty": {"weight": None}}}, **kw)  # None: params.yaml's
     assert same["greg"].run_dir == runs["greg"].run_dir
     with pytest.raises(ValueError, match="list 'ce' before it"):
         tour.tour_models(params, ["greg"], run_root=tmp_path / "tour", use_pipeline_runs=False, **kw)

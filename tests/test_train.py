@@ -125,7 +125,8 @@ def test_finetune_keeps_its_own_input_statistics_and_dropout(tmp_path):
     assert m.mean.flatten().tolist() == pytest.approx([0.4, 0.45, 0.5])
 
 
-@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                                       ("adamw", torch.optim.AdamW)])
 def test_recipe_optimizer_is_the_named_one(tmp_path, monkeypatch, name, cls):
     """optimizer: adam is torch.optim.Adam with L2 weight decay (Greg-OOD's ImageNet runs), not AdamW."""
     from ood import train as training

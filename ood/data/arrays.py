@@ -18,7 +18,8 @@ from ood.distributed import shard_slice
 
 
 def subset_indices(name: str, N: int, n: int, seed: int) -> torch.Tensor | None:
-    """Sorted indices of a uniformly random ``n`` of ``N`` items (None: all of them), the subset rule of both datasets."""
+    """Sorted indices of a uniformly random ``n`` of ``N`` items (None: all of them), the subset rule of both
+    datasets."""
     if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= N:
         raise ValueError(f"subset size n={n!r} must be an integer in 1..{N} (the size of {name!r})")
     if n == N:

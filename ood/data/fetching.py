@@ -87,7 +87,8 @@ def missing_error(name: str, path: Path, fi: FileInfo, root: Path, more: str = "
     how = f"download {fi.url}" if fi.url and fi.url.startswith("http") else f"get it from {fi.url or fi.source}"
     where = (f"put it at {root / fi.path} (it is extracted into {root / fi.extract_to if fi.extract_to else root})"
              if fi.extract_to is not None else f"put it at {root / fi.path}")
-    dl = f", or call load({name!r}, download=True) where the network is reachable" if fi.url and fi.url.startswith("http") else ""
+    dl = (f", or call load({name!r}, download=True) where the network is reachable"
+          if fi.url and fi.url.startswith("http") else "")
     return DataMissingError(f"{name}: missing {path}{more}; {how} ({fi.checksum or 'checksum unverified'}) and {where}"
                             f"{dl}{extra}.")
 

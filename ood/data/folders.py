@@ -19,8 +19,17 @@ import torch
 
 from ood.data import registry
 from ood.data.arrays import ArrayDataset, Loader, endless, subset_indices
-from ood.data.fetching import (ChecksumError, DataMissingError, archive_candidates, atomic_save, data_root,
-                               download_file, extract, missing_error, verify)
+from ood.data.fetching import (
+    ChecksumError,
+    DataMissingError,
+    archive_candidates,
+    atomic_save,
+    data_root,
+    download_file,
+    extract,
+    missing_error,
+    verify,
+)
 from ood.data.registry import DATASETS, DatasetInfo, check_split, dataset_info
 
 _IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
@@ -37,7 +46,7 @@ class _FolderItems(torch.utils.data.Dataset):
         import torchvision.transforms as T
 
         self.files, self.labels, self.seed = ds.files, ds.labels, seed
-        if seed is None:   # evaluation: the standard ImageNet protocol, Resize(256) + CenterCrop(224) [code: torchvision]
+        if seed is None:   # evaluation: standard ImageNet protocol, Resize(256) + CenterCrop(224) [code: torchvision]
             self.tf = T.Compose([T.Resize(ds.resize), T.CenterCrop(ds.image_size), T.PILToTensor()])
         else:              # training: RandomResizedCrop(224) + RandomHorizontalFlip() [code: torchvision, Greg-OOD]
             self.tf = T.Compose([T.RandomResizedCrop(ds.image_size), T.RandomHorizontalFlip(), T.PILToTensor()])
@@ -93,7 +102,8 @@ class FolderDataset:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"FolderDataset {self.name!r}: {key}={v!r} must be an integer >= 1")
         if self.resize < self.image_size:
-            raise ValueError(f"FolderDataset {self.name!r}: resize={self.resize} must be >= image_size={self.image_size}")
+            raise ValueError(f"FolderDataset {self.name!r}: resize={self.resize} must be >= "
+                             f"image_size={self.image_size}")
 
     def __len__(self) -> int:
         return len(self.files)
@@ -210,7 +220,7 @@ def _find_images(folder: Path) -> list[Path]:
 def _has_images(folder: Path) -> bool:
     if not folder.is_dir():
         return False
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for _dirpath, _dirnames, filenames in os.walk(folder):
         if any(not f.startswith(".") and Path(f).suffix.lower() in _IMAGE_EXTS for f in filenames):
             return True
     return False
@@ -250,8 +260,8 @@ def _locate_folder(info: DatasetInfo, root: Path, download: bool) -> Path:
         extract(archive, root / (fi.extract_to or ""))
     folder = found()
     if folder is None:
-        raise DataMissingError(f"{info.name}: {archive} was extracted into {root / (fi.extract_to or '')} but holds none "
-                               f"of the folders {', '.join(info.folders)} with images; check the archive.")
+        raise DataMissingError(f"{info.name}: {archive} was extracted into {root / (fi.extract_to or '')} but holds "
+                               f"none of the folders {', '.join(info.folders)} with images; check the archive.")
     return folder
 
 
@@ -263,8 +273,9 @@ def _select_places365(folder: Path, files: list[Path]) -> list[Path]:
         by_name = {p.name: p for p in files}
         absent = [nm for nm in names if nm not in by_name]
         if absent:
-            raise DataMissingError(f"places365: {len(absent)} images of {lst} are not under {folder} (first: {absent[0]}); "
-                                   f"extract test_256.tar (http://data.csail.mit.edu/places/places365/test_256.tar, "
+            raise DataMissingError(f"places365: {len(absent)} images of {lst} are not under {folder} "
+                                   f"(first: {absent[0]}); extract test_256.tar "
+                                   f"(http://data.csail.mit.edu/places/places365/test_256.tar, "
                                    f"{DATASETS['places365'].files[0].checksum}) into {folder}.")
         return sorted((by_name[nm] for nm in names), key=lambda p: p.relative_to(folder).as_posix())
     n = registry.PLACES365_N   # read at call time from the registry module (tests patch it there)
@@ -277,8 +288,8 @@ def _select_places365(folder: Path, files: list[Path]) -> list[Path]:
 def _decode(files: list[Path], size: int, transform: str) -> np.ndarray:
     """Decode image files to uint8 (N, size, size, 3): resize_crop = shorter side to size (bilinear) + center crop;
     center_crop = center crop only; as_is = unchanged when already size x size, else resize_crop."""
-    from PIL import Image
     import torchvision.transforms.functional as TF
+    from PIL import Image
 
     out = np.empty((len(files), size, size, 3), np.uint8)
     for i, p in enumerate(files):
@@ -287,7 +298,8 @@ def _decode(files: list[Path], size: int, transform: str) -> np.ndarray:
                 im = im.convert("RGB")
         except Exception as e:
             raise ChecksumError(f"{p} cannot be decoded ({type(e).__name__}: {e}): the file is corrupt or truncated "
-                                f"and the set was not loaded. Delete the folder and extract its archive again.") from None
+                                f"and the set was not loaded. Delete the folder and extract its archive "
+                                "again.") from None
         if transform == "resize_crop" or (transform == "as_is" and im.size != (size, size)):
             im = TF.center_crop(TF.resize(im, size), size)
         elif transform == "center_crop":
@@ -326,7 +338,8 @@ def load_image_folder(info: DatasetInfo, root: Path, split: str, image_size: int
         try:
             atomic_save(cache, lambda f: np.save(f, x))
         except OSError as e:
-            warnings.warn(f"could not write the decoded cache {cache} ({e}); the images will be decoded again next time")
+            warnings.warn(f"could not write the decoded cache {cache} ({e}); the images will be decoded again "
+                          "next time", stacklevel=1)
     images = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     return ArrayDataset(info.name, images, torch.full((len(files),), -1, dtype=torch.int64))
 
@@ -342,7 +355,8 @@ def locate_folder(name: str, root=None, *, download: bool = False) -> Path:
 
 
 def load_folder(name: str, root=None, transform=None, *, split: str = "val", download: bool = False):
-    """A ``torchvision.datasets.ImageFolder`` over a registry set's image folder (full resolution, ``transform`` applied).
+    """A ``torchvision.datasets.ImageFolder`` over a registry set's image folder (full resolution, ``transform``
+    applied).
 
     For the ImageNet profile: ``imagenet`` (``split`` train or val: ``<root>/imagenet/<split>``), and the OOD sets
     ``inaturalist``, ``sun``, ``places``, ``imagenet-textures`` (split ignored); also accepted for the 32x32 folder
@@ -360,9 +374,9 @@ def load_folder(name: str, root=None, transform=None, *, split: str = "val", dow
         split = check_split(info, split)
         folder = root / "imagenet" / split
         if not folder.is_dir():
-            raise DataMissingError(f"imagenet: missing {folder}; ImageNet-1k cannot be downloaded automatically: get it "
-                                   f"from https://image-net.org (licence) and put (or symlink) the ImageFolder layout at "
-                                   f"{folder}/<wnid>/*.JPEG (checksum unverified).")
+            raise DataMissingError(f"imagenet: missing {folder}; ImageNet-1k cannot be downloaded automatically: "
+                                   f"get it from https://image-net.org (licence) and put (or symlink) the ImageFolder "
+                                   f"layout at {folder}/<wnid>/*.JPEG (checksum unverified).")
     else:
         folder = _locate_folder(info, root, download)
     return torchvision.datasets.ImageFolder(str(folder), transform=transform)

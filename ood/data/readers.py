@@ -16,8 +16,18 @@ import numpy as np
 import torch
 
 from ood.data.arrays import ArrayDataset
-from ood.data.fetching import (ChecksumError, DataMissingError, atomic_save, data_root, download_file, files_under,
-                               first_corrupt, missing_error, require, verify)
+from ood.data.fetching import (
+    ChecksumError,
+    DataMissingError,
+    atomic_save,
+    data_root,
+    download_file,
+    files_under,
+    first_corrupt,
+    missing_error,
+    require,
+    verify,
+)
 from ood.data.folders import load_image_folder
 from ood.data.registry import SYNTHETIC_SIZES, DatasetInfo, check_split, dataset_info
 
@@ -35,7 +45,8 @@ def load(name: str, split: str = "test", root=None, *, seed: int = 0, n: int | N
     """
     info = dataset_info(name)
     if info.resolution != "32":
-        raise ValueError(f"dataset {name!r} is a full-resolution image folder: use load_folder({name!r}, root, transform)")
+        raise ValueError(f"dataset {name!r} is a full-resolution image folder: use load_folder({name!r}, root, "
+                         "transform)")
     split = check_split(info, split)
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
         raise ValueError(f"image_size={image_size!r} must be an integer >= 1")
@@ -89,14 +100,14 @@ def _load_synthetic(name: str, set_name: str, root: Path, seed: int, n: int | No
             if x.shape != (n, 32, 32, 3) or x.dtype != np.uint8 or y.shape != (n,) or cached_fp != fp:
                 x = y = None
         except Exception as e:  # a truncated / foreign file: regenerate it
-            warnings.warn(f"{path} is unreadable ({type(e).__name__}: {e}); regenerating it")
+            warnings.warn(f"{path} is unreadable ({type(e).__name__}: {e}); regenerating it", stacklevel=1)
             x = y = None
     if x is None:
         x, y = synthetic.generate(set_name, n, seed=seed)
         x, y = np.asarray(x, dtype=np.uint8), np.asarray(y, dtype=np.int64)
         if x.shape != (n, 32, 32, 3) or y.shape != (n,):
-            raise ValueError(f"ood.synthetic.generate({set_name!r}, {n}) returned images {x.shape} and labels {y.shape}; "
-                             f"expected ({n}, 32, 32, 3) and ({n},)")
+            raise ValueError(f"ood.synthetic.generate({set_name!r}, {n}) returned images {x.shape} and labels "
+                             f"{y.shape}; expected ({n}, 32, 32, 3) and ({n},)")
         atomic_save(path, lambda f: np.savez(f, x=x, y=y, generator=np.array(fp)))
     classes = tuple(synthetic.CLASSES) if name == "synthetic" else None
     return _from_hwc(name, x, y, classes)
@@ -138,7 +149,8 @@ def _load_cifar100(info: DatasetInfo, root: Path, split: str, download: bool) ->
             raise
         except Exception as e:
             raise DataMissingError(f"cifar100: download of {info.files[0].url} failed ({type(e).__name__}: {e}); "
-                                   f"download it by hand ({info.files[0].checksum}) and extract it into {root}.") from None
+                                   f"download it by hand ({info.files[0].checksum}) and extract it into "
+                                   f"{root}.") from None
         return _from_hwc("cifar100", tv.data, tv.targets, tuple(tv.classes))
     # test split: only test + meta are needed (torchvision's class would insist on the training file)
     needed = [files["test"], files["meta"]]
@@ -147,7 +159,8 @@ def _load_cifar100(info: DatasetInfo, root: Path, split: str, download: bool) ->
             torchvision.datasets.CIFAR100(str(root), train=False, download=True)
         except Exception as e:
             raise DataMissingError(f"cifar100: download of {info.files[0].url} failed ({type(e).__name__}: {e}); "
-                                   f"download it by hand ({info.files[0].checksum}) and extract it into {root}.") from None
+                                   f"download it by hand ({info.files[0].checksum}) and extract it into "
+                                   f"{root}.") from None
     require(info, root, needed, extra=" (the test split needs only cifar-100-python/test and meta)")
     for f in needed:
         verify(root / f.path, f)

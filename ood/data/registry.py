@@ -84,8 +84,8 @@ def _synthetic_entry(name: str, set_name: str, kind: str, title: str, splits) ->
 #: LSUN-C's archive, read by two registry sets: ``lsun-c`` (centre 32x32, GReg) and ``lsun-c-36`` (as stored, Energy).
 _LSUN_C_FILES = (FileInfo("LSUN.tar.gz", "https://www.dropbox.com/s/fhtsw1m3qxlwj6h/LSUN.tar.gz?dl=1",
                           "md5:458a0a0ab8e5f1cb4516d7400568e460",
-                          "URL: ODIN README (facebookresearch/odin); md5: pytorch-ood and detectors (edadaltocg) source, "
-                          "not recomputed by us", extract_to=""),)
+                          "URL: ODIN README (facebookresearch/odin); md5: pytorch-ood and detectors (edadaltocg) "
+                          "source, not recomputed by us", extract_to=""),)
 
 DATASETS: dict[str, DatasetInfo] = {}
 
@@ -121,19 +121,22 @@ _register(
         name="cifar10", kind="id", title="CIFAR-10 (50,000 train / 10,000 test, 10 classes)", splits=("train", "test"),
         files=(FileInfo("cifar-10-python.tar.gz", _C10, "md5:c58f30108f718f92721af3b95e74349a", _TV.format("cifar.py"),
                         extract_to=""),)
-        + tuple(FileInfo(f"cifar-10-batches-py/{f}", None, f"md5:{h}", _TV.format("cifar.py")) for f, h in _CIFAR10_FILES),
+        + tuple(FileInfo(f"cifar-10-batches-py/{f}", None, f"md5:{h}", _TV.format("cifar.py"))
+                for f, h in _CIFAR10_FILES),
         preprocessing="none (32x32); read by torchvision.datasets.CIFAR10, which checks the md5 of all 7 files",
         citation=_CIFAR_CITE, size={"train": 50000, "test": 10000},
         notes="torchvision's integrity check needs all five training batches even for the test split.",
     ),
     DatasetInfo(
-        name="cifar100", kind="id", title="CIFAR-100 (50,000 train / 10,000 test, 100 fine classes); also near-OOD for CIFAR-10",
+        name="cifar100", kind="id",
+        title="CIFAR-100 (50,000 train / 10,000 test, 100 fine classes); also near-OOD for CIFAR-10",
         splits=("train", "test"),
-        files=(FileInfo("cifar-100-python.tar.gz", _C100, "md5:eb9058c3a382ffc7106e4002c42a8d85", _TV.format("cifar.py"),
-                        extract_to=""),)
-        + tuple(FileInfo(f"cifar-100-python/{f}", None, f"md5:{h}", _TV.format("cifar.py")) for f, h in _CIFAR100_FILES),
-        preprocessing="none (32x32); train: torchvision.datasets.CIFAR100; test: the standard pickle cifar-100-python/test "
-                      "read directly after its md5 check (needs only test + meta), fine labels",
+        files=(FileInfo("cifar-100-python.tar.gz", _C100, "md5:eb9058c3a382ffc7106e4002c42a8d85",
+                        _TV.format("cifar.py"), extract_to=""),)
+        + tuple(FileInfo(f"cifar-100-python/{f}", None, f"md5:{h}", _TV.format("cifar.py"))
+                for f, h in _CIFAR100_FILES),
+        preprocessing="none (32x32); train: torchvision.datasets.CIFAR100; test: the standard pickle "
+                      "cifar-100-python/test read directly after its md5 check (needs only test + meta), fine labels",
         citation=_CIFAR_CITE, size={"train": 50000, "test": 10000},
     ),
     DatasetInfo(
@@ -141,7 +144,8 @@ _register(
         files=(FileInfo("svhn/test_32x32.mat", "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
                         "md5:eb5a983be6a315427106f1b164d9cef3", _TV.format("svhn.py")),),
         preprocessing="none (32x32), all 26,032 test images; read by torchvision.datasets.SVHN; labels set to -1",
-        citation="Netzer et al., Reading Digits in Natural Images with Unsupervised Feature Learning, NIPS Workshop 2011.",
+        citation="Netzer et al., Reading Digits in Natural Images with Unsupervised Feature Learning, NIPS Workshop "
+                 "2011.",
         size={"test": 26032},
         notes="The energy/GReg code uses the whole test split (the KNN code a subset from select_svhn_data.py).",
     ),
@@ -175,13 +179,15 @@ _register(
         files=(FileInfo("places365/test_256.tar", "http://data.csail.mit.edu/places/places365/test_256.tar",
                         "md5:f532f6ad7b582262a2ec8009075e186b", _TV.format("places365.py"), extract_to="places365"),),
         folders=("places365",), transform="resize_crop",
-        preprocessing="resize the shorter side to 32 (bilinear, PIL) then center-crop 32x32 (energy_ood / Greg-OOD code)",
+        preprocessing="resize the shorter side to 32 (bilinear, PIL) then center-crop 32x32 (energy_ood / Greg-OOD "
+                      "code)",
         citation="Zhou et al., Places: A 10 Million Image Database for Scene Recognition, TPAMI 2017.",
         size={"test": PLACES365_N},
         notes="Which 10,000: if <root>/places365/places365_test_list.txt exists (the list of the KNN-OOD / CIDER code, "
               "github.com/deeplearning-wisc/knn-ood), its images; else if the folder holds at most 10,000 images (the "
               "codebases' test_subset folder), all of them; else our documented sample: the sorted image paths, "
-              f"numpy.random.default_rng({PLACES365_SAMPLE_SEED}).choice(N, 10000, replace=False), kept in sorted order. "
+              f"numpy.random.default_rng({PLACES365_SAMPLE_SEED}).choice(N, 10000, replace=False), kept in sorted "
+              "order. "
               "The energy_ood code instead draws 2,000 images per evaluation from its places365 folder.",
     ),
     DatasetInfo(
@@ -206,7 +212,8 @@ _register(
         name="lsun-r", kind="ood", title="LSUN-R (LSUN resize), 10,000 images of 32x32", splits=("test",),
         files=(FileInfo("LSUN_resize.tar.gz", "https://www.dropbox.com/s/moqh2wh8696c3yl/LSUN_resize.tar.gz?dl=1",
                         "md5:278b7b31c8cb7e804a1465a8ce03a2dc",
-                        "URL: ODIN README; md5: pytorch-ood and detectors (edadaltocg) source, not recomputed by us", extract_to=""),),
+                        "URL: ODIN README; md5: pytorch-ood and detectors (edadaltocg) source, not recomputed by us",
+                        extract_to=""),),
         folders=("LSUN_resize", "LSUN_R"), transform="as_is",
         preprocessing="none (already 32x32; any other size: shorter side to 32 + center crop)",
         citation="Yu et al., LSUN, arXiv:1506.03365, 2015; " + _ODIN_CITE, size={"test": 10000},
@@ -215,14 +222,16 @@ _register(
         name="isun", kind="ood", title="iSUN, 8,925 images of 32x32", splits=("test",),
         files=(FileInfo("iSUN.tar.gz", "https://www.dropbox.com/s/ssz7qxfqae0cca5/iSUN.tar.gz?dl=1",
                         "md5:be77b0f2c26fda898afac5f99645ee70",
-                        "URL: ODIN README; md5: detectors (edadaltocg) source, one codebase, not recomputed by us", extract_to=""),),
+                        "URL: ODIN README; md5: detectors (edadaltocg) source, one codebase, not recomputed by us",
+                        extract_to=""),),
         folders=("iSUN",), transform="as_is",
         preprocessing="none (already 32x32; any other size: shorter side to 32 + center crop)",
-        citation="Xu et al., TurkerGaze: Crowdsourcing Saliency with Webcam based Eye Tracking, arXiv:1504.06755, 2015; "
-                 + _ODIN_CITE, size={"test": 8925},
+        citation="Xu et al., TurkerGaze: Crowdsourcing Saliency with Webcam based Eye Tracking, arXiv:1504.06755, "
+                 "2015; " + _ODIN_CITE, size={"test": 8925},
     ),
     DatasetInfo(
-        name="300k-random", kind="aux", title="300K random images (Tiny Images subset, 300,000 x 32x32)", splits=("train",),
+        name="300k-random", kind="aux", title="300K random images (Tiny Images subset, 300,000 x 32x32)",
+        splits=("train",),
         files=(FileInfo("300K_random_images.npy", "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy",
                         "md5:64ca64357de98351f28454274a112dc3",
                         "URL: outlier-exposure README (hendrycks); md5: pytorch-ood source, not recomputed by us"),),
@@ -268,7 +277,8 @@ _register(
                "Xiao et al., SUN Database: Large-scale Scene Recognition from Abbey to Zoo, CVPR 2010"),
     _mos_entry("places", "Places", "md5:b5cb5eba2754ae2a28beea8718db699a", "Zhou et al., Places, TPAMI 2017"),
     DatasetInfo(
-        name="imagenet-textures", kind="ood", title="Textures (DTD), all 5,640 images, full resolution (ImageNet profile)",
+        name="imagenet-textures", kind="ood",
+        title="Textures (DTD), all 5,640 images, full resolution (ImageNet profile)",
         splits=None,
         files=(FileInfo("dtd/dtd-r1.0.1.tar.gz", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
                         "md5:fff73e5086ae6bdbea199a49dfb8a4c1", _TV.format("dtd.py"), extract_to="dtd"),),
