@@ -44,7 +44,7 @@ def run(nproc: int, args, threads: int) -> dict:
         wall = time.perf_counter() - t0
         if p.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
-        hist = pd.read_csv(Path(tmp) / "seeds" / str(args.seed) / "history.csv")
+        hist = pd.read_csv(Path(tmp) / "timings" / f"seed{args.seed}.csv")   # ood.train.train(timings=...)
         return {"processes": nproc, "threads each": max(1, threads // nproc), "wall s": wall,
                 "train s": hist["seconds"].sum(), "epochs": len(hist)}
 

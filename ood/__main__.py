@@ -1,7 +1,7 @@
 """Command line: ``python -m ood train|evaluate --profile P --method M [...]``, beside the notebooks.
 
-It calls what the notebooks call (``ood.pipeline.train_method`` and ``evaluate_method``) with the pipeline's
-params file (``params.yaml``, or ``--params`` / ``$OOD_PARAMS``), so a run here is the run a stage makes::
+It calls what the notebooks call (``ood.run_train.train_method`` and ``ood.run_evaluate.evaluate_method``) with the
+pipeline's params file (``params.yaml``, or ``--params`` / ``$OOD_PARAMS``), so a run here is the run a stage makes::
 
     python -m ood train --profile synthetic --method greg --epochs 1 --steps-per-epoch 3 --device cpu --run-dir DIR
     python -m ood evaluate --profile synthetic --method greg --device cpu --run-dir DIR
@@ -72,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from ood import pipeline
+    from ood import run_evaluate, run_train
     from ood.data import ChecksumError, DataMissingError
     from ood.distributed import world
     from ood.train import TrainingError
@@ -82,19 +82,20 @@ def main(argv: list[str] | None = None) -> int:
         config.profile_params(params, args.profile)
         seeds = [args.seed] if args.seed is not None else None
         if args.command == "train":
-            cfg, history = pipeline.train_method(params, args.method, args.profile, device=args.device,
-                                                 run_dir=args.run_dir, seeds=seeds, epochs=args.epochs,
-                                                 steps_per_epoch=args.steps_per_epoch, init_dir=args.init_dir,
-                                                 lr=args.lr, batch_size=args.batch_size,
-                                                 progress=world().main)
+            cfg, history = run_train.train_method(params, args.method, args.profile, device=args.device,
+                                                  run_dir=args.run_dir, seeds=seeds, epochs=args.epochs,
+                                                  steps_per_epoch=args.steps_per_epoch, init_dir=args.init_dir,
+                                                  lr=args.lr, batch_size=args.batch_size,
+                                                  progress=world().main)
             last = history.groupby("seed").tail(1)
             for _, r in last.iterrows() if world().main else ():
                 print(f"{args.method} seed {int(r['seed'])}: {int(r['epoch'])} epochs, test accuracy "
                       f"{r['test_accuracy']:.2f}%")
         else:
             scorers = [s for s in args.scorers.split(",") if s] if args.scorers else None
-            res = pipeline.evaluate_method(params, args.method, args.profile, device=args.device,
-                                           run_dir=args.run_dir, seeds=seeds, scorers=scorers, progress=world().main)
+            res = run_evaluate.evaluate_method(params, args.method, args.profile, device=args.device,
+                                               run_dir=args.run_dir, seeds=seeds, scorers=scorers,
+                                               progress=world().main)
             avg = res.metrics[res.metrics.ood_set == "average"]
             for (seed, scorer), r in avg.set_index(["seed", "scorer"]).iterrows() if world().main else ():
                 print(f"{args.method} seed {seed} {scorer}: FPR95 {r['fpr95']:.2f}  AUROC {r['auroc']:.2f}")

@@ -31,7 +31,8 @@ import yaml
 from ood.numerics import check_choice, check_number
 
 __all__ = [
-    "ParamError", "repo_root", "load_params", "profile_params", "method_config", "method_model", "TrainConfig",
+    "ParamError", "repo_root", "load_params", "profile_params", "method_config", "method_model", "model_spec",
+    "TrainConfig",
     "OPTIMIZERS", "MODEL_OVERRIDES",
     "NotebookParams", "NOTEBOOK_SCHEMAS", "is_seed_list", "check_notebook_params", "resolve_device",
     "uses_channels_last",
@@ -239,6 +240,15 @@ def method_model(block: dict, method: str) -> dict:
     return model
 
 
+def model_spec(params: dict, profile: str | None = None, method: str | None = None) -> dict:
+    """The network ``method`` trains (``ood.models.build_model`` arguments): the profile's ``model`` block with the
+    method's own overrides (:func:`method_model`; None: the profile's block alone)."""
+    block = profile_params(params, profile)
+    m = method_model(block, method) if method else dict(block["model"])
+    return {"name": m.pop("name"), "num_classes": block["benchmark"]["num_classes"], "mean": m.pop("mean"),
+            "std": m.pop("std"), "kwargs": m}
+
+
 def resolve_device(device: str = "auto"):
     import torch
 
@@ -289,7 +299,7 @@ _RUN_DIR = _rule(lambda v: isinstance(v, str) and v != "", "a path", allow_none=
 # name -> check (None: checked against params.yaml in check_notebook_params: profile, method, scorer names).
 _COMMON = {"profile": None, "device": _choice("auto", "cpu", "cuda")}
 NOTEBOOK_SCHEMAS: dict[str, dict[str, Callable[[Any, str], Any] | None]] = {
-    "data": {**_COMMON, "n_show": _number(integer=True, low=0, low_open=True)},
+    "data": {**_COMMON},
     "train": {
         **_COMMON,
         "method": None,
@@ -307,7 +317,7 @@ NOTEBOOK_SCHEMAS: dict[str, dict[str, Callable[[Any, str], Any] | None]] = {
         "run_dir": _RUN_DIR,
     },
     "tables": {**_COMMON},
-    "figures": {**_COMMON},
+    "figures": {**_COMMON, "n_show": _number(integer=True, low=0, low_open=True)},
     "tour": {
         **_COMMON,
         "use_pipeline_runs": _choice(True, False),
@@ -343,13 +353,15 @@ class NotebookParams:
             raise AttributeError(name) from None
 
 
-def check_notebook_params(notebook: str, namespace: dict, before: Iterable[str],
-                          params: dict | None = None) -> NotebookParams:
+def check_notebook_params(notebook: str, namespace: dict, before: Iterable[str], params: dict | None = None, *,
+                          scorers: Iterable[str] | None = None) -> NotebookParams:
     """Validate a notebook's parameters after papermill injected its own.
 
     ``before`` is the set of global names that existed before the parameters cell; every new
     global must be a parameter of ``notebook`` (so a misspelled ``-p`` fails instead of being
-    silently ignored, as papermill itself only warns). Raises :class:`ParamError` (one line).
+    silently ignored, as papermill itself only warns). ``scorers``: the registered scorer names, for a notebook
+    with a ``scorers`` parameter (the evaluate notebook passes ``ood.scorers.SCORERS``; this module does not import
+    the scorers, so that the stages that do not score do not depend on them). Raises :class:`ParamError` (one line).
     """
     if notebook not in NOTEBOOK_SCHEMAS:
         raise ParamError(f"unknown notebook {notebook!r}; allowed: {', '.join(NOTEBOOK_SCHEMAS)}")
@@ -373,12 +385,13 @@ def check_notebook_params(notebook: str, namespace: dict, before: Iterable[str],
         if name == "method":
             check_choice(v, what, list(block["method"]), error=ParamError)
         elif name == "scorers" and v is not None:
-            from ood.scorers import SCORERS
-
             if not isinstance(v, list):
                 raise ParamError(f"invalid value {v!r} for {what}; allowed: a list of scorer names or None")
+            if scorers is None:
+                raise ParamError(f"notebook {notebook!r} checks {what} against the registered scorers: pass "
+                                 "scorers=list(ood.scorers.SCORERS)")
             for scorer in v:
-                check_choice(scorer, f"an entry of {what}", list(SCORERS), error=ParamError)
+                check_choice(scorer, f"an entry of {what}", list(scorers), error=ParamError)
         elif check is not None:
             check(v, what)
     return NotebookParams(notebook, values)

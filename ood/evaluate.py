@@ -11,16 +11,15 @@ tables and figures are re-made without running the network.
 """
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
+from ood.aggregate import METRIC_COLUMNS
+from ood.artifacts import load_scores, save_scores
 from ood.data import ArrayDataset, Loader, take_rows
 from ood.distributed import gather_rows, setup, split_rows
 from ood.metrics import fpr_at_closest_recall, summarize
@@ -39,7 +38,6 @@ __all__ = ["EvalResult", "evaluate", "METRIC_COLUMNS", "PROTOCOLS", "save_scores
 PROTOCOLS = ("greg-detect", "energy-readme")
 ENERGY_DRAWS = 10
 
-METRIC_COLUMNS = ["benchmark", "method", "scorer", "ood_set", "fpr95", "auroc", "aupr_in", "aupr_out"]
 
 
 @dataclass
@@ -52,7 +50,7 @@ class EvalResult:
 def _features(model, ds: ArrayDataset, device, batch_size: int, progress: bool):
     loader = Loader(ds, batch_size, device=device)
     if progress:
-        loader = tqdm(loader, desc=f"features {ds.name}", leave=False, file=sys.stdout, mininterval=2.0)
+        loader = tqdm(loader, desc=f"features {ds.name}", leave=False, mininterval=2.0)
     return extract(model, loader, device=device)
 
 
@@ -135,19 +133,3 @@ def _set_metrics(sid: np.ndarray, sood: np.ndarray, protocol: str, seed: int) ->
         sub = sood[rng.permutation(len(sood))[:n]]
         draws.append({**summarize(sid, sub), "fpr95": fpr_at_closest_recall(sid, sub, 0.95)})
     return {k: float(np.mean([d[k] for d in draws])) for k in draws[0]}
-
-
-def save_scores(scores: dict[str, np.ndarray], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **scores)
-    os.replace(tmp, path)
-
-
-def load_scores(path: str | Path) -> dict[str, np.ndarray]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no score cache at {path}; run the evaluate stage first (dvc repro)")
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}

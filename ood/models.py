@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["OODNet", "SmallNet", "WideResNet", "DenseNet3", "ResNet18", "TorchvisionNet", "MODELS", "build_model",
-           "build_from_spec", "register_model", "count_parameters"]
+           "build_from_spec", "load_model", "register_model", "count_parameters"]
 
 
 class OODNet(nn.Module):
@@ -126,8 +126,23 @@ def build_model(name: str, num_classes: int, mean: Sequence[float], std: Sequenc
 
 def build_from_spec(spec: dict) -> OODNet:
     """:func:`build_model` of a model spec ``{"name", "num_classes", "mean", "std", "kwargs"}`` (what
-    ``ood.pipeline.model_spec`` returns and a checkpoint stores under ``"model"``)."""
+    ``ood.config.model_spec`` returns and a checkpoint stores under ``"model"``)."""
     return build_model(spec["name"], spec["num_classes"], spec["mean"], spec["std"], **spec.get("kwargs", {}))
+
+
+def load_model(run_dir, device="cpu") -> OODNet:
+    """The trained model of a run folder (``<run_dir>/model.pt``, written by ``ood.train``), in eval mode on
+    ``device``."""
+    from pathlib import Path
+
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained model at {path}; run its training stage first (dvc repro) or the train "
+                                "notebook")
+    blob = torch.load(path, map_location=device, weights_only=True)
+    model = build_from_spec(blob["model"])
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device).eval()
 
 
 def count_parameters(model: nn.Module) -> int:

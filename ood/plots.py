@@ -156,7 +156,7 @@ def training_curves(histories: Mapping[str, pd.DataFrame], path=None, pdf=False)
 def heatmap(metrics: pd.DataFrame, metric: str = "fpr95", ood_set: str = "average", path=None, pdf=False,
             methods: Sequence[str] | None = None, scorers: Sequence[str] | None = None):
     """Training method x scorer heat map of one metric on one OOD set (default: the average), mean over seeds."""
-    from ood.tables import select_stat
+    from ood.aggregate import select_stat
 
     metrics = select_stat(metrics, "mean")
     d = metrics[metrics["ood_set"] == ood_set].pivot_table(index="method", columns="scorer", values=metric, sort=False)

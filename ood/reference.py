@@ -91,11 +91,9 @@ __all__ = [
     "PROTOCOLS",
     "OUR_PROTOCOL",
     "to_markdown",
-    "load_imagenet_subset",
 ]
 
 REFERENCE_CSV = Path(__file__).with_name("reference.csv")
-IMAGENET_SUBSETS_YAML = Path(__file__).with_name("imagenet_subsets.yaml")
 
 COLUMNS: tuple[str, ...] = (
     "paper", "source", "table", "page", "benchmark", "id_dataset", "model", "train_method",
@@ -347,17 +345,3 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     for row in df.itertuples(index=False):
         lines.append("| " + " | ".join(_cell(v, floatfmt) for v in row) + " |")
     return "\n".join(lines) + "\n"
-
-
-def load_imagenet_subset(name: str) -> list[str]:
-    """The wnids of a GReg ImageNet subset (``"imagenet10"`` or ``"imagenet20"``) in label order.
-
-    From ``ood/imagenet_subsets.yaml``, which states how the authors' code draws them
-    (seeded permutation, github.com/o4lc/Greg-OOD) and that the rule reproduces their files.
-    """
-    import yaml
-
-    data = yaml.safe_load(IMAGENET_SUBSETS_YAML.read_text())
-    check_choice(name, "ImageNet subset", ("imagenet10", "imagenet20"))
-    entries = sorted(data[name], key=lambda e: e["label"])
-    return [e["wnid"] for e in entries]

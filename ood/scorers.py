@@ -52,12 +52,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ood.models import OODNet
-from ood.numerics import check_number, energy as free_energy, eval_mode, wide
+from ood.numerics import check_choice, check_number, energy as free_energy, eval_mode, wide
 
 __all__ = [
     "msp", "maxlogit", "energy", "entropy", "ash_p", "ash_b", "ash_s", "extract",
     "Scorer", "MSP", "MaxLogit", "Energy", "Entropy", "ODIN", "Mahalanobis", "KNN", "ReAct", "ASH", "ASHP", "ASHB",
-    "ASHS", "DICE", "GradNorm", "ViM", "SCORERS", "DEFAULTS", "build_scorer",
+    "ASHS", "DICE", "GradNorm", "ViM", "SCORERS", "DEFAULTS", "build_scorer", "profile_scorers",
 ]
 
 
@@ -739,6 +739,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "vim": {"dim": None},                              # ViM code's rule by feature dimension
 }
 
+
 def build_scorer(name: str, **params) -> Scorer:
     """Build a registered scorer with its defaults overridden by ``params``.
 
@@ -753,3 +754,14 @@ def build_scorer(name: str, **params) -> Scorer:
         raise ValueError(f"unknown parameter {unknown[0]!r} for scorer {name!r}; allowed: "
                          f"{', '.join(allowed) if allowed else '(none)'}")
     return SCORERS[name](**{**allowed, **params})
+
+
+def profile_scorers(block: dict) -> list[str]:
+    """The scorers a profile's pipeline runs: its ``evaluate.scorers`` list when it narrows it, else every registered
+    scorer (in :data:`SCORERS` order). An unknown name raises ValueError listing the allowed ones."""
+    names = (block.get("evaluate") or {}).get("scorers")
+    if names is None:
+        return list(SCORERS)
+    for n in names:
+        check_choice(n, "a scorer of the profile's evaluate.scorers", list(SCORERS))
+    return list(names)

@@ -17,6 +17,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from ood.aggregate import (
+    METRIC_LABELS,
+    STATS,
+    aggregate,
+    aggregate_accuracy,
+    aggregate_metrics,
+    average_table,
+    pivot,
+    ranked_sets,
+    select_stat,
+)
+
 __all__ = ["CAPTION", "STATS", "aggregate", "select_stat", "pivot", "write_tables", "summary", "compare", "findings",
            "write_findings", "write_reference", "average_table", "ranked_sets",
            "aggregate_metrics", "aggregate_accuracy", "CLAIMS"]
@@ -24,31 +36,6 @@ __all__ = ["CAPTION", "STATS", "aggregate", "select_stat", "pivot", "write_table
 CAPTION = ("FPR95 (%, lower is better): fraction of OOD samples scored at or above the threshold that keeps 95% of "
            "ID test samples, ID positive. AUROC, AUPR-In (ID positive), AUPR-Out (OOD positive) in %, higher is "
            "better. 'average' is the mean over the OOD sets.")
-
-_LABELS = {"fpr95": "FPR95", "auroc": "AUROC", "aupr_in": "AUPR-In", "aupr_out": "AUPR-Out"}
-#: The ``seed`` values of the aggregate rows.
-STATS = ("mean", "std")
-
-
-def aggregate(per_seed: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
-    """The per-seed rows (``seed`` as text) followed by one ``mean`` and one ``std`` row per ``keys`` group."""
-    runs = per_seed.copy()
-    runs["seed"] = runs["seed"].astype(int).astype(str)
-    g = runs.groupby(keys, sort=False)[values]
-    stats = [g.mean().reset_index().assign(seed="mean"), g.std(ddof=1).reset_index().assign(seed="std")]
-    return pd.concat([runs, *stats], ignore_index=True)[list(per_seed.columns)]
-
-
-def aggregate_metrics(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """``metrics.csv``: per-seed metric rows (``ood.pipeline.collect``) with their mean and std rows."""
-    keys = ["benchmark", "method", "scorer", "ood_set"]
-    cols = ["benchmark", "method", "seed", "scorer", "ood_set", *_LABELS]
-    return aggregate(per_seed[cols], keys, list(_LABELS))
-
-
-def aggregate_accuracy(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """``accuracy.csv``: per-seed ID accuracy rows (``benchmark, method, seed, id_accuracy``) with mean and std."""
-    return aggregate(per_seed[["benchmark", "method", "seed", "id_accuracy"]], ["benchmark", "method"], ["id_accuracy"])
 
 
 #: The comparisons the papers' claims make, (method, baseline, the claim): the tables notebook screens each with
@@ -63,38 +50,6 @@ CLAIMS = [
     ("oe_grad", "oe", "the gradient penalty improves on OE [GReg, +Grad ablation]"),
     ("bfm_greg", "greg", "BFM on top of GReg improves on GReg [BFM, combination with OE methods]"),
 ]
-
-
-def select_stat(frame: pd.DataFrame, stat: str) -> pd.DataFrame:
-    """The ``stat`` rows (mean or std) of an aggregated frame; a frame without ``seed`` is its own mean."""
-    if "seed" not in frame:
-        return frame if stat == "mean" else frame.iloc[0:0]
-    return frame[frame["seed"].astype(str) == stat]
-
-
-def pivot(metrics: pd.DataFrame, metric: str = "fpr95", methods: list[str] | None = None,
-          scorers: list[str] | None = None, stat: str = "mean") -> pd.DataFrame:
-    """Rows (method, scorer), columns OOD sets (``average`` last), values the ``stat`` (mean or std over seeds) of
-    ``metric``; keeps the given orders."""
-    if metric not in _LABELS:
-        raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(_LABELS)}")
-    methods = methods or list(dict.fromkeys(metrics["method"]))
-    scorers = scorers or list(dict.fromkeys(metrics["scorer"]))
-    sets = [s for s in dict.fromkeys(metrics["ood_set"]) if s != "average"] + ["average"]
-    t = select_stat(metrics, stat).pivot_table(index=["method", "scorer"], columns="ood_set", values=metric, sort=False,
-                                               dropna=False)
-    idx = pd.MultiIndex.from_tuples([(m, s) for m in methods for s in scorers if (m, s) in t.index],
-                                    names=["method", "scorer"])
-    return t.reindex(index=idx, columns=sets)
-
-
-def average_table(metrics: pd.DataFrame, metric: str = "fpr95", methods: list[str] | None = None,
-                  scorers: list[str] | None = None) -> pd.DataFrame:
-    """Rows methods, columns scorers, values the mean over seeds of ``metric`` averaged over the OOD sets
-    (the ``average`` column of :func:`pivot`), in the given orders."""
-    t = pivot(metrics, metric, methods, scorers)["average"].unstack()
-    return t.reindex(index=methods or list(dict.fromkeys(metrics["method"])),
-                     columns=scorers or list(dict.fromkeys(metrics["scorer"])))
 
 
 def _write(path: Path, text: str) -> None:
@@ -124,7 +79,7 @@ def write_tables(metrics: pd.DataFrame, accuracy: pd.DataFrame, out_dir: str | P
     seeds = sorted(set(metrics["seed"].astype(str)) - set(STATS)) if "seed" in metrics else []
     note = ((f" {label}" if label else "")
             + (f" Mean +- std over {len(seeds)} seeds ({', '.join(seeds)})." if seeds else ""))
-    for metric, name in _LABELS.items():
+    for metric, name in METRIC_LABELS.items():
         mean, std = (pivot(metrics, metric, methods, scorers, stat=st) for st in STATS)
         md = (f"**{name}** per OOD set.{note} {CAPTION}\n\n"
               + _pm(mean, std, " ± ").reset_index().to_markdown(index=False) + "\n")
@@ -195,16 +150,6 @@ def findings(metrics: pd.DataFrame, claims: list[tuple[str, str, str]] | None = 
     rows = [{"claim": text, **compare(metrics, a, b, scorer=scorer, ood_set=o, metric=metric)}
             for a, b, text in (CLAIMS if claims is None else claims) if a in present and b in present for o in sets]
     return pd.DataFrame(rows)
-
-
-def ranked_sets(metrics: pd.DataFrame, method: str, *, scorer: str = "energy", metric: str = "fpr95") -> pd.DataFrame:
-    """The OOD sets of one method and scorer from the hardest to the easiest (mean ``metric`` over seeds; for FPR95
-    the highest first), with the std over seeds: what a sentence such as "set X is the hard case" must rest on."""
-    mean, std = (select_stat(metrics, st) for st in STATS)
-    pick = lambda f: (f[(f.method == method) & (f.scorer == scorer) & (f.ood_set != "average")]
-                      .set_index("ood_set")[metric])
-    out = pd.DataFrame({"mean": pick(mean), "std": pick(std)})
-    return out.sort_values("mean", ascending=(metric != "fpr95"))
 
 
 def write_findings(found: pd.DataFrame, out_dir: str | Path, *, label: str = "") -> list[Path]:

@@ -86,11 +86,13 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
     epoch (None: the method's recipe in params.yaml; every other setting is the recipe's). Methods in
     ``pipeline_only`` (too slow for the tour, e.g. GReg+, whose sampler scores a pool six times the outlier
     batch at every step) are returned only when the pipeline has them, and left out otherwise. ``bench``: an
-    already loaded ``ood.pipeline.Benchmark`` (default: the profile's); ``pipeline_root``: the repository whose
+    already loaded ``ood.benchmark.Benchmark`` (default: the profile's); ``pipeline_root``: the repository whose
     ``runs/`` hold the pipeline's checkpoints (default: this one).
     """
-    from ood.pipeline import load_benchmark, model_spec, paths
-    from ood.train import load_model, train
+    from ood.benchmark import load_benchmark
+    from ood.models import load_model
+    from ood.pipeline import paths
+    from ood.train import train
 
     root = config.repo_root()
     run_root = Path(run_root)
@@ -98,7 +100,7 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
     device = config.resolve_device(device) if isinstance(device, str) else torch.device(device)
     out: dict[str, TourRun] = {}
     for method in methods:
-        spec = model_spec(params, profile, method)
+        spec = config.model_spec(params, profile, method)
         base = config.method_config(params, method, profile)
         init_method = (init or {}).get(method, base.init)
         new_terms = copy.deepcopy(base.terms)

@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,7 +49,7 @@ from ood.numerics import eval_mode
 from ood.sampling import build_sampler, pool_size
 
 __all__ = ["train", "Training", "prepare_training", "run_epoch", "save_checkpoint", "save_model", "train_step",
-           "make_optimizer", "TrainingError", "NonFiniteLoss", "load_model", "save_atomic", "config_hash", "accuracy"]
+           "make_optimizer", "TrainingError", "NonFiniteLoss", "save_atomic", "config_hash", "accuracy"]
 
 
 _RUN_SAMPLER = object()   # Training.step's default: the run's own sampler
@@ -204,24 +203,11 @@ def train_step(model: OODNet, opt: torch.optim.Optimizer, terms: list, x_id: tor
     return values, logits
 
 
-def load_model(run_dir: str | Path, device="cpu") -> OODNet:
-    """The trained model of a run folder (``model.pt``), in eval mode."""
-    path = Path(run_dir) / "model.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no trained model at {path}; run its training stage first (dvc repro) or the train "
-                                "notebook")
-    blob = torch.load(path, map_location=device, weights_only=True)
-    spec = blob["model"]
-    model = build_from_spec(spec)
-    model.load_state_dict(blob["state_dict"])
-    return model.to(device).eval()
-
-
 @dataclass
 class Training:
     """One training run, set up: what :func:`prepare_training` builds and every epoch uses.
 
-    The loop (:func:`train`), the command line (through ``ood.pipeline.train_method``) and
+    The loop (:func:`train`), the command line (through ``ood.run_train.train_method``) and
     ``benchmarks/train_speed.py`` all set a run up with :func:`prepare_training`, so what the benchmark times is
     what a user runs. :meth:`step` is one optimisation step (:func:`train_step`) with the run's settings.
     """
@@ -354,20 +340,20 @@ def _load_init(cfg: TrainConfig, model_spec: dict, model: OODNet, init_dir: str 
 
 def run_epoch(run: Training, epoch: int, *, id_test: ArrayDataset | None = None, progress: bool = True) -> dict:
     """Train one epoch of ``run`` and return its history row (``epoch``, ``lr``, ``loss_<term>`` means,
-    ``train_accuracy``, ``test_accuracy`` on ``id_test`` when given, ``seconds``). Every draw of the epoch comes from
-    the generator of ``(seed, epoch)``; the learning rate is set per step from the schedule."""
+    ``train_accuracy``, ``test_accuracy`` on ``id_test`` when given): what the run computed, nothing of the machine
+    (:func:`train` times the epoch). Every draw of the epoch comes from the generator of ``(seed, epoch)``; the
+    learning rate is set per step from the schedule."""
     cfg, w, device, steps = run.cfg, run.world, run.device, run.steps_per_epoch
     g = _epoch_generator(cfg.seed, epoch)   # the same on every rank: permutation, crops, outlier draws
     run.loader.generator = g
     g_rank = torch.Generator().manual_seed((cfg.seed * 100_003 + epoch) * 1_000 + w.rank) if w.distributed else None
     check_every = cfg.nan_check_every or (1 if device.type == "cpu" else 50)
     run.model.train()
-    t0 = time.time()
     sums = {t.name: torch.zeros((), device=device) for t in run.terms}
     correct = torch.zeros((), device=device)
     seen = 0
     bar = tqdm(run.loader, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False,
-               total=steps, file=sys.stdout, mininterval=2.0)
+               total=steps, mininterval=2.0)
     for step, (x_id, y) in enumerate(bar):
         if step >= steps:  # cfg.steps_per_epoch: the shuffled epoch is cut short
             break
@@ -397,7 +383,6 @@ def run_epoch(run: Training, epoch: int, *, id_test: ArrayDataset | None = None,
     row["train_accuracy"] = 100.0 * correct.item() / max(seen, 1)
     if id_test is not None and w.main:
         row["test_accuracy"] = accuracy(run.model, id_test, device)
-    row["seconds"] = time.time() - t0
     if not all(math.isfinite(v) for v in row.values()):
         raise TrainingError(f"non-finite loss in method {cfg.method!r} in epoch {epoch + 1}: {row}; the last good "
                             f"checkpoint (epoch {epoch}) is kept at {run.checkpoint_path}; lower the learning rate or "
@@ -438,31 +423,45 @@ def _print_epoch(cfg: TrainConfig, row: dict) -> None:
     acc = f", test acc {row['test_accuracy']:.2f}%" if "test_accuracy" in row else ""
     print(f"{cfg.method} epoch {row['epoch']}/{cfg.epochs}: " +
           ", ".join(f"{k[5:]} {v:.4f}" for k, v in row.items() if k.startswith("loss_")) +
-          f", train acc {row['train_accuracy']:.2f}%{acc} ({row['seconds']:.1f} s)")
+          f", train acc {row['train_accuracy']:.2f}%{acc}")
 
 
 def train(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, run_dir: str | Path, *,
           aux: ArrayDataset | None = None, id_test: ArrayDataset | None = None, init_dir: str | Path | None = None,
-          device="cpu", progress: bool = True, stop_after_epochs: int | None = None) -> pd.DataFrame:
+          device="cpu", progress: bool = True, stop_after_epochs: int | None = None,
+          timings: str | Path | None = None) -> pd.DataFrame:
     """Train ``cfg.method`` and write ``checkpoint.pt`` (each epoch), ``history.csv`` and ``model.pt`` in ``run_dir``.
 
     ``model_spec``: ``{"name", "num_classes", "mean", "std", "kwargs"}`` for :func:`ood.models.build_model`.
     ``init_dir``: run folder of the checkpoint to fine-tune from (required when ``cfg.init`` is set).
     ``stop_after_epochs``: stop (as if interrupted) after this many epochs of this call - for tests.
+    ``timings``: a CSV file that gets the wall-clock seconds of every epoch this call trains (``epoch, seconds``);
+    they are kept out of ``run_dir``, whose files depend on the run alone (the pipeline tracks them).
     Returns the per-epoch history (also in ``history.csv``).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run = prepare_training(cfg, model_spec, id_train, aux=aux, run_dir=run_dir, init_dir=init_dir, device=device)
     end = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, run.start_epoch + stop_after_epochs)
+    clock = []
     for epoch in range(run.start_epoch, end):
+        t0 = time.perf_counter()
         row = run_epoch(run, epoch, id_test=id_test, progress=progress)
         save_checkpoint(run, row)
+        clock.append({"epoch": row["epoch"], "seconds": time.perf_counter() - t0})
+        if timings is not None and run.world.main:
+            _write_timings(Path(timings), clock)
         if progress and run.world.main:
             _print_epoch(cfg, row)
     save_model(run, trained_now=end > run.start_epoch)
     run.model.eval()
     return pd.DataFrame(run.history)
+
+
+def _write_timings(path: Path, rows: list[dict]) -> None:
+    """The epochs' wall-clock seconds of this call, as a CSV (rewritten after each epoch)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False, float_format="%.3f")
 
 
 class _Forward(torch.nn.Module):

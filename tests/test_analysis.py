@@ -135,8 +135,8 @@ def test_sampler_picks_valid_distinct_and_cover_energy_extremes():
 # --- the tour's small tables ----------------------------------------------------------------------
 
 def test_evaluate_scores_same_metrics_with_fewer_train_images():
+    from ood.benchmark import Benchmark
     from ood.evaluate import evaluate
-    from ood.pipeline import Benchmark
 
     g = torch.Generator().manual_seed(1)
     imgs = torch.randint(0, 256, (640, 3, 32, 32), generator=g, dtype=torch.uint8)

@@ -65,9 +65,11 @@ def _shared_data_or_skip():
 def test_every_method_trains_a_few_steps_on_real_subsets_and_every_scorer_scores(params, tmp_path):
     """Two steps of each of the nine methods (fine-tunes from the tiny CE/BFM runs), then all 14 scorers."""
     _shared_data_or_skip()
+    from ood.benchmark import load_benchmark
+    from ood.config import model_spec
     from ood.evaluate import evaluate
-    from ood.pipeline import load_benchmark, model_spec
-    from ood.train import load_model, train
+    from ood.models import load_model
+    from ood.train import train
 
     p = copy.deepcopy(params)
     p[PROFILE]["benchmark"]["sizes"] = {"train": 512, "test": 256, "ood": 200, "aux": 512}
@@ -164,7 +166,7 @@ def test_ce_reaches_85_percent_on_cifar10_in_every_seed(params):
 def test_fit_set_is_the_whole_id_train_or_a_seeded_subset_of_fit_size():
     import torch
 
-    from ood.pipeline import fit_set
+    from ood.benchmark import fit_set
 
     imgs = torch.arange(50 * 3 * 4 * 4, dtype=torch.int64).remainder(256).to(torch.uint8).view(50, 3, 4, 4)
     ds = data.ArrayDataset("toy", imgs, torch.arange(50))
@@ -185,19 +187,19 @@ def test_seed_workers_run_the_seeds_in_one_thread_processes_with_the_bits_of_a_o
     import subprocess
     import sys
 
-    from ood import pipeline
+    from ood import run_train
 
     params = config.load_params(ROOT / "params.yaml")
     params["seed_workers"] = 2
     kw = dict(epochs=1, steps_per_epoch=2)
-    _, h1 = pipeline.train_method(params, "ce", "synthetic", device="cpu", run_dir=tmp_path / "a", seeds=[0, 1],
-                                  progress=False, **kw)
-    _, h2 = pipeline.train_method(params, "ce", "synthetic", device="cpu", run_dir=tmp_path / "b", seeds=[0, 1],
-                                  progress=False, **kw)
+    _, h1 = run_train.train_method(params, "ce", "synthetic", device="cpu", run_dir=tmp_path / "a", seeds=[0, 1],
+                                   progress=False, **kw)
+    _, h2 = run_train.train_method(params, "ce", "synthetic", device="cpu", run_dir=tmp_path / "b", seeds=[0, 1],
+                                   progress=False, **kw)
     cols = ["seed", "epoch", "loss_ce", "train_accuracy", "test_accuracy"]
     pd.testing.assert_frame_equal(h1[cols], h2[cols])
-    code = ("import json, sys; from ood import config, pipeline; p = config.load_params(); p['seed_workers'] = 1; "
-            f"_, h = pipeline.train_method(p, 'ce', 'synthetic', device='cpu', run_dir=sys.argv[1], seeds=[0, 1], "
+    code = ("import json, sys; from ood import config, run_train; p = config.load_params(); p['seed_workers'] = 1; "
+            f"_, h = run_train.train_method(p, 'ce', 'synthetic', device='cpu', run_dir=sys.argv[1], seeds=[0, 1], "
             "progress=False, epochs=1, steps_per_epoch=2); "
             f"print(h[{cols!r}].to_csv(index=False, float_format='%.17g'))")
     env = {**os.environ, "OOD_THREADS": "1"}

@@ -152,7 +152,7 @@ def test_method_model_overrides_resolve_and_are_checked():
     """A method's own ``model: {...}`` changes only drop/mean/std of its network; the paper profiles give CE, OE and
     Energy-OE the OE code's dropout 0.3 and GReg's WRN none, and the GReg-code methods of CIFAR-100 the CIFAR-100
     statistics (fidelity audit ranks 7 and 10)."""
-    from ood.pipeline import model_spec
+    from ood.config import model_spec
 
     params = config.load_params()
     for prof in ("cifar10", "cifar100", "cifar10-offline"):
@@ -183,21 +183,21 @@ def test_figures_stage_depends_on_the_runs_of_every_method_a_figure_shows(params
 
 
 def test_stage_inputs_read_the_figure_lists_once(params):
-    from ood import pipeline
+    from ood import report
 
     p = copy.deepcopy(params)
     p["pipeline"]["figures"] = {"scores": ["greg", "ce"], "grad_norms": ["greg", "oe_grad"]}
     p["pipeline"]["evaluate"] = ["ce", "greg"]
-    stage = pipeline.stage_inputs("synthetic", p)
+    stage = report.stage_inputs("synthetic", p)
     assert stage.figures == {"scores": ["greg", "ce"], "feature_norms": [], "grad_norms": ["greg"]}
     assert stage.methods == ["ce", "greg"] and stage.seeds == p["seeds"]
     assert stage.ood_sets == list(p["synthetic"]["benchmark"]["ood"])
     p["pipeline"]["figures"] = {"histograms": ["ce"]}
     with pytest.raises(config.ParamError, match="unknown figure.*histograms.*allowed: scores"):
-        pipeline.stage_inputs("synthetic", p)
+        report.stage_inputs("synthetic", p)
     p["pipeline"]["figures"] = {"scores": ["cee"]}
     with pytest.raises(config.ParamError, match="invalid value 'cee' for a method of pipeline.figures.scores"):
-        pipeline.stage_inputs("synthetic", p)
+        report.stage_inputs("synthetic", p)
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 2.0, "2"])

@@ -190,7 +190,7 @@ def test_torchrun_command_trains_greg_and_leaves_one_checkpoint_per_seed(pipelin
 def _eval_worker(rank: int, world: int, port: int, out: str):
     import numpy as np
 
-    from ood.train import load_model
+    from ood.models import load_model
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -228,7 +228,7 @@ def test_evaluation_split_over_two_processes_gives_the_scores_of_one(tmp_path, m
     torch.save({"state_dict": model.state_dict(), "model": {"name": "smallnet", "num_classes": 3, "mean": [0.5] * 3,
                                                             "std": [0.25] * 3, "kwargs": {"width": 8}}},
                tmp_path / "model" / "model.pt")
-    from ood.train import load_model
+    from ood.models import load_model
 
     one = _evaluate(load_model(tmp_path / "model")).scores
     mp.spawn(_eval_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
@@ -240,13 +240,13 @@ def test_evaluation_split_over_two_processes_gives_the_scores_of_one(tmp_path, m
 
 
 def test_a_profile_with_distributed_trains_its_stage_through_torchrun(tmp_path, capsys):
-    """``distributed: {nproc_per_node: 2}`` in a profile: ``pipeline.train_method`` (what the train stage's notebook
+    """``distributed: {nproc_per_node: 2}`` in a profile: ``run_train.train_method`` (what the train stage's notebook
     calls) launches ``torchrun -m ood train`` with the same params file and returns the histories it wrote."""
     import shutil
 
     import yaml
 
-    from ood import config, pipeline
+    from ood import config, run_train
 
     root = Path(__file__).resolve().parents[1]
     shutil.copytree(root / "profiles", tmp_path / "profiles")
@@ -256,9 +256,9 @@ def test_a_profile_with_distributed_trains_its_stage_through_torchrun(tmp_path, 
     block["synthetic"]["distributed"] = {"nproc_per_node": 2}
     prof.write_text(yaml.safe_dump(block))
     params = config.load_params(tmp_path / "params.yaml")
-    assert pipeline.distributed_procs(params, "synthetic") == 2
-    cfg, hist = pipeline.train_method(params, "ce", "synthetic", device="cpu", run_dir=tmp_path / "run", seeds=[0],
-                                      epochs=1, steps_per_epoch=2, progress=False)
+    assert run_train.distributed_procs(params, "synthetic") == 2
+    cfg, hist = run_train.train_method(params, "ce", "synthetic", device="cpu", run_dir=tmp_path / "run", seeds=[0],
+                                       epochs=1, steps_per_epoch=2, progress=False)
     assert list(hist["seed"]) == [0] and list(hist["epoch"]) == [1] and "test_accuracy" in hist
     assert sorted(f.name for f in (tmp_path / "run" / "seeds" / "0").iterdir()) == ["checkpoint.pt", "history.csv",
                                                                                     "model.pt"]
@@ -266,8 +266,8 @@ def test_a_profile_with_distributed_trains_its_stage_through_torchrun(tmp_path, 
     block["synthetic"]["distributed"] = {"nproc_per_node": 0}
     prof.write_text(yaml.safe_dump(block))
     with pytest.raises(config.ParamError, match="distributed.nproc_per_node"):
-        pipeline.train_method(config.load_params(tmp_path / "params.yaml"), "ce", "synthetic", device="cpu",
-                              run_dir=tmp_path / "x", seeds=[0])
+        run_train.train_method(config.load_params(tmp_path / "params.yaml"), "ce", "synthetic", device="cpu",
+                               run_dir=tmp_path / "x", seeds=[0])
 
 
 def test_sync_batchnorm_on_the_cpu_stops_with_what_to_do(tmp_path):

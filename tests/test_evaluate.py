@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from ood.aggregate import METRIC_COLUMNS
+from ood.artifacts import load_scores, save_scores
 from ood.data import ArrayDataset
-from ood.evaluate import METRIC_COLUMNS, evaluate, load_scores, save_scores
+from ood.evaluate import evaluate
 from ood.models import build_model
 
 

@@ -103,8 +103,8 @@ _WRN_PROBES = {
 
 
 def _model_property(params: dict, profile: str, key: str, method: str | None = None):
+    from ood.config import model_spec
     from ood.models import WideResNet, build_model
-    from ood.pipeline import model_spec
 
     spec = model_spec(params, profile, method)
     model = build_model(spec["name"], spec["num_classes"], spec["mean"], spec["std"], **spec["kwargs"])

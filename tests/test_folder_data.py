@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ood import config, pipeline
+from ood import benchmark, config
+from ood.benchmark import load_imagenet_subset
 from ood.data import DataMissingError, FolderDataset, Loader, folder_dataset
-from ood.reference import load_imagenet_subset
 
 
 def _jpeg(path, rng, h=40, w=48):
@@ -95,7 +95,7 @@ def test_missing_class_folder_names_it(tree):
 def _rule_consistent_wnids() -> list[str]:
     """1,000 sorted class names in which GReg's rule (perm = RandomState(1993).permutation(1000), label perm[k])
     puts each imagenet20 wnid at the position of its label; the other names are made up to sort in between."""
-    perm = np.random.RandomState(pipeline.IMAGENET_AUX_RULE["seed"]).permutation(1000)
+    perm = np.random.RandomState(benchmark.IMAGENET_AUX_RULE["seed"]).permutation(1000)
     ids = load_imagenet_subset("imagenet20")   # imagenet10 is its labels 0-9
     fixed = {int(np.flatnonzero(perm == label)[0]): wnid for label, wnid in enumerate(ids)}
     names, prev = [], "n00000000"
@@ -148,10 +148,11 @@ def _tiny_imagenet_params():
 
 def test_imagenet_profile_trains_and_evaluates_from_the_files(imagenet_root, tmp_path):
     from ood.evaluate import evaluate
-    from ood.train import load_model, train
+    from ood.models import load_model
+    from ood.train import train
 
     params = _tiny_imagenet_params()
-    bench = pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)
+    bench = benchmark.load_benchmark(params, "imagenet", data_root=imagenet_root)
     assert isinstance(bench.id_train, FolderDataset) and len(bench.id_train) == 40 and len(bench.id_test) == 20
     assert list(bench.id_train.classes) == load_imagenet_subset("imagenet10")
     assert set(bench.ood) == {"inaturalist", "sun", "places", "textures"}
@@ -160,9 +161,9 @@ def test_imagenet_profile_trains_and_evaluates_from_the_files(imagenet_root, tmp
     assert len(aux_classes) == 990 and len(aux) == 980 + 10 * 4 and set(aux.labels.tolist()) == {-1}
     assert not aux_classes & set(bench.id_train.classes)   # disjoint from the ID classes
     assert set(load_imagenet_subset("imagenet20")) - set(bench.id_train.classes) <= aux_classes
-    assert len(pipeline.data_manifest(bench)) == 7
+    assert len(benchmark.data_manifest(bench)) == 7
 
-    spec = pipeline.model_spec(params, "imagenet", "ce")
+    spec = config.model_spec(params, "imagenet", "ce")
     hist = train(config.method_config(params, "ce", "imagenet"), spec, bench.id_train, tmp_path / "ce",
                  id_test=bench.id_test, device="cpu", progress=False)
     assert len(hist) == 1 and 0 <= hist["test_accuracy"].iloc[0] <= 100
@@ -183,35 +184,35 @@ def test_imagenet_20_classes_and_the_other_auxiliary_sets(imagenet_root):
     older imagenet-aux100 set is the 100 classes with 100 <= perm[k] < 200 (oracle: the permutation, numpy)."""
     params = _tiny_imagenet_params()
     params["imagenet"]["benchmark"].update(subset="imagenet20", num_classes=20)
-    bench = pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)
+    bench = benchmark.load_benchmark(params, "imagenet", data_root=imagenet_root)
     assert list(bench.id_train.classes) == load_imagenet_subset("imagenet20") and len(bench.id_test) == 40
     assert len({f.split("/")[-2] for f in bench.aux.files}) == 980 and len(bench.aux) == 980
     params["imagenet"]["benchmark"]["aux"] = "imagenet-aux100"
-    bench = pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)
+    bench = benchmark.load_benchmark(params, "imagenet", data_root=imagenet_root)
     names = _rule_consistent_wnids()
     perm = np.random.RandomState(1993).permutation(1000)
     assert {f.split("/")[-2] for f in bench.aux.files} == {names[k] for k in range(1000) if 100 <= perm[k] < 200}
     params["imagenet"]["benchmark"].update(num_classes=10)
     with pytest.raises(config.ParamError, match="num_classes is 10 but the ID classes are 20"):
-        pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)
+        benchmark.load_benchmark(params, "imagenet", data_root=imagenet_root)
     params["imagenet"]["benchmark"].update(num_classes=20, aux="imagenet-all")
     with pytest.raises(config.ParamError, match="allowed: imagenet-other, imagenet-aux100, null"):
-        pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)
+        benchmark.load_benchmark(params, "imagenet", data_root=imagenet_root)
 
 
 def test_imagenet_profile_without_data_says_where_to_put_it(tmp_path):
     with pytest.raises(DataMissingError, match="imagenet: missing .*imagenet/train.*image-net.org"):
-        pipeline.load_benchmark(config.load_params(), "imagenet", data_root=tmp_path)
+        benchmark.load_benchmark(config.load_params(), "imagenet", data_root=tmp_path)
 
 
 def test_imagenet_aux_rule_needs_the_1000_classes(tmp_path):
     (tmp_path / "n0").mkdir()
     with pytest.raises(config.ParamError, match="1,000 ImageNet-1k class folders.*found 1"):
-        pipeline.imagenet_aux_classes(tmp_path)
+        benchmark.imagenet_aux_classes(tmp_path)
 
 
 def test_imagenet_1k_as_id_refuses_imagenet_auxiliary_classes(imagenet_root):
     params = _tiny_imagenet_params()
     params["imagenet"]["benchmark"]["subset"] = None
     with pytest.raises(config.ParamError, match="all ID when benchmark.subset is null; set benchmark.aux to null"):
-        pipeline.load_benchmark(params, "imagenet", data_root=imagenet_root)
+        benchmark.load_benchmark(params, "imagenet", data_root=imagenet_root)

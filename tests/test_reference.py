@@ -6,7 +6,7 @@ import re
 import pandas as pd
 import pytest
 
-from ood import reference
+from ood import benchmark, reference
 
 
 @pytest.fixture(scope="module")
@@ -304,12 +304,12 @@ def test_to_markdown():
 
 
 def test_imagenet_subsets_nested_and_well_formed():
-    ten, twenty = reference.load_imagenet_subset("imagenet10"), reference.load_imagenet_subset("imagenet20")
+    ten, twenty = benchmark.load_imagenet_subset("imagenet10"), benchmark.load_imagenet_subset("imagenet20")
     assert len(ten) == len(set(ten)) == 10 and len(twenty) == len(set(twenty)) == 20
     assert all(re.fullmatch(r"n\d{8}", w) for w in twenty)
     assert twenty[:10] == ten  # the seeded-permutation rule makes the subsets nested, labels kept
     with pytest.raises(ValueError, match="subset"):
-        reference.load_imagenet_subset("imagenet100")
+        benchmark.load_imagenet_subset("imagenet100")
 
 
 def test_side_by_side_pairs_ours_only_with_references_of_our_protocol():

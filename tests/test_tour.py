@@ -39,7 +39,7 @@ def _tiny_setup():
         y = torch.randint(0, 10, (n,), generator=g) if labelled else torch.full((n,), -1)
         return ArrayDataset(name, torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8), y.long())
 
-    from ood.pipeline import Benchmark
+    from ood.benchmark import Benchmark
 
     bench = Benchmark("synthetic", ds("train", 48, True), ds("test", 16, True), {}, ds("aux", 48, False), 10)
     return params, bench

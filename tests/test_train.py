@@ -5,7 +5,8 @@ import torch
 from ood import losses
 from ood.config import TrainConfig
 from ood.data import ArrayDataset
-from ood.train import TrainingError, load_model, train
+from ood.models import load_model
+from ood.train import TrainingError, train
 
 SPEC = {"name": "smallnet", "num_classes": 3, "mean": [0.5] * 3, "std": [0.25] * 3, "kwargs": {}}
 
