@@ -1,7 +1,7 @@
 """The training loop's semantics, each against an oracle written here from its definition (nothing of ``ood``
 computes an expected value): the learning rate each optimizer step uses, what reaches the optimizer and
-hand-computed SGD / Adam / AdamW updates, the batches the model sees (augmentation on/off, crop padding), the random streams (seed,
-epoch, resume), the initial weights (scratch and fine-tune) and the outlier rows of a step.
+hand-computed SGD / Adam / AdamW updates, the batches the model sees (augmentation on/off, crop padding), the
+random streams (seed, epoch, resume), the initial weights (scratch and fine-tune) and the outlier rows of a step.
 
 Everything runs on tiny 8x8 images through a width-2 SmallNet (a run takes milliseconds). What a step sees is
 recorded by wrapping :meth:`ood.train.Training.step`, which every step of :func:`ood.train.train` goes through.
@@ -61,7 +61,8 @@ def steps(monkeypatch):
     def spy(self, x_id, y, **kw):
         rec = {"lrs": [g["lr"] for g in self.opt.param_groups], "epoch": kw["epoch"], "x": x_id.detach().clone(),
                "y": y.detach().clone(), "body_inputs": []}
-        hook = self.model.stem.register_forward_hook(lambda m, inp, out: rec["body_inputs"].append(inp[0].detach().clone()))
+        keep = lambda m, inp, out: rec["body_inputs"].append(inp[0].detach().clone())
+        hook = self.model.stem.register_forward_hook(keep)
         try:
             out = real(self, x_id, y, **kw)
         finally:
@@ -267,15 +268,18 @@ def _crops(img, pad):
     return out
 
 
-def _find_crop(row, data, pad, _cache={}):
+_CROPS: dict = {}   # the last data set's crops: (id of its images, pad) -> (images, labels of the crops, crops)
+
+
+def _find_crop(row, data, pad):
     """(source index, (top, left, flip)) of every way ``row`` is a padded crop / flip of an image of ``data``."""
     key = (id(data.images), pad)
-    if key not in _cache:
+    if key not in _CROPS:
         hows = [(i, how) for i, img in enumerate(data.images) for how, _ in _crops(img, pad)]
         wins = torch.stack([win for img in data.images for _, win in _crops(img, pad)])
-        _cache.clear()
-        _cache[key] = (data.images, hows, wins)
-    _, hows, wins = _cache[key]
+        _CROPS.clear()
+        _CROPS[key] = (data.images, hows, wins)
+    _, hows, wins = _CROPS[key]
     same = (wins == row).flatten(1).all(1)
     return [hows[j] for j in same.nonzero().flatten().tolist()]
 
