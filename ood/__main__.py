@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from ood import config
+from ood.numerics import check_number
 
 __all__ = ["main", "parser"]
 
@@ -36,6 +37,24 @@ def _int_at_least(minimum: int):
         if v < minimum:
             raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum}")
         return v
+    return parse
+
+
+def _override(name: str):
+    """An argparse type for an overridable TrainConfig field: a number under the field's own rule
+    (``ood.config.override_rule``), else the argument error with the package's one-line message."""
+    rule = {**config.override_rule(name), "allow_none": False}
+
+    def parse(text: str):
+        try:
+            v = int(text) if rule.get("integer") else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if rule.get('integer') else 'a number'}") \
+                from None
+        try:
+            return check_number(v, f"'--{name.replace('_', '-')}'", error=config.ParamError, **rule)
+        except config.ParamError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return parse
 
 
@@ -56,12 +75,9 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one method of a profile (once per seed)")
     common(t)
-    t.add_argument("--epochs", type=_int_at_least(1), default=None, help="epochs (default: the method's recipe)")
-    t.add_argument("--steps-per-epoch", type=_int_at_least(1), default=None,
-                   help="cap on the steps of an epoch (default: the recipe's)")
-    t.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
-    t.add_argument("--batch-size", type=_int_at_least(1), default=None,
-                   help="ID batch, the global one under torchrun (default: the recipe's)")
+    for name in config.OVERRIDES:   # the TrainConfig fields a run may override, with their rules
+        t.add_argument("--" + name.replace("_", "-"), type=_override(name), default=None,
+                       help=config.override_help(name))
     t.add_argument("--init-dir", type=Path, default=None,
                    help="run folder of the method a fine-tune starts from (default: the pipeline's)")
     e = sub.add_parser("evaluate", help="score a trained method with the profile's scorers")
@@ -82,11 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         config.profile_params(params, args.profile)
         seeds = [args.seed] if args.seed is not None else None
         if args.command == "train":
-            cfg, history = run_train.train_method(params, args.method, args.profile, device=args.device,
-                                                  run_dir=args.run_dir, seeds=seeds, epochs=args.epochs,
-                                                  steps_per_epoch=args.steps_per_epoch, init_dir=args.init_dir,
-                                                  lr=args.lr, batch_size=args.batch_size,
-                                                  progress=world().main)
+            cfg = config.method_config(params, args.method, args.profile,
+                                       **{k: getattr(args, k) for k in config.OVERRIDES})
+            history = run_train.train_method(params, args.profile, cfg, device=args.device, run_dir=args.run_dir,
+                                             seeds=seeds, init_dir=args.init_dir, progress=world().main)
             last = history.groupby("seed").tail(1)
             for _, r in last.iterrows() if world().main else ():
                 print(f"{args.method} seed {int(r['seed'])}: {int(r['epoch'])} epochs, test accuracy "

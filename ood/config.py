@@ -6,12 +6,12 @@ one mapping whose top level is:
 * ``profile``: the benchmark profile the pipeline runs (``synthetic`` by default; the paper profiles
   ``cifar10``, ``cifar100``, ``imagenet`` and the stand-in ``cifar10-offline``). Switch with
   ``dvc exp run -S profile=cifar10`` (or edit the line and ``dvc repro``).
-* ``seed``, ``device`` (``auto`` | ``cpu`` | ``cuda``).
+* ``seeds``, ``seed_workers``, ``device`` (``auto`` | ``cpu`` | ``cuda``), ``root``, ``params_file``.
 * ``pipeline``: which methods train from scratch and which fine-tune from which checkpoint
   (this is what ``dvc.yaml`` iterates over).
-* one block per profile (the file ``profiles/<name>.yaml``, whose single top-level key is ``<name>``),
-  each with the same sub-blocks: ``benchmark`` (data), ``model``, ``recipes``
-  (training schedules), ``method`` (one entry per training method: its recipe, its loss terms, its
+* ``profiles``: one block per profile, by name (the file ``profiles/<name>.yaml``, whose single top-level key is
+  ``<name>``; read with :func:`profile_params`), each with the same sub-blocks: ``benchmark`` (data), ``model``,
+  ``recipes`` (training schedules), ``method`` (one entry per training method: its recipe, its loss terms, its
   sampler and overrides), ``evaluate`` (scorers and their parameters).
 
 A method's effective training configuration is its recipe with the method's overrides applied
@@ -33,7 +33,7 @@ from ood.numerics import check_choice, check_number
 __all__ = [
     "ParamError", "repo_root", "load_params", "profile_params", "method_config", "method_model", "model_spec",
     "TrainConfig",
-    "OPTIMIZERS", "MODEL_OVERRIDES",
+    "OPTIMIZERS", "MODEL_OVERRIDES", "OVERRIDES", "override_rule", "override_help",
     "NotebookParams", "NOTEBOOK_SCHEMAS", "is_seed_list", "check_notebook_params", "resolve_device",
     "uses_channels_last",
 ]
@@ -53,6 +53,10 @@ def repo_root(start: Path | None = None) -> Path:
             return p
     raise FileNotFoundError(f"no params.yaml found above {here}; run from a checkout of the repository")
 
+
+#: The key of :func:`load_params`' mapping under which every ``profiles/<name>.yaml`` is read, by name: a profile does
+#: not share the top level with the pipeline's own keys (``profile``, ``seeds``, ``device``, ``pipeline``, ...).
+PROFILES_KEY = "profiles"
 
 #: Environment variable naming the params file of the pipeline a stage belongs to, relative to the repository root
 #: (``pipelines/<profile>/params.yaml`` for a profile's own pipeline, see dvc.yaml); unset: ``params.yaml``.
@@ -78,23 +82,25 @@ def load_params(path: str | Path | None = None) -> dict:
         params = yaml.safe_load(f)
     if not isinstance(params, dict) or "profile" not in params:
         raise ParamError(f"{path} must be a mapping with a top-level 'profile' key")
+    if PROFILES_KEY in params:
+        raise ParamError(f"{path}: {PROFILES_KEY!r} is where the profiles/<name>.yaml files are read to; a params file "
+                         "may not set it (put a profile in profiles/<name>.yaml)")
     base = path.parent if (path.parent / "profiles").is_dir() else repo_root()
+    params[PROFILES_KEY] = profiles_ = {}
     for prof in sorted((base / "profiles").glob("*.yaml")):
         with open(prof) as f:
             block = yaml.safe_load(f)
         if not isinstance(block, dict) or list(block) != [prof.stem]:
             raise ParamError(f"{prof} must hold one top-level key, {prof.stem!r} (the profile's name), "
                              f"found {list(block) if isinstance(block, dict) else type(block).__name__}")
-        if prof.stem in params:
-            raise ParamError(f"profile {prof.stem!r} is defined twice: in {path.name} and in {prof}; keep one")
-        params[prof.stem] = block[prof.stem]
+        profiles_[prof.stem] = block[prof.stem]
     params["_source"] = str(path.resolve())   # the file read (a torchrun launch passes it on to its processes)
     return params
 
 
 def profiles(params: dict) -> list[str]:
-    reserved = {"profile", "seeds", "seed_workers", "device", "pipeline", "root", "params_file"}
-    return sorted(k for k, v in params.items() if k not in reserved and isinstance(v, dict))
+    """The names of the profiles :func:`load_params` read (``params["profiles"]``), sorted."""
+    return sorted(params.get(PROFILES_KEY) or {})
 
 
 def profile_params(params: dict, profile: str | None = None) -> dict:
@@ -102,7 +108,7 @@ def profile_params(params: dict, profile: str | None = None) -> dict:
     allowed = profiles(params)
     if profile not in allowed:
         raise ParamError(f"unknown profile {profile!r}; allowed: {', '.join(allowed)}")
-    block = params[profile]
+    block = params[PROFILES_KEY][profile]
     for key in ("benchmark", "model", "recipes", "method", "evaluate"):
         if key not in block:
             raise ParamError(f"profile {profile!r} lacks its {key!r} block in profiles/{profile}.yaml")
@@ -129,29 +135,47 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 MODEL_OVERRIDES = ("drop", "mean", "std")
 
 
+def _knob(default=None, *, check: dict | None = None, override: str | None = None, **kw):
+    """A TrainConfig field: ``check`` holds its :func:`ood.numerics.check_number` rule, ``override`` the help text of
+    a field that a run may override (the train notebook's parameters, the command line's options and a torchrun
+    launch's options are made from these fields: :data:`OVERRIDES`)."""
+    meta = {k: v for k, v in (("check", check), ("override", override)) if v is not None}
+    return field(default=default, metadata=meta, **kw) if "default_factory" not in kw else field(metadata=meta, **kw)
+
+
 @dataclass
 class TrainConfig:
-    """Everything the training loop needs for one method; every field has a source in params.yaml."""
+    """Everything the training loop needs for one method; every field has a source in params.yaml.
+
+    A stage builds it once (:func:`method_config`) and hands it down; a seed's run is ``dataclasses.replace(cfg,
+    seed=s)``. The numeric fields' rules are in their metadata (``check``), and so is which of them a run may
+    override (``override``)."""
 
     method: str
     terms: dict[str, dict] = field(default_factory=lambda: {"ce": {}})
     sampler: dict | None = None          # {"name": ..., **params}; None: random outliers (if any term needs them)
     init: str | None = None              # name of the method whose checkpoint this one fine-tunes from
-    epochs: int = 10
-    batch_size: int = 128                # ID batch
-    out_batch_size: int = 0              # outlier batch (0: no outliers)
-    steps_per_epoch: int | None = None   # cap on an epoch's steps (a fresh random subset each epoch); None: a full pass
+    epochs: int = _knob(10, check=dict(low=0, integer=True, strict=True),
+                        override="epochs (default: the method's recipe)")
+    batch_size: int = _knob(128, check=dict(low=0, low_open=True, integer=True, strict=True),   # ID batch
+                            override="ID batch, the global one under torchrun (default: the recipe's)")
+    out_batch_size: int = _knob(0, check=dict(low=0, integer=True, strict=True))   # outlier batch (0: no outliers)
+    # cap on an epoch's steps (a fresh random subset each epoch); None: a full pass
+    steps_per_epoch: int | None = _knob(None, check=dict(low=0, low_open=True, integer=True, strict=True,
+                                                         allow_none=True),
+                                        override="cap on the steps of an epoch (default: the recipe's)")
     optimizer: str = "sgd"               # sgd (momentum, nesterov) | adam (Greg-OOD's ImageNet runs) | adamw
-    lr: float = 0.1
-    momentum: float = 0.9
+    lr: float = _knob(0.1, check=dict(low=0, low_open=True), override="learning rate (default: the recipe's)")
+    momentum: float = _knob(0.9, check=dict(low=0, high=1, high_open=True))
     nesterov: bool = True
-    weight_decay: float = 5e-4
+    weight_decay: float = _knob(5e-4, check=dict(low=0))
     schedule: str = "cosine"             # cosine | step | constant
     milestones: list[int] = field(default_factory=list)   # epochs at which step decays by gamma
     gamma: float = 0.1
     warmup_epochs: int = 0               # linear warm-up of the learning rate (0: none)
     augment: bool = True                 # random crop (zero padding crop_pad) + horizontal flip
-    crop_pad: int = 4                    # padding of the ID images' random crop [paper: 4]; outliers keep 4 [code]
+    # padding of the ID images' random crop [paper: 4]; outliers keep 4 [code]
+    crop_pad: int = _knob(4, check=dict(low=0, high=16, integer=True, strict=True))
     seed: int = 0
     amp: bool = True                     # bf16 autocast on CUDA (ignored on CPU)
     sync_batchnorm: bool = False         # under torchrun: BatchNorm statistics over all ranks (torch SyncBatchNorm)
@@ -159,15 +183,9 @@ class TrainConfig:
     nan_check_every: int = 0             # steps between NaN checks (0: every step on CPU, 50 on CUDA)
 
     def __post_init__(self):
-        n = lambda v, name, **rule: check_number(v, repr(name), error=ParamError, **rule)
-        n(self.epochs, "epochs", low=0, integer=True, strict=True)
-        n(self.batch_size, "batch_size", low=0, low_open=True, integer=True, strict=True)
-        n(self.steps_per_epoch, "steps_per_epoch", low=0, low_open=True, integer=True, strict=True, allow_none=True)
-        n(self.out_batch_size, "out_batch_size", low=0, integer=True, strict=True)
-        n(self.crop_pad, "crop_pad", low=0, high=16, integer=True, strict=True)
-        n(self.lr, "lr", low=0, low_open=True)
-        n(self.weight_decay, "weight_decay", low=0)
-        n(self.momentum, "momentum", low=0, high=1, high_open=True)
+        for f in fields(self):
+            if "check" in f.metadata:
+                check_number(getattr(self, f.name), repr(f.name), error=ParamError, **f.metadata["check"])
         c = lambda v, name, choices: check_choice(v, repr(name), choices, error=ParamError)
         c(self.optimizer, "optimizer", OPTIMIZERS)
         c(self.schedule, "schedule", ("cosine", "step", "constant"))
@@ -194,6 +212,20 @@ def uses_channels_last(cfg: TrainConfig, device) -> bool:
 
 
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+
+#: The TrainConfig fields a run may override, in field order: the train notebook's parameters, the command line's
+#: ``--<field>`` options and the options a torchrun launch passes on are these (``ood.run_train``, ``ood.__main__``).
+OVERRIDES = tuple(f.name for f in fields(TrainConfig) if "override" in f.metadata)
+
+
+def override_rule(name: str) -> dict:
+    """The :func:`ood.numerics.check_number` rule of an overridable field (None allowed: "the recipe's")."""
+    return {**next(f for f in fields(TrainConfig) if f.name == name).metadata["check"], "allow_none": True}
+
+
+def override_help(name: str) -> str:
+    """The help text of an overridable field (its ``--option`` on the command line)."""
+    return next(f for f in fields(TrainConfig) if f.name == name).metadata["override"]
 
 
 def method_config(params: dict, method: str, profile: str | None = None, **overrides) -> TrainConfig:
@@ -303,9 +335,7 @@ NOTEBOOK_SCHEMAS: dict[str, dict[str, Callable[[Any, str], Any] | None]] = {
     "train": {
         **_COMMON,
         "method": None,
-        "epochs": _number(integer=True, low=0, allow_none=True),
-        "lr": _number(low=0, low_open=True, allow_none=True),
-        "batch_size": _number(integer=True, low=0, low_open=True, allow_none=True),
+        **{name: _number(**override_rule(name)) for name in OVERRIDES},
         "seeds": _SEEDS,
         "run_dir": _RUN_DIR,
     },
@@ -345,6 +375,10 @@ NOTEBOOK_SCHEMAS: dict[str, dict[str, Callable[[Any, str], Any] | None]] = {
 class NotebookParams:
     notebook: str
     values: dict
+
+    def overrides(self) -> dict:
+        """The TrainConfig overrides among these parameters (:data:`OVERRIDES`; None: the recipe's value)."""
+        return {k: v for k, v in self.values.items() if k in OVERRIDES}
 
     def __getattr__(self, name):
         try:

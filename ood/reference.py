@@ -247,8 +247,8 @@ def for_profile(params: dict, profile: str, metric: str = "fpr95",
     evaluation protocol only (``evaluate.protocol``, default :data:`OUR_PROTOCOL`).
     Returns (the profile whose references they are, the protocol, the rows)."""
     ref_profile = profile if profile != "synthetic" else "cifar10"
-    block = params[ref_profile]
-    protocol = (params[profile].get("evaluate") or {}).get("protocol", OUR_PROTOCOL)
+    block = params["profiles"][ref_profile]
+    protocol = (params["profiles"][profile].get("evaluate") or {}).get("protocol", OUR_PROTOCOL)
     rows = reference_for(block["benchmark"]["id"], metric, model=block["model"]["name"], ood_set=ood_set,
                          protocol=protocol)
     return ref_profile, protocol, rows

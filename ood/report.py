@@ -40,7 +40,7 @@ class StageInputs:
     @property
     def label(self) -> str:
         """The profile's one-line note on its benchmark (``benchmark.notes``), for the tables' captions."""
-        return self.params[self.profile]["benchmark"].get("notes", "")
+        return self.params["profiles"][self.profile]["benchmark"].get("notes", "")
 
     def scores(self, methods: list[str], seed: int) -> dict:
         """Every scorer's scores on every set (``ood.artifacts.load_scores``) of one seed's run, by method."""

@@ -5,6 +5,7 @@ A fine-tune of seed ``s`` starts from seed ``s`` of the method it fine-tunes fro
 """
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -17,56 +18,58 @@ from ood.train import TrainingError, train
 
 __all__ = ["train_method", "distributed_procs", "launch_train", "LAUNCH_OPTIONS"]
 
+_TRAIN_FIELDS = [f.name for f in fields(config.TrainConfig)]
 
-def _train_seed(*, seed: int, params: dict, method: str, profile: str, overrides: dict, base: Path, device: str,
+
+def _train_seed(*, seed: int, cfg: config.TrainConfig, spec: dict, params: dict, profile: str, base: Path, device: str,
                 progress: bool, init_base: Path | None = None) -> pd.DataFrame:
-    """One seed of :func:`train_method` (module level, so that a worker process can run it)."""
-    cfg = config.method_config(params, method, profile, **{**overrides, "seed": seed})
+    """One seed of :func:`train_method` (module level, so that a worker process can run it): ``cfg`` with this seed."""
+    cfg = replace(cfg, seed=seed)
     bench = load_benchmark(params, profile, with_aux=cfg.out_batch_size > 0)
     init_dir = None
     if cfg.init:
         init_dir = (seed_dir(Path(init_base), seed) if init_base is not None
                     else paths(profile, cfg.init, seed=seed)["run"])
-    h = train(cfg, config.model_spec(params, profile, method), bench.id_train, seed_dir(base, seed), aux=bench.aux,
-              id_test=bench.id_test, init_dir=init_dir, device=config.resolve_device(device), progress=progress,
+    h = train(cfg, spec, bench.id_train, seed_dir(base, seed), aux=bench.aux, id_test=bench.id_test,
+              init_dir=init_dir, device=config.resolve_device(device), progress=progress,
               timings=base / "timings" / f"seed{seed}.csv")
     return h.assign(seed=seed)
 
 
-def train_method(params: dict, method: str, profile: str | None = None, *, device: str = "auto", run_dir=None,
-                 seeds: list[int] | None = None, progress: bool = True, init_dir=None, **overrides):
-    """Train one method of a profile once per seed, as the profile says (``overrides``: TrainConfig fields, None
-    ignored). Seed ``s`` runs in ``<run_dir>/seeds/<s>/`` (default run_dir: ``runs/<profile>/<method>``); a
-    fine-tune of seed ``s`` starts from seed ``s`` of the method it fine-tunes from (``<init_dir>/seeds/<s>/`` when
-    ``init_dir`` is given, else the pipeline's run of that method). Under torchrun every rank calls this; rank 0
-    writes the files (``ood.distributed``).
+def train_method(params: dict, profile: str, cfg: config.TrainConfig, *, device: str = "auto", run_dir=None,
+                 seeds: list[int] | None = None, progress: bool = True, init_dir=None) -> pd.DataFrame:
+    """Train ``cfg`` (one method of ``profile``, built once by :func:`ood.config.method_config` at the stage's start
+    and handed down) once per seed: seed ``s`` trains ``dataclasses.replace(cfg, seed=s)`` in
+    ``<run_dir>/seeds/<s>/`` (default run_dir: ``runs/<profile>/<method>``); a fine-tune of seed ``s`` starts from
+    seed ``s`` of the method it fine-tunes from (``<init_dir>/seeds/<s>/`` when ``init_dir`` is given, else the
+    pipeline's run of that method). ``params`` gives the data, the network and the seeds. Under torchrun every rank
+    calls this; rank 0 writes the files (``ood.distributed``).
 
-    Returns (the TrainConfig of the last seed, the histories of every seed with a ``seed`` column). The pipeline's
-    run (run_dir None) also publishes the histories to ``results/<profile>/history/<method>.csv``: they hold no
-    wall-clock time (``ood.train.train`` writes the epochs' seconds to ``<run_dir>/timings/seed<s>.csv``), so they
-    are the same bits on every machine.
+    Returns the histories of every seed with a ``seed`` column. The pipeline's run (run_dir None) also publishes them
+    to ``results/<profile>/history/<method>.csv``: they hold no wall-clock time (``ood.train.train`` writes the
+    epochs' seconds to ``<run_dir>/timings/seed<s>.csv``), so they are the same bits on every machine.
     """
-    profile = profile or params["profile"]
+    method = cfg.method
     p = paths(profile, method)
     base = Path(run_dir) if run_dir is not None else p["method_runs"]
     seeds = seeds_of(params, seeds)
-    workers = seed_workers(params)
     nproc = distributed_procs(params, profile)
     if nproc > 1 and not world().distributed:   # the profile trains under torchrun: launch it, then read its files
-        launch_train(params, method, profile, nproc, device=device, run_dir=base, seeds=seeds, overrides=overrides,
-                     init_dir=init_dir)
+        launch_train(params, profile, cfg, nproc, device=device, run_dir=base, seeds=seeds, init_dir=init_dir)
         histories = [pd.read_csv(seed_dir(base, s) / "history.csv").assign(seed=s) for s in seeds]
     else:
-        histories = map_seeds(_train_seed, seeds, workers, device, params=params, method=method, profile=profile,
-                              overrides=overrides, base=base, device=device, progress=progress and workers == 1,
+        workers = seed_workers(params)
+        spec = config.model_spec(params, profile, method)
+        histories = map_seeds(_train_seed, seeds, workers, device, cfg=cfg, spec=spec, params=params,
+                              profile=profile, base=base, device=device,
+                              progress=progress and workers == 1,
                               init_base=Path(init_dir) if init_dir is not None else None)
-    cfg = config.method_config(params, method, profile, **{**overrides, "seed": seeds[-1]})
     history = pd.concat(histories, ignore_index=True)
     history = history[["seed"] + [c for c in history.columns if c != "seed"]]
     if run_dir is None and world().main:  # the pipeline's run: publish the histories beside the results
         p["history"].parent.mkdir(parents=True, exist_ok=True)
         history.to_csv(p["history"], index=False, float_format="%.6g")
-    return cfg, history
+    return history
 
 
 def distributed_procs(params: dict, profile: str) -> int:
@@ -83,30 +86,34 @@ def distributed_procs(params: dict, profile: str) -> int:
     return n
 
 
-#: Training overrides the torchrun launch passes on (as ``python -m ood train`` options).
-LAUNCH_OPTIONS = {"epochs": "--epochs", "steps_per_epoch": "--steps-per-epoch", "lr": "--lr",
-                  "batch_size": "--batch-size"}
+#: The ``python -m ood train`` options through which a torchrun launch passes a configuration's overridable fields
+#: (``ood.config.OVERRIDES``).
+LAUNCH_OPTIONS = {name: "--" + name.replace("_", "-") for name in config.OVERRIDES}
 
 
-def launch_train(params: dict, method: str, profile: str, nproc: int, *, device: str, run_dir: Path,
-                 seeds: list[int], overrides: dict, init_dir=None) -> None:
-    """Train through ``torchrun --standalone --nproc_per_node N -m ood train ...`` (PyTorch's launcher, one node),
-    one launch per seed, with the params file ``params`` was read from; raises ``TrainingError`` naming the command
-    when it fails. Used by :func:`train_method` when the profile says ``distributed: {nproc_per_node: N}``."""
+def launch_train(params: dict, profile: str, cfg: config.TrainConfig, nproc: int, *, device: str, run_dir: Path,
+                 seeds: list[int], init_dir=None) -> None:
+    """Train ``cfg`` through ``torchrun --standalone --nproc_per_node N -m ood train ...`` (PyTorch's launcher, one
+    node), one launch per seed, with the params file ``params`` was read from and ``cfg``'s overridable fields as
+    options; raises ``TrainingError`` naming the command when it fails, and ``ParamError`` when ``cfg`` differs from
+    its profile in a field no option carries. Used by :func:`train_method` when the profile says ``distributed:
+    {nproc_per_node: N}``."""
     import subprocess
     import sys
 
-    bad = sorted(k for k, v in overrides.items() if v is not None and k not in LAUNCH_OPTIONS)
+    values = {k: getattr(cfg, k) for k in LAUNCH_OPTIONS}
+    resolved = config.method_config(params, cfg.method, profile, **values, seed=cfg.seed)
+    bad = sorted(f for f in _TRAIN_FIELDS if getattr(resolved, f) != getattr(cfg, f))
     if bad:
-        raise config.ParamError(f"override(s) {', '.join(bad)} cannot be passed to a torchrun launch; allowed: "
+        raise config.ParamError(f"field(s) {', '.join(bad)} cannot be passed to a torchrun launch; allowed: "
                                 f"{', '.join(LAUNCH_OPTIONS)}")
+    method = cfg.method
     for seed in seeds:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                "-m", "ood", "train", "--profile", profile, "--method", method, "--device", str(device),
                "--run-dir", str(run_dir), "--seed", str(seed),
                "--params", str(params.get("_source") or config.params_path())]
-        cmd += [a for k, opt in LAUNCH_OPTIONS.items() if overrides.get(k) is not None
-                for a in (opt, str(overrides[k]))]
+        cmd += [a for k, opt in LAUNCH_OPTIONS.items() if values[k] is not None for a in (opt, str(values[k]))]
         if init_dir is not None:
             cmd += ["--init-dir", str(init_dir)]
         p = subprocess.run(cmd, cwd=config.repo_root(), capture_output=True, text=True)

@@ -49,7 +49,7 @@ from ood.numerics import eval_mode
 from ood.sampling import build_sampler, pool_size
 
 __all__ = ["train", "Training", "prepare_training", "run_epoch", "save_checkpoint", "save_model", "train_step",
-           "make_optimizer", "TrainingError", "NonFiniteLoss", "save_atomic", "config_hash", "accuracy"]
+           "make_optimizer", "lr_at", "TrainingError", "NonFiniteLoss", "save_atomic", "config_hash", "accuracy"]
 
 
 _RUN_SAMPLER = object()   # Training.step's default: the run's own sampler
@@ -86,6 +86,20 @@ def config_hash(cfg: TrainConfig, model_spec: dict) -> str:
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of global step ``step`` (0-based, ``epoch * steps_per_epoch + i``): ``cfg.lr`` times the
+    schedule's factor. The one place it is computed: :func:`run_epoch` sets it on the optimizer before every step.
+
+    * ``warmup_epochs`` w > 0: ``(step + 1) / (w * steps_per_epoch)`` for the first w epochs' steps;
+    * ``cosine``: ``lo + (1 - lo) * (1 + cos(pi * t / T)) / 2`` with ``lo = 1e-6 / cfg.lr``, t = ``step`` (at most
+      T) and T = ``epochs * steps_per_epoch``: the Energy-OE code's ``cosine_annealing`` (lr_min 1e-6), stepped per
+      iteration;
+    * ``step``: ``gamma ** (number of milestones <= the step's epoch)``;
+    * ``constant``: 1.
+    """
+    return cfg.lr * _lr_factor(cfg, step, steps_per_epoch)
 
 
 def _lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -125,7 +139,8 @@ def _draw_outliers(aux: ArrayDataset | FolderDataset, n: int, g: torch.Generator
 
 
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The recipe's optimizer (``cfg.optimizer``: SGD with momentum/Nesterov, Adam or AdamW) over ``model``."""
+    """The recipe's optimizer (``cfg.optimizer``: SGD with momentum/Nesterov, Adam or AdamW) over ``model``, built with
+    ``cfg.lr``; :func:`run_epoch` sets the schedule's rate (:func:`lr_at`) before every step."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
@@ -357,8 +372,9 @@ def run_epoch(run: Training, epoch: int, *, id_test: ArrayDataset | None = None,
     for step, (x_id, y) in enumerate(bar):
         if step >= steps:  # cfg.steps_per_epoch: the shuffled epoch is cut short
             break
+        lr = lr_at(cfg, epoch * steps + step, steps)
         for group in run.opt.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(cfg, epoch * steps + step, steps)
+            group["lr"] = lr
         try:
             values, logits = run.step(x_id, y, epoch=epoch, generator=g, sampler_generator=g_rank,
                                       check_finite=(step + 1) % check_every == 0 or step == steps - 1)

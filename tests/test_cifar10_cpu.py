@@ -51,7 +51,7 @@ def test_the_profile_has_its_own_pipeline_on_the_shared_dvc_yaml(params):
     for m in methods:
         cfg = config.method_config(params, m, PROFILE)
         assert (cfg.init is None) == (m in params["pipeline"]["scratch"]), m
-    assert len(params[PROFILE]["evaluate"]["scorers"]) == 14
+    assert len(params["profiles"][PROFILE]["evaluate"]["scorers"]) == 14
 
 
 def _shared_data_or_skip():
@@ -72,15 +72,15 @@ def test_every_method_trains_a_few_steps_on_real_subsets_and_every_scorer_scores
     from ood.train import train
 
     p = copy.deepcopy(params)
-    p[PROFILE]["benchmark"]["sizes"] = {"train": 512, "test": 256, "ood": 200, "aux": 512}
+    p["profiles"][PROFILE]["benchmark"]["sizes"] = {"train": 512, "test": 256, "ood": 200, "aux": 512}
     bench = load_benchmark(p, PROFILE, data_root=tmp_path / "data")
-    assert set(bench.ood) == set(params[PROFILE]["benchmark"]["ood"])
+    assert set(bench.ood) == set(params["profiles"][PROFILE]["benchmark"]["ood"])
     assert bench.id_train.images.shape == (512, 3, 32, 32) and len(set(bench.id_train.labels.tolist())) == 10
     assert bench.aux.images.shape == (512, 3, 32, 32) and all(len(v) == 200 for v in bench.ood.values())
     spec = model_spec(p, PROFILE)
     order = params["pipeline"]["scratch"] + list(params["pipeline"]["finetune"])
-    scorers = {n: params[PROFILE]["evaluate"].get("params", {}).get(n, {})
-               for n in params[PROFILE]["evaluate"]["scorers"]}
+    scorers = {n: params["profiles"][PROFILE]["evaluate"].get("params", {}).get(n, {})
+               for n in params["profiles"][PROFILE]["evaluate"]["scorers"]}
     for m in order:
         # two epochs of one step: BFM's background term starts after its warm-up epoch
         cfg = config.method_config(p, m, PROFILE, epochs=2, steps_per_epoch=1, seed=0)
@@ -129,8 +129,8 @@ def test_the_committed_results_are_the_bytes_the_lock_recorded():
 def test_the_committed_results_are_complete_and_consistent(params):
     m = pd.read_csv(RES / "metrics.csv", dtype={"seed": str})
     methods = params["pipeline"]["evaluate"]
-    scorers = params[PROFILE]["evaluate"]["scorers"]
-    sets = list(params[PROFILE]["benchmark"]["ood"])
+    scorers = params["profiles"][PROFILE]["evaluate"]["scorers"]
+    sets = list(params["profiles"][PROFILE]["benchmark"]["ood"])
     seeds = [str(s) for s in params["seeds"]]
     assert set(m.method) == set(methods) and set(m.scorer) == set(scorers) and set(m.ood_set) == set(sets) | {"average"}
     assert set(m.seed) == set(seeds) | {"mean", "std"}
@@ -160,7 +160,7 @@ def test_ce_reaches_85_percent_on_cifar10_in_every_seed(params):
     assert len(ce) == len(params["seeds"]) and (ce["id_accuracy"] >= 85).all(), ce.to_dict("records")
     hist = pd.read_csv(RES / "history" / "ce.csv")
     assert (set(hist.seed) == set(params["seeds"])
-            and len(hist) == len(params["seeds"]) * params[PROFILE]["recipes"]["scratch"]["epochs"])
+            and len(hist) == len(params["seeds"]) * params["profiles"][PROFILE]["recipes"]["scratch"]["epochs"])
 
 
 def test_fit_set_is_the_whole_id_train_or_a_seeded_subset_of_fit_size():
@@ -191,16 +191,17 @@ def test_seed_workers_run_the_seeds_in_one_thread_processes_with_the_bits_of_a_o
 
     params = config.load_params(ROOT / "params.yaml")
     params["seed_workers"] = 2
-    kw = dict(epochs=1, steps_per_epoch=2)
-    _, h1 = run_train.train_method(params, "ce", "synthetic", device="cpu", run_dir=tmp_path / "a", seeds=[0, 1],
-                                   progress=False, **kw)
-    _, h2 = run_train.train_method(params, "ce", "synthetic", device="cpu", run_dir=tmp_path / "b", seeds=[0, 1],
-                                   progress=False, **kw)
+    cfg = config.method_config(params, "ce", "synthetic", epochs=1, steps_per_epoch=2)
+    h1 = run_train.train_method(params, "synthetic", cfg, device="cpu", run_dir=tmp_path / "a", seeds=[0, 1],
+                                progress=False)
+    h2 = run_train.train_method(params, "synthetic", cfg, device="cpu", run_dir=tmp_path / "b", seeds=[0, 1],
+                                progress=False)
     cols = ["seed", "epoch", "loss_ce", "train_accuracy", "test_accuracy"]
     pd.testing.assert_frame_equal(h1[cols], h2[cols])
     code = ("import json, sys; from ood import config, run_train; p = config.load_params(); p['seed_workers'] = 1; "
-            f"_, h = run_train.train_method(p, 'ce', 'synthetic', device='cpu', run_dir=sys.argv[1], seeds=[0, 1], "
-            "progress=False, epochs=1, steps_per_epoch=2); "
+            "c = config.method_config(p, 'ce', 'synthetic', epochs=1, steps_per_epoch=2); "
+            "h = run_train.train_method(p, 'synthetic', c, device='cpu', run_dir=sys.argv[1], seeds=[0, 1], "
+            "progress=False); "
             f"print(h[{cols!r}].to_csv(index=False, float_format='%.17g'))")
     env = {**os.environ, "OOD_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], env=env, capture_output=True, text=True,
@@ -225,7 +226,7 @@ def test_the_readme_table_quotes_the_committed_results(params):
 
     m = pd.read_csv(RES / "metrics.csv", dtype={"seed": str})
     acc = pd.read_csv(RES / "accuracy.csv", dtype={"seed": str}).set_index(["method", "seed"])["id_accuracy"]
-    sets = list(params[PROFILE]["benchmark"]["ood"]) + ["average"]
+    sets = list(params["profiles"][PROFILE]["benchmark"]["ood"]) + ["average"]
     e = m[m.scorer == "energy"].set_index(["method", "ood_set", "seed"])["fpr95"]
     block = _readme_block("results:cifar10-cpu")
     header = re.search(r"^\| method \| ID acc\. \| (.*) \|$", block, re.M).group(1).split(" | ")

@@ -54,5 +54,8 @@ def test_bad_input_ends_with_one_error_line_and_status_2(args, message):
 
 
 def test_argument_errors_are_argparse_errors():
-    p = ood("train", "--profile", "synthetic", "--method", "ce", "--epochs", "0")
-    assert p.returncode == 2 and "--epochs: '0' must be >= 1" in p.stderr
+    p = ood("train", "--profile", "synthetic", "--method", "ce", "--epochs", "-1")
+    assert p.returncode == 2
+    assert "argument --epochs: invalid value -1 for '--epochs'; allowed: an integer >= 0" in p.stderr
+    p = ood("train", "--profile", "synthetic", "--method", "ce", "--lr", "0")
+    assert p.returncode == 2 and "argument --lr: invalid value 0.0 for '--lr'; allowed: a number > 0" in p.stderr

@@ -24,8 +24,8 @@ def test_every_pipeline_method_resolves_in_every_profile(params):
         for m in methods:
             cfg = config.method_config(params, m, profile)
             assert cfg.method == m and cfg.terms
-            explicit = "init" in params[profile]["method"][m]
-            assert cfg.init == (params[profile]["method"][m]["init"] if explicit else config.init_of(params, m))
+            spec = params["profiles"][profile]["method"][m]
+            assert cfg.init == (spec["init"] if "init" in spec else config.init_of(params, m))
             if cfg.init is not None:  # a fine-tune starts from a method the pipeline trains
                 assert cfg.init in methods and cfg.init != m
 
@@ -58,7 +58,7 @@ def test_unknown_method_and_profile_list_allowed(params):
 
 def _ns(**kw):
     ns = {"profile": "synthetic", "device": "auto", "method": "ce", "epochs": None, "lr": None, "batch_size": None,
-          "seeds": None, "run_dir": None}
+          "steps_per_epoch": None, "seeds": None, "run_dir": None}
     ns.update(kw)
     return ns
 
@@ -97,7 +97,7 @@ def test_names_defined_before_the_parameters_cell_are_not_parameters(params):
 
 def test_unknown_recipe_key_is_reported(params):
     bad = copy.deepcopy(params)
-    bad["synthetic"]["method"]["ce"]["epochs_"] = 3
+    bad["profiles"]["synthetic"]["method"]["ce"]["epochs_"] = 3
     with pytest.raises(config.ParamError, match="epochs_"):
         config.method_config(bad, "ce", "synthetic")
 
@@ -167,7 +167,7 @@ def test_method_model_overrides_resolve_and_are_checked():
         assert model_spec(params, "cifar100", m)["mean"] == [0.4914, 0.4824, 0.4467]
     assert model_spec(params, "synthetic", "greg") == model_spec(params, "synthetic")
     bad = copy.deepcopy(params)
-    bad["synthetic"]["method"]["greg"]["model"] = {"name": "wrn40_2"}
+    bad["profiles"]["synthetic"]["method"]["greg"]["model"] = {"name": "wrn40_2"}
     with pytest.raises(config.ParamError, match="model key.*name.*allowed: drop, mean, std"):
         config.method_config(bad, "greg", "synthetic")
 
@@ -191,7 +191,7 @@ def test_stage_inputs_read_the_figure_lists_once(params):
     stage = report.stage_inputs("synthetic", p)
     assert stage.figures == {"scores": ["greg", "ce"], "feature_norms": [], "grad_norms": ["greg"]}
     assert stage.methods == ["ce", "greg"] and stage.seeds == p["seeds"]
-    assert stage.ood_sets == list(p["synthetic"]["benchmark"]["ood"])
+    assert stage.ood_sets == list(p["profiles"]["synthetic"]["benchmark"]["ood"])
     p["pipeline"]["figures"] = {"histograms": ["ce"]}
     with pytest.raises(config.ParamError, match="unknown figure.*histograms.*allowed: scores"):
         report.stage_inputs("synthetic", p)
@@ -208,3 +208,20 @@ def test_seed_workers_must_be_an_integer_of_at_least_one(params, bad):
         pipeline.seed_workers({**params, "seed_workers": bad})
     assert pipeline.seed_workers({**params, "seed_workers": 2}) == 2
     assert pipeline.seed_workers({k: v for k, v in params.items() if k != "seed_workers"}) == 1
+
+
+def test_the_docs_notebook_table_lists_each_notebooks_parameters():
+    """docs/pipeline.md's table of notebooks names each notebook's parameters, in its schema's order."""
+    import re
+
+    names = {"00_tour": "tour", "01_data": "data", "02_train": "train", "03_evaluate": "evaluate",
+             "04_tables": "tables", "05_figures": "figures", "06_ablations": "ablations"}
+    text = (config.repo_root() / "docs" / "pipeline.md").read_text()
+    rows = {m.group(1): re.findall(r"`(\w+)`", m.group(2))
+            for m in re.finditer(r"^\| `notebooks/(\d\d_\w+)\.ipynb` \|.*\| ([^|]*) \|$", text, flags=re.M)}
+    assert set(rows) == set(names)
+    for nb, schema in names.items():
+        assert rows[nb] == list(config.NOTEBOOK_SCHEMAS[schema]), nb
+    # and the schema's overrides are TrainConfig's overridable fields
+    train = list(config.NOTEBOOK_SCHEMAS["train"])
+    assert train[train.index("method") + 1:train.index("seeds")] == list(config.OVERRIDES)

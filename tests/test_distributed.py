@@ -257,8 +257,9 @@ def test_a_profile_with_distributed_trains_its_stage_through_torchrun(tmp_path, 
     prof.write_text(yaml.safe_dump(block))
     params = config.load_params(tmp_path / "params.yaml")
     assert run_train.distributed_procs(params, "synthetic") == 2
-    cfg, hist = run_train.train_method(params, "ce", "synthetic", device="cpu", run_dir=tmp_path / "run", seeds=[0],
-                                       epochs=1, steps_per_epoch=2, progress=False)
+    cfg = config.method_config(params, "ce", "synthetic", epochs=1, steps_per_epoch=2)
+    hist = run_train.train_method(params, "synthetic", cfg, device="cpu", run_dir=tmp_path / "run", seeds=[0],
+                                  progress=False)
     assert list(hist["seed"]) == [0] and list(hist["epoch"]) == [1] and "test_accuracy" in hist
     assert sorted(f.name for f in (tmp_path / "run" / "seeds" / "0").iterdir()) == ["checkpoint.pt", "history.csv",
                                                                                     "model.pt"]
@@ -266,7 +267,8 @@ def test_a_profile_with_distributed_trains_its_stage_through_torchrun(tmp_path, 
     block["synthetic"]["distributed"] = {"nproc_per_node": 0}
     prof.write_text(yaml.safe_dump(block))
     with pytest.raises(config.ParamError, match="distributed.nproc_per_node"):
-        run_train.train_method(config.load_params(tmp_path / "params.yaml"), "ce", "synthetic", device="cpu",
+        params = config.load_params(tmp_path / "params.yaml")
+        run_train.train_method(params, "synthetic", config.method_config(params, "ce", "synthetic"), device="cpu",
                                run_dir=tmp_path / "x", seeds=[0])
 
 

@@ -304,7 +304,7 @@ def test_a_differing_or_unverifiable_row_gives_its_reason(rows):
 ])
 def test_an_edited_profile_value_fails_the_table(params, rows, path, value):
     modified = copy.deepcopy(params)
-    node = modified
+    node = modified["profiles"]
     for p in path[:-1]:
         node = node[p]
     node[path[-1]] = value
@@ -326,7 +326,7 @@ def test_a_changed_default_fails_the_table(params, rows, monkeypatch):
 
 def test_a_newly_set_field_needs_a_row(params, rows):
     modified = copy.deepcopy(params)
-    modified["cifar10"]["recipes"]["greg_plus"]["steps_per_epoch"] = 100
+    modified["profiles"]["cifar10"]["recipes"]["greg_plus"]["steps_per_epoch"] = 100
     assert any("method.greg_plus.steps_per_epoch" in e for e in coverage_errors(modified, rows))
 
 

@@ -136,9 +136,9 @@ def imagenet_root(tmp_path):
 
 def _tiny_imagenet_params():
     params = copy.deepcopy(config.load_params())
-    b = params["imagenet"]
+    b = params["profiles"]["imagenet"]
     b["benchmark"].update(image_size=16, resize=18, workers=0)
-    b["model"] = dict(params["synthetic"]["model"])
+    b["model"] = dict(params["profiles"]["synthetic"]["model"])
     for r in b["recipes"].values():
         r.update(epochs=1, batch_size=8, steps_per_epoch=2)
         if "out_batch_size" in r:
@@ -183,19 +183,19 @@ def test_imagenet_20_classes_and_the_other_auxiliary_sets(imagenet_root):
     """The README commands' 20-class subset: 20 ID classes, labels in the file's order, 980 auxiliary classes; the
     older imagenet-aux100 set is the 100 classes with 100 <= perm[k] < 200 (oracle: the permutation, numpy)."""
     params = _tiny_imagenet_params()
-    params["imagenet"]["benchmark"].update(subset="imagenet20", num_classes=20)
+    params["profiles"]["imagenet"]["benchmark"].update(subset="imagenet20", num_classes=20)
     bench = benchmark.load_benchmark(params, "imagenet", data_root=imagenet_root)
     assert list(bench.id_train.classes) == load_imagenet_subset("imagenet20") and len(bench.id_test) == 40
     assert len({f.split("/")[-2] for f in bench.aux.files}) == 980 and len(bench.aux) == 980
-    params["imagenet"]["benchmark"]["aux"] = "imagenet-aux100"
+    params["profiles"]["imagenet"]["benchmark"]["aux"] = "imagenet-aux100"
     bench = benchmark.load_benchmark(params, "imagenet", data_root=imagenet_root)
     names = _rule_consistent_wnids()
     perm = np.random.RandomState(1993).permutation(1000)
     assert {f.split("/")[-2] for f in bench.aux.files} == {names[k] for k in range(1000) if 100 <= perm[k] < 200}
-    params["imagenet"]["benchmark"].update(num_classes=10)
+    params["profiles"]["imagenet"]["benchmark"].update(num_classes=10)
     with pytest.raises(config.ParamError, match="num_classes is 10 but the ID classes are 20"):
         benchmark.load_benchmark(params, "imagenet", data_root=imagenet_root)
-    params["imagenet"]["benchmark"].update(num_classes=20, aux="imagenet-all")
+    params["profiles"]["imagenet"]["benchmark"].update(num_classes=20, aux="imagenet-all")
     with pytest.raises(config.ParamError, match="allowed: imagenet-other, imagenet-aux100, null"):
         benchmark.load_benchmark(params, "imagenet", data_root=imagenet_root)
 
@@ -213,6 +213,6 @@ def test_imagenet_aux_rule_needs_the_1000_classes(tmp_path):
 
 def test_imagenet_1k_as_id_refuses_imagenet_auxiliary_classes(imagenet_root):
     params = _tiny_imagenet_params()
-    params["imagenet"]["benchmark"]["subset"] = None
+    params["profiles"]["imagenet"]["benchmark"]["subset"] = None
     with pytest.raises(config.ParamError, match="all ID when benchmark.subset is null; set benchmark.aux to null"):
         benchmark.load_benchmark(params, "imagenet", data_root=imagenet_root)

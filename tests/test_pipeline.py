@@ -37,8 +37,8 @@ def test_pipeline_writes_the_tables_with_every_method_seed_and_scorer(pipeline_r
     assert list(m.columns) == ["benchmark", "method", "seed", "scorer", "ood_set", "fpr95", "auroc", "aupr_in",
                                "aupr_out"]
     methods = params["pipeline"]["evaluate"]
-    scorers = params[prof]["evaluate"]["scorers"]
-    sets = list(params[prof]["benchmark"]["ood"]) + ["average"]
+    scorers = params["profiles"][prof]["evaluate"]["scorers"]
+    sets = list(params["profiles"][prof]["benchmark"]["ood"]) + ["average"]
     seeds = [str(s) for s in params["seeds"]]
     assert len(seeds) >= 3
     assert set(m.method) == set(methods) and set(m.scorer) == set(scorers) and set(m.ood_set) == set(sets)

@@ -344,6 +344,6 @@ def test_every_reference_row_names_its_protocol_and_profiles_see_only_ours():
     assert prof == "cifar10" and proto == reference.OUR_PROTOCOL and len(rows) > 0
     assert set(rows["protocol"]) == {reference.OUR_PROTOCOL} and set(rows["model"]) == {"wrn40_2"}
     assert 13.11 in rows["value"].tolist() and 3.32 not in rows["value"].tolist()
-    params["cifar10"]["evaluate"]["protocol"] = "energy-readme"  # a profile evaluated the Energy code's way
+    params["profiles"]["cifar10"]["evaluate"]["protocol"] = "energy-readme"  # a profile evaluated the Energy code's way
     prof, proto, rows = reference.for_profile(params, "cifar10")
     assert proto == "energy-readme" and 3.32 in rows["value"].tolist() and 13.11 not in rows["value"].tolist()

@@ -29,7 +29,7 @@ def test_tour_parameters_are_checked():
 
 def _tiny_setup():
     params = copy.deepcopy(config.load_params())
-    for r in params["synthetic"]["recipes"].values():
+    for r in params["profiles"]["synthetic"]["recipes"].values():
         r["batch_size"] = 16
         if r.get("out_batch_size"):
             r["out_batch_size"] = 16
@@ -57,7 +57,7 @@ def test_tour_models_trains_reloads_and_prefers_matching_pipeline_runs(tmp_path)
     assert meta["steps_per_epoch"] == 2 and meta["init"] == "ce"  # finetune_steps
     assert runs["greg"].terms["grad_penalty"]["scaling"] == "authors"  # defaults filled in
     assert (runs["greg"].terms["grad_penalty"]["weight"]
-            == params["synthetic"]["method"]["greg"]["terms"]["grad_penalty"]["weight"])
+            == params["profiles"]["synthetic"]["method"]["greg"]["terms"]["grad_penalty"]["weight"])
     # same settings: the same run folders are reloaded
     again = tour.tour_models(params, ["ce", "greg"], run_root=tmp_path / "tour", **kw)
     assert again["greg"].run_dir == runs["greg"].run_dir
