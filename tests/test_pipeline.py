@@ -191,8 +191,9 @@ def _status_after(pipeline_root, rel, edit) -> set[str]:
 
 def _docstring_edit(text: str) -> str:
     """A module whose docstring gained a word: code that cannot move a number."""
-    assert text.startswith('"""'), "the module starts with its docstring"
-    return text.replace('"""', '"""Edited. ', 1)
+    new, n = re.subn(r'^(r?""")', r"\1Edited. ", text, count=1)
+    assert n == 1, "the module starts with its docstring"
+    return new
 
 
 def test_editing_a_module_or_a_parameter_names_exactly_the_stages_that_use_it(pipeline_root, params):
