@@ -8,13 +8,15 @@ one mapping whose top level is:
   ``dvc exp run -S profile=cifar10`` (or edit the line and ``dvc repro``).
 * ``seeds``, ``seed_workers``, ``device`` (``auto`` | ``cpu`` | ``cuda``), ``root``, ``params_file``.
 * ``pipeline``: which methods train from scratch and which fine-tune from which checkpoint
-  (this is what ``dvc.yaml`` iterates over).
+  (this is what ``dvc.yaml`` iterates over; the starting checkpoints are :data:`ood.methods.METHODS`' ``init``).
 * ``profiles``: one block per profile, by name (the file ``profiles/<name>.yaml``, whose single top-level key is
   ``<name>``; read with :func:`profile_params`), each with the same sub-blocks: ``benchmark`` (data), ``model``,
-  ``recipes`` (training schedules), ``method`` (one entry per training method: its recipe, its loss terms, its
-  sampler and overrides), ``evaluate`` (scorers and their parameters).
+  ``recipes`` (training schedules), ``method`` (one entry per training method, stating only what differs for the
+  profile: its recipe, its loss terms' and sampler's parameters, overrides; the composition itself, which terms,
+  which sampler, which starting checkpoint, is :data:`ood.methods.METHODS`'), ``evaluate`` (scorers, by default
+  every registered one, and their parameters).
 
-A method's effective training configuration is its recipe with the method's overrides applied
+A method's effective training configuration is its composition and its recipe with the method's own keys applied
 (:func:`method_config`). Everything is validated here so that a typo fails at the start of a stage,
 with a one-line message naming the key and the allowed values.
 """
@@ -28,6 +30,7 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
+from ood.methods import METHODS
 from ood.numerics import check_choice, check_number
 
 __all__ = [
@@ -113,11 +116,6 @@ def profile_params(params: dict, profile: str | None = None) -> dict:
         if key not in block:
             raise ParamError(f"profile {profile!r} lacks its {key!r} block in profiles/{profile}.yaml")
     return block
-
-
-def init_of(params: dict, method: str) -> str | None:
-    """The method whose checkpoint ``method`` fine-tunes from (None: from scratch)."""
-    return dict(params.get("pipeline", {}).get("finetune", {})).get(method)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,18 +227,40 @@ def override_help(name: str) -> str:
 
 
 def method_config(params: dict, method: str, profile: str | None = None, **overrides) -> TrainConfig:
-    """The effective :class:`TrainConfig` of ``method``: its recipe, then its own keys, then ``overrides``.
+    """The effective :class:`TrainConfig` of ``method``: its composition (:data:`ood.methods.METHODS`: terms in
+    order, sampler, starting checkpoint), its recipe, then the profile's keys for the method, then ``overrides``.
 
-    ``overrides`` with value None are ignored (the notebooks pass their parameters that way).
+    The profile's ``method.<name>`` block gives only parameters: ``terms`` maps some of the composition's terms to
+    their parameters (a term it leaves out takes its defaults), ``sampler`` the sampler's parameters, ``init: null``
+    trains from scratch a method that otherwise fine-tunes; ``recipe`` defaults to ``finetune`` for a method with a
+    starting checkpoint, ``scratch`` otherwise. ``overrides`` with value None are ignored (the notebooks pass their
+    parameters that way); an override of ``terms`` or ``sampler`` replaces the composition's (the tour's ablations).
     """
     block = profile_params(params, profile)
-    methods = block["method"]
-    if method not in methods:
-        raise ParamError(f"unknown method {method!r}; allowed: {', '.join(methods)}")
-    spec = copy.deepcopy(methods[method])
+    if method not in METHODS:
+        raise ParamError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    comp = METHODS[method]
+    spec = copy.deepcopy(block["method"].get(method) or {})
+    if not isinstance(spec, dict):
+        raise ParamError(f"method {method!r}: its block in profiles/{profile or params['profile']}.yaml must be a "
+                         f"mapping (recipe, terms, sampler, ...), got {spec!r}")
     method_model(block, method)   # validates the method's model overrides
     spec.pop("model", None)
-    recipe_name = spec.pop("recipe", "scratch")
+    terms = spec.pop("terms", None) or {}
+    if not isinstance(terms, dict) or not all(isinstance(v, dict) or v is None for v in terms.values()):
+        raise ParamError(f"method {method!r}: 'terms' must map its loss terms to their parameters, got {terms!r}")
+    extra = [t for t in terms if t not in comp.terms]
+    if extra:
+        raise ParamError(f"method {method!r}: term(s) {', '.join(map(repr, extra))} not in its composition; allowed: "
+                         f"{', '.join(comp.terms)} (ood.methods.METHODS; a profile gives only the terms' parameters)")
+    spec["terms"] = {t: dict(terms.get(t) or {}) for t in comp.terms}
+    sampler = spec.pop("sampler", None)
+    if sampler is not None and (comp.sampler is None or not isinstance(sampler, dict) or "name" in sampler):
+        raise ParamError(f"method {method!r}: 'sampler' gives the parameters of its sampler "
+                         f"({comp.sampler or 'none: random outliers'}, ood.methods.METHODS), got {sampler!r}")
+    spec["sampler"] = None if comp.sampler is None else {"name": comp.sampler, **(sampler or {})}
+    spec.setdefault("init", comp.init)
+    recipe_name = spec.pop("recipe", "scratch" if spec["init"] is None else "finetune")
     recipes = block["recipes"]
     if recipe_name not in recipes:
         raise ParamError(f"method {method!r}: unknown recipe {recipe_name!r}; allowed: {', '.join(recipes)}")
@@ -248,7 +268,6 @@ def method_config(params: dict, method: str, profile: str | None = None, **overr
     merged.update(spec)
     merged.update({k: v for k, v in overrides.items() if v is not None})
     merged.setdefault("seed", params.get("seeds", [0])[0])
-    merged.setdefault("init", init_of(params, method))
     unknown = sorted(set(merged) - _TRAIN_FIELDS)
     if unknown:
         raise ParamError(
@@ -261,7 +280,7 @@ def method_model(block: dict, method: str) -> dict:
     """The ``model`` block ``method`` trains with: the profile's, updated by the method's own ``model: {...}``
     (:data:`MODEL_OVERRIDES` only; anything else raises :class:`ParamError`)."""
     model = dict(block["model"])
-    over = block["method"][method].get("model") or {}
+    over = (block["method"].get(method) or {}).get("model") or {}
     if not isinstance(over, dict):
         raise ParamError(f"method {method!r}: 'model' must be a mapping of {', '.join(MODEL_OVERRIDES)}, got {over!r}")
     bad = sorted(set(over) - set(MODEL_OVERRIDES))
@@ -413,11 +432,11 @@ def check_notebook_params(notebook: str, namespace: dict, before: Iterable[str],
     if values["profile"] not in allowed_profiles:
         raise ParamError(f"invalid value {values['profile']!r} for parameter 'profile'; allowed: "
                          f"{', '.join(allowed_profiles)}")
-    block = profile_params(params, values["profile"])
+    profile_params(params, values["profile"])   # the profile has its blocks
     for name, check in schema.items():
         v, what = values[name], f"parameter {name!r}"
         if name == "method":
-            check_choice(v, what, list(block["method"]), error=ParamError)
+            check_choice(v, what, list(METHODS), error=ParamError)
         elif name == "scorers" and v is not None:
             if not isinstance(v, list):
                 raise ParamError(f"invalid value {v!r} for {what}; allowed: a list of scorer names or None")

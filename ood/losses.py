@@ -20,7 +20,7 @@ each class docstring):
 ``background``     BFM: L2 norm of the local features at background positions of ID images
 =================  ===========================================================================
 
-``METHODS`` lists the compositions the papers use; :func:`build_terms` builds a list of terms.
+The methods that compose these terms are :data:`ood.methods.METHODS`; :func:`build_terms` builds a list of terms.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from ood.numerics import check_choice, check_number, energy, wide
 
 __all__ = [
     "StepOutputs", "LossTerm", "CrossEntropy", "OutlierExposure", "EnergyMargin", "GradPenalty", "BackgroundFeatures",
-    "TERMS", "METHODS", "build_term", "build_terms", "energy", "background_mask", "position_logits",
+    "TERMS", "build_term", "build_terms", "energy", "background_mask", "position_logits",
     "grad_penalty_reference",
 ]
 
@@ -454,20 +454,6 @@ TERMS: dict[str, type[LossTerm]] = {
     "background": BackgroundFeatures,
 }
 
-# Default compositions (documentation and defaults; params.yaml names the terms per method).
-METHODS: dict[str, dict] = {
-    "ce": {"terms": ["ce"], "sampler": None},
-    "bfm": {"terms": ["ce", "background"], "sampler": None},
-    "oe": {"terms": ["ce", "oe"], "sampler": None},
-    "energy_oe": {"terms": ["ce", "energy_margin"], "sampler": None},
-    "greg": {"terms": ["ce", "energy_margin", "grad_penalty"], "sampler": None},
-    "greg_plus": {"terms": ["ce", "energy_margin", "grad_penalty"], "sampler": "energy_cluster"},
-    "oe_grad": {"terms": ["ce", "oe", "grad_penalty"], "sampler": None},
-    "energy_oe_sampling": {"terms": ["ce", "energy_margin"], "sampler": "energy_cluster"},
-    "bfm_greg": {"terms": ["ce", "background", "energy_margin", "grad_penalty"], "sampler": None},
-}
-
-
 def build_term(name: str, **params) -> LossTerm:
     """A loss term by name with its parameters; unknown names, parameters or bad values raise ValueError."""
     if name not in TERMS:
@@ -476,7 +462,7 @@ def build_term(name: str, **params) -> LossTerm:
 
 
 def build_terms(spec: list[str], params: dict[str, dict] | None = None) -> list[LossTerm]:
-    """Terms of a composition, e.g. ``build_terms(METHODS["greg"]["terms"], {"grad_penalty": {"m_in": -12}})``.
+    """Terms of a composition, e.g. ``build_terms(ood.methods.METHODS["greg"].terms, {"grad_penalty": {"m_in": -12}})``.
     ``params`` may only name terms of ``spec``."""
     params = dict(params or {})
     extra = sorted(set(params) - set(spec))

@@ -10,6 +10,7 @@ import pandas as pd
 from ood import config
 from ood.aggregate import METRIC_COLUMNS
 from ood.artifacts import load_scores
+from ood.methods import METHODS
 from ood.models import load_model
 from ood.numerics import check_choice
 from ood.pipeline import paths, seeds_of
@@ -67,7 +68,7 @@ def stage_inputs(profile: str, params: dict | None = None) -> StageInputs:
     for name in FIGURES:
         shown = listed.get(name) or []
         for m in shown:
-            check_choice(m, f"a method of pipeline.figures.{name}", list(block["method"]), error=config.ParamError)
+            check_choice(m, f"a method of pipeline.figures.{name}", list(METHODS), error=config.ParamError)
         figures[name] = [m for m in shown if m in methods]
     return StageInputs(profile=profile, params=params, methods=methods, scorers=profile_scorers(block),
                        ood_sets=list(block["benchmark"]["ood"]), seeds=seeds_of(params), out=paths(profile),

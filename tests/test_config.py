@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from ood import config
+from ood.methods import METHODS
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def test_every_pipeline_method_resolves_in_every_profile(params):
             cfg = config.method_config(params, m, profile)
             assert cfg.method == m and cfg.terms
             spec = params["profiles"][profile]["method"][m]
-            assert cfg.init == (spec["init"] if "init" in spec else config.init_of(params, m))
+            assert cfg.init == (spec["init"] if "init" in spec else METHODS[m].init)
             if cfg.init is not None:  # a fine-tune starts from a method the pipeline trains
                 assert cfg.init in methods and cfg.init != m
 

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from ood.losses import (
-    METHODS,
     TERMS,
     StepOutputs,
     background_mask,
@@ -18,6 +17,7 @@ from ood.losses import (
     grad_penalty_reference,
     position_logits,
 )
+from ood.methods import METHODS
 from ood.models import SmallNet
 from ood.sampling import build_sampler
 
@@ -265,7 +265,7 @@ def test_bad_parameters_raise(name, params, match):
 
 
 def test_build_terms_checks_params():
-    terms = build_terms(METHODS["greg"]["terms"], {"grad_penalty": {"m_in": -12.0}})
+    terms = build_terms(METHODS["greg"].terms, {"grad_penalty": {"m_in": -12.0}})
     assert [t.name for t in terms] == ["ce", "energy_margin", "grad_penalty"] and terms[2].m_in == -12.0
     with pytest.raises(ValueError, match="not in the composition"):
         build_terms(["ce"], {"oe": {}})
@@ -280,17 +280,17 @@ def _method_params(name):
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_trains_on_a_fixed_batch(method):
     spec = METHODS[method]
-    assert set(spec["terms"]) <= set(TERMS)
+    assert set(spec.terms) <= set(TERMS)
     torch.manual_seed(0)
     model = SmallNet(3, width=8)
     g = torch.Generator().manual_seed(0)
     x_id, y = torch.rand(6, 3, 32, 32, generator=g), torch.arange(6) % 3
     x_id[y == 1, 0] += 0.5
     pool = torch.rand(24, 3, 32, 32, generator=g)
-    params = {k: v for k, v in _method_params(method).items() if k in spec["terms"]}
-    terms = build_terms(spec["terms"], params)
-    needs_out = any(t.needs_outliers for t in terms) or spec["sampler"] is not None
-    sampler = build_sampler(spec["sampler"], pool_factor=4) if spec["sampler"] else None
+    params = {k: v for k, v in _method_params(method).items() if k in spec.terms}
+    terms = build_terms(spec.terms, params)
+    needs_out = any(t.needs_outliers for t in terms) or spec.sampler is not None
+    sampler = build_sampler(spec.sampler, pool_factor=4) if spec.sampler else None
     fixed_out = pool[:6]
 
     def loss_on(x_out):
