@@ -451,12 +451,12 @@ def test_300k_random_npy_is_memory_mapped(tmp_path, monkeypatch):
 
 
 def test_download_failure_is_a_data_missing_error(tmp_path, monkeypatch):
-    import torchvision.datasets.utils as U
+    import urllib.request as U
 
     def offline(*a, **k):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(U, "download_url", offline)
+    monkeypatch.setattr(U, "urlopen", offline)
     with pytest.raises(data.DataMissingError,
                        match="download of https://people.eecs.berkeley.edu.*failed.*unreachable"):
         data.load("300k-random", "train", tmp_path, download=True)

@@ -2,10 +2,12 @@
 
 Every set the notebooks use is a registry entry (``DATASETS``, printed by ``describe(name)``): its role
 (``id``/``ood``/``aux``), where its files come from (original distribution URL), their checksums, where they
-go under the data root, how images are preprocessed, and what to cite.
+go under the data root, how images are preprocessed, and what to cite. ``mirror_list()`` reads the mirrors a
+reader names (``$OOD_MIRRORS``), where each registry file is looked up by its file name before its official URL.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 #: Default sizes of the synthetic sets (``load(..., n=...)`` overrides) [ours: a CPU-sized CIFAR-like benchmark].
@@ -289,6 +291,29 @@ _register(
 )
 
 
+#: Environment variable naming dataset mirrors: entries separated by ``;`` (whitespace around each is stripped).
+MIRRORS_ENV = "OOD_MIRRORS"
+
+
+def mirror_list(mirrors=None) -> list[str]:
+    """The mirrors to look files up at, in order: ``mirrors`` (a list, or one ``;``-separated string) or, when None,
+    ``$OOD_MIRRORS``. A mirror is an ``http(s)://`` base URL or a local folder (a path or ``file://`` URL); any other
+    scheme is a ValueError naming the entry. ``[]``: no mirrors."""
+    if mirrors is None:
+        mirrors = os.environ.get(MIRRORS_ENV, "")
+    items = mirrors.split(";") if isinstance(mirrors, str) else [str(m) for m in mirrors]
+    out = []
+    for m in (m.strip() for m in items):
+        if not m:
+            continue
+        scheme = m.split("://", 1)[0].lower() if "://" in m else ""
+        if scheme not in ("", "http", "https", "file"):
+            raise ValueError(f"mirror {m!r}: a mirror is an http(s):// base URL or a local folder "
+                             f"(in ${MIRRORS_ENV}, entries are separated by ';')")
+        out.append(m)
+    return out
+
+
 def dataset_info(name: str) -> DatasetInfo:
     """The registry entry of ``name``; ValueError naming the allowed names if there is none."""
     if name not in DATASETS:
@@ -296,8 +321,9 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def describe(name: str, full: bool = False) -> str:
-    """One line (title; role; source files with checksums) or, with ``full``, every field of the entry."""
+def describe(name: str, full: bool = False, mirrors=None) -> str:
+    """One line (title; role; source files with checksums) or, with ``full``, every field of the entry and the
+    mirrors its files are looked up at first (``mirror_list(mirrors)``; the row is left out when there are none)."""
     info = dataset_info(name)
     if info.files:
         f = info.files[0]
@@ -316,6 +342,11 @@ def describe(name: str, full: bool = False) -> str:
                     f"{f.checksum or 'checksum: unverified'}  [{f.source}]")
     if info.folders:
         rows.append("  folder: " + " or ".join(f"<root>/{d}" for d in info.folders))
+    ms = mirror_list(mirrors) if info.files else []
+    if ms:
+        src = "given" if mirrors is not None else f"${MIRRORS_ENV}"
+        rows.append(f"  mirrors ({src}; each file is looked up first as <mirror>/<file name>, in this order, before "
+                    "its URL; the checksum is still enforced): " + ", ".join(ms))
     rows += [f"  preprocessing: {info.preprocessing}", f"  cite: {info.citation}"]
     if info.notes:
         rows.append(f"  notes: {info.notes}")
