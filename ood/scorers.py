@@ -19,16 +19,25 @@ name              score (higher = more ID)                                      
 ``dice``          energy of :math:`(M \odot W) h + b`, M keeps the top contributions            Sun & Li 2022
 ``gradnorm``      :math:`\lVert \partial_W \mathrm{KL}(u \Vert \mathrm{softmax}(f/T)) \rVert_1`  Huang et al. 2021
 ``vim``           :math:`\log\sum_c e^{f_c} - \alpha \lVert P^\perp (h - o)\rVert`               Wang et al. 2022
+``gen``           :math:`-\sum_{j \le M} p_{(j)}^\gamma (1 - p_{(j)})^\gamma`, M largest p     Liu et al. 2023
+``scale``         energy of :math:`W e^{s_1/s_2} h + b` (scaled, not pruned)                   Xu et al. 2024
+``fdbd``          mean distance to the predicted class's decision boundaries over              Liu & Qin 2024
+                  :math:`\lVert h - \bar h\rVert`
+``rmd``           :math:`\mathrm{MD}_0(h) - \min_c \mathrm{MD}_c(h)` (relative Mahalanobis)    Ren et al. 2021
+``nnguide``       energy times the mean of the k largest :math:`\hat h \cdot E_i \hat h_i`,    Park et al. 2023
+                  a bank of energy-scaled ID-train features
+``neco``          :math:`\lVert P_d\, s(h)\rVert / \lVert s(h)\rVert`, s standardizes,         Ammar et al. 2024
+                  :math:`P_d` the top-d ID-train principal components
 ================  ===========================================================================  ======================
 
 Sign convention: every function and scorer returns a tensor where a larger value means "more ID";
-scores whose papers use the opposite sign (energy, KNN distance, Mahalanobis distance, ViM) are
-negated here, once, and nowhere else.
+scores whose papers use the opposite sign (energy, KNN distance, Mahalanobis distance, ViM, GEN's
+generalized entropy, RMD) are negated here, once, and nowhere else.
 
 Contract (OpenOOD's ``setup``/``postprocess`` split, pytorch-ood's pure functions):
 
-* the pure functions :func:`msp`, :func:`maxlogit`, :func:`energy`, :func:`entropy`, :func:`ash_p`,
-  :func:`ash_b`, :func:`ash_s` need nothing fitted and can be called from a notebook on logits or
+* the pure functions :func:`msp`, :func:`maxlogit`, :func:`energy`, :func:`entropy`, :func:`gen`, :func:`ash_p`,
+  :func:`ash_b`, :func:`ash_s`, :func:`scale` need nothing fitted and can be called from a notebook on logits or
   features;
 * a :class:`Scorer` has ``name``, ``needs_fit`` (statistics from ID-train), ``needs_network`` (True
   only for ODIN, which re-runs the network on a perturbed input), ``fit_features(train_pen,
@@ -55,9 +64,10 @@ from ood.models import OODNet
 from ood.numerics import check_choice, check_number, energy as free_energy, eval_mode, wide
 
 __all__ = [
-    "msp", "maxlogit", "energy", "entropy", "ash_p", "ash_b", "ash_s", "extract",
+    "msp", "maxlogit", "energy", "entropy", "gen", "ash_p", "ash_b", "ash_s", "scale", "extract",
     "Scorer", "MSP", "MaxLogit", "Energy", "Entropy", "ODIN", "Mahalanobis", "KNN", "ReAct", "ASH", "ASHP", "ASHB",
-    "ASHS", "DICE", "GradNorm", "ViM", "SCORERS", "DEFAULTS", "build_scorer", "profile_scorers",
+    "ASHS", "DICE", "GradNorm", "ViM", "GEN", "SCALE", "FDBD", "RMD", "NNGuide", "NECO",
+    "SCORERS", "DEFAULTS", "build_scorer", "profile_scorers",
 ]
 
 
@@ -89,11 +99,22 @@ def entropy(logits: Tensor) -> Tensor:
     return (logp.exp() * logp).sum(dim=1)
 
 
-def _ash_keep(x: Tensor, percentile: float) -> tuple[Tensor, Tensor, int]:
+def gen(logits: Tensor, gamma: float = 0.1, M: int = 100) -> Tensor:
+    r"""Negative generalized entropy of the :math:`M` largest softmax probabilities (GEN, Liu et al. 2023):
+    :math:`-\sum_{j=1}^{\min(M, K)} p_{(j)}^\gamma (1 - p_{(j)})^\gamma`, :math:`p_{(1)} \ge p_{(2)} \ge \dots`
+    Computed in float64 (a tiny :math:`p` raised to :math:`\gamma = 0.1` is not negligible), returned in the
+    input's (widened) dtype. See :class:`GEN`."""
+    lg = wide(logits)
+    p = torch.softmax(lg.double(), dim=1)
+    top = p.topk(min(int(M), p.shape[1]), dim=1).values
+    return (-(top.pow(gamma) * (1.0 - top).pow(gamma)).sum(dim=1)).to(lg.dtype)
+
+
+def _ash_keep(x: Tensor, percentile: float, who: str = "ASH") -> tuple[Tensor, Tensor, int]:
     """Top-k values and indices per row, k = D - round(D * percentile / 100) as in the ASH code; at least 1
     is kept (our guard for tiny D, where the code's k could be 0)."""
     if x.dim() != 2:
-        raise ValueError(f"ASH expects penultimate features of shape (B, D), got {tuple(x.shape)}")
+        raise ValueError(f"{who} expects penultimate features of shape (B, D), got {tuple(x.shape)}")
     if not 0 <= percentile <= 100:
         raise ValueError(f"percentile={percentile!r} must be in [0, 100]")
     d = x.shape[1]
@@ -126,6 +147,17 @@ def ash_s(x: Tensor, percentile: float = 90) -> Tensor:
     s2 = v.sum(dim=1, keepdim=True)
     ratio = torch.where(s2 != 0, s1 / torch.where(s2 != 0, s2, torch.ones_like(s2)), torch.zeros_like(s2))
     return torch.zeros_like(x).scatter_(1, i, v) * torch.exp(ratio)
+
+
+def scale(x: Tensor, percentile: float = 85) -> Tensor:
+    r"""SCALE (Xu et al. 2024): the **whole** row of ``x`` (B, D) times :math:`\exp(s_1 / s_2)`, :math:`s_1` the
+    row sum and :math:`s_2` the sum of its :math:`k = D - \mathrm{round}(D p / 100)` largest entries (the ASH-S
+    factor without the pruning). Rows whose top-k sum is 0 get factor 1 (the guard of :func:`ash_s`)."""
+    s1 = x.sum(dim=1, keepdim=True)
+    v, _, _ = _ash_keep(x, percentile, who="SCALE")
+    s2 = v.sum(dim=1, keepdim=True)
+    ratio = torch.where(s2 != 0, s1 / torch.where(s2 != 0, s2, torch.ones_like(s2)), torch.zeros_like(s2))
+    return x * torch.exp(ratio)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,13 +450,17 @@ class Mahalanobis(Scorer):
         return self
 
     @torch.no_grad()
-    def score_features(self, pen, logits=None, model=None):
+    def class_distances(self, pen: Tensor) -> Tensor:
+        """Squared Mahalanobis distances :math:`(h - \\mu_c)^\\top \\Sigma^{+} (h - \\mu_c)`, ``(B, K')`` float64."""
         self._check_fitted("means", "precision")
         h = pen.detach().double()
         P, mu = self.precision.to(h.device), self.means.to(h.device)
         hP = h @ P
-        d2 = (hP * h).sum(1, keepdim=True) - 2.0 * hP @ mu.T + ((mu @ P) * mu).sum(1)[None, :]   # (B, K')
-        return (-d2).amax(dim=1).float()
+        return (hP * h).sum(1, keepdim=True) - 2.0 * hP @ mu.T + ((mu @ P) * mu).sum(1)[None, :]
+
+    @torch.no_grad()
+    def score_features(self, pen, logits=None, model=None):
+        return (-self.class_distances(pen)).amax(dim=1).float()
 
 
 class KNN(Scorer):
@@ -712,13 +748,337 @@ class ViM(Scorer):
 
 
 # ----------------------------------------------------------------------------------------------
+# Newer post-hoc scores (issue 28): GEN, SCALE, fDBD, RMD, NNGuide, NECO
+# ----------------------------------------------------------------------------------------------
+
+def _check_bool(name: str, key: str, v) -> bool:
+    """A boolean scorer parameter (``True`` or ``False``, not 0 / 1)."""
+    return check_choice(v, f"parameter {key!r} of scorer {name!r}", (True, False))
+
+
+class GEN(Scorer):
+    r"""GEN: negative generalized entropy of the top-M softmax probabilities.
+
+    .. math::
+        S(x) = -\sum_{j=1}^{M'} p_{(j)}^{\gamma}\,\big(1 - p_{(j)}\big)^{\gamma}, \qquad
+        p = \mathrm{softmax}(f(x)),\ p_{(1)} \ge p_{(2)} \ge \dots,\ M' = \min(M, K)
+
+    Liu, Lochman & Zach, "GEN: pushing the limits of softmax-based out-of-distribution detection", CVPR 2023
+    (its method: the generalized entropy :math:`G_\gamma` summed over the :math:`M` largest probabilities); the
+    GEN code (``benchmark.py``, ``generalized_gamma_entropy``: sort, keep the last ``M``, sum, negate) is this
+    formula. Defaults ``gamma = 0.1``, ``M = 100`` [paper (its ImageNet-1K experiments) and code:
+    ``--gamma 0.1 --M 100``; OpenOOD's ``gen.yml`` has the same]. ``M`` is capped at the number of classes
+    :math:`K` [ours: with :math:`K \le 100`, e.g. CIFAR-10/100, all probabilities enter, which is what the
+    code's ``[:, -M:]`` slice does too]. A confident (peaked) prediction has a small entropy, so higher = ID.
+    Computed in float64 (:func:`gen`): with :math:`\gamma = 0.1` even :math:`p = 10^{-30}` contributes
+    :math:`10^{-3}`. No fitting.
+    """
+
+    name = "gen"
+    _param_names = ("gamma", "M")
+
+    def __init__(self, gamma: float = 0.1, M: int = 100):
+        self.gamma = _check_number(self.name, "gamma", gamma, low=0, low_open=True)
+        self.M = _check_number(self.name, "M", M, low=1, integer=True)
+
+    def score_features(self, pen, logits, model=None):
+        return gen(logits, self.gamma, self.M)
+
+
+class SCALE(Scorer):
+    r"""SCALE: scale the whole penultimate vector by the ASH-S factor (no pruning), then the energy score.
+
+    .. math::
+        s_1 = \sum_j h_j, \quad s_2 = \sum_{j \in \mathrm{top}_k(h)} h_j, \quad
+        k = D - \mathrm{round}(D p / 100), \qquad
+        S(x) = \log\sum_c \exp\big(W\, e^{s_1/s_2} h + b\big)_c
+
+    per sample (:func:`scale`). Xu, Chen, Franchi & Yao, "Scaling for training time and post-hoc
+    out-of-distribution detection enhancement", ICLR 2024 (its SCALE method: the ASH-S scaling factor applied to
+    the *unpruned* activations after the last average pooling, scored with energy) and their ``scale_net.py``
+    (``k = n - round(n * percentile / 100)``, ``input * exp(s1 / s2)``). Default ``percentile = 85`` [code:
+    ``configs/postprocessors/scale.yml`` of the SCALE repository; OpenOOD's ``scale.yml`` has the same]. As for
+    ASH, at least one unit is kept in :math:`s_2` [ours, for tiny D]. No fitting: the factor is per sample.
+    """
+
+    name = "scale"
+    _param_names = ("percentile",)
+
+    def __init__(self, percentile: float = 85.0):
+        self.percentile = _check_number(self.name, "percentile", percentile, low=0, high=100, high_open=True)
+
+    @torch.no_grad()
+    def score_features(self, pen, logits, model):
+        return energy(model.head(scale(wide(pen.detach()), self.percentile).to(pen.dtype)))
+
+
+class FDBD(Scorer):
+    r"""fDBD: the mean distance of the feature to the decision boundaries of its predicted class, regularized by
+    its distance to the mean ID-train feature.
+
+    .. math::
+        \hat y = \arg\max_c f_c, \qquad
+        S(x) = \frac{1}{K - 1} \sum_{c \ne \hat y}
+        \frac{\lvert (w_{\hat y} - w_c)^\top h + b_{\hat y} - b_c \rvert}{\lVert w_{\hat y} - w_c\rVert_2}
+        \Big/ \lVert h - \bar h\rVert_2
+
+    with :math:`f = Wh + b` the head and :math:`\bar h` the mean penultimate vector of ID-train (the only fitted
+    statistic). Each summand is the closed-form distance from :math:`h` to the hyperplane
+    :math:`f_{\hat y} = f_c`. Liu & Qin, "Fast decision boundary based out-of-distribution detector", ICML 2024
+    (its score: the average over the :math:`K - 1` other classes, normalized by the distance to the training mean);
+    their ``run_cifar.py`` **sums** over the classes (no :math:`1/(K-1)`, a constant factor with identical
+    metrics) and divides by ``torch.norm(feat - train_mean)``, as here. OpenOOD's port also offers
+    :math:`\lVert h\rVert` as the normalizer (``distance_as_normalizer``); we keep the paper's. Penultimate
+    layer; no hyperparameters. Computed in float64 from ``h`` and the head fitted with the statistics. Two
+    classes with identical weight vectors have no boundary and raise at fit time; :math:`\lVert h - \bar h\rVert`
+    is floored at :math:`10^{-12}` [ours, against 0/0].
+    """
+
+    name = "fdbd"
+    needs_fit = True
+
+    def __init__(self):
+        self.train_mean = None
+
+    def fit_features(self, train_pen, train_logits, train_labels, model):
+        h = train_pen.detach().double()
+        w, b = _fc(model, h.device, torch.float64)
+        k = w.shape[0]
+        if k < 2:
+            raise ValueError("scorer 'fdbd' needs at least two classes (a decision boundary); the head has "
+                             f"{k} output")
+        norms = torch.stack([(w - w[c]).norm(dim=1) for c in range(k)])      # (K, K), ||w_c - w_c'||
+        off = ~torch.eye(k, dtype=torch.bool, device=w.device)
+        if bool((norms[off] == 0).any()):
+            i, j = [int(t) for t in ((norms == 0) & off).nonzero()[0]]
+            raise ValueError(f"scorer 'fdbd': classes {i} and {j} have identical weight vectors, so there is no "
+                             "decision boundary between them")
+        self.boundary_norms = torch.where(off, norms, torch.ones_like(norms))  # diagonal: 1 (its term is 0)
+        self.weight, self.bias = w, b
+        self.train_mean = h.mean(dim=0)
+        return self
+
+    @torch.no_grad()
+    def score_features(self, pen, logits=None, model=None):
+        self._check_fitted("train_mean")
+        h = pen.detach().double()
+        w, b = self.weight.to(h.device), self.bias.to(h.device)
+        f = h @ w.T + b
+        top, pred = f.max(dim=1)
+        dist = ((top[:, None] - f).abs() / self.boundary_norms.to(h.device)[pred]).sum(dim=1) / (w.shape[0] - 1)
+        return (dist / (h - self.train_mean.to(h.device)).norm(dim=1).clamp_min(1e-12)).float()
+
+
+class RMD(Mahalanobis):
+    r"""Relative Mahalanobis distance: the class-conditional Mahalanobis distance minus that of one background
+    Gaussian fitted on all ID-train features.
+
+    .. math::
+        \mathrm{MD}_c(h) = (h - \mu_c)^\top \Sigma^{+} (h - \mu_c), \quad
+        \mathrm{MD}_0(h) = (h - \mu_0)^\top \Sigma_0^{+} (h - \mu_0), \qquad
+        S(x) = -\min_c \big(\mathrm{MD}_c(h) - \mathrm{MD}_0(h)\big) = \mathrm{MD}_0(h) - \min_c \mathrm{MD}_c(h)
+
+    with :math:`\mu_c, \Sigma` the class means and the tied covariance of :class:`Mahalanobis` (its fit is reused
+    unchanged) and :math:`\mu_0 = \frac1N\sum_i h_i`, :math:`\Sigma_0 = \frac1N\sum_i (h_i - \mu_0)(h_i -
+    \mu_0)^\top` over every ID-train feature, whatever its class. Ren, Fort, Liu, Roy, Padhy & Lakshminarayanan,
+    "A simple fix to Mahalanobis distance for improving near-OOD detection", arXiv 2106.09022, 2021
+    (RMD; confidence :math:`-\min_k \mathrm{RMD}_k`). Feature layer: the penultimate vector :math:`h`
+    (the paper's pre-logit embedding), squared distances (no factor 1/2), pseudo-inverses in float64, as
+    :class:`Mahalanobis`. No hyperparameters.
+    """
+
+    name = "rmd"
+
+    def fit_features(self, train_pen, train_logits, train_labels, model):
+        super().fit_features(train_pen, train_logits, train_labels, model)
+        h = train_pen.detach().double()
+        self.background_mean = h.mean(dim=0)
+        c = h - self.background_mean
+        self.background_precision = torch.linalg.pinv(c.T @ c / h.shape[0], hermitian=True)
+        return self
+
+    @torch.no_grad()
+    def background_distance(self, pen: Tensor) -> Tensor:
+        """:math:`\\mathrm{MD}_0(h)` per row (float64)."""
+        self._check_fitted("means", "precision")
+        c = pen.detach().double() - self.background_mean.to(pen.device)
+        return ((c @ self.background_precision.to(pen.device)) * c).sum(dim=1)
+
+    @torch.no_grad()
+    def score_features(self, pen, logits=None, model=None):
+        return (self.background_distance(pen) - self.class_distances(pen).amin(dim=1)).float()
+
+
+class NNGuide(Scorer):
+    r"""NNGuide: the energy score guided by the similarity to confidence-scaled ID-train features.
+
+    .. math::
+        \hat h = \frac{h}{\lVert h\rVert_2}, \quad
+        \mathcal B = \{E_i \hat h_i\}_{i \in \mathcal I}, \ E_i = \log\sum_c e^{f_c(x_i)}, \qquad
+        S(x) = E(x) \cdot \frac1k \sum_{b \in \mathrm{top}_k(\hat h(x) \cdot \mathcal B)} \hat h(x) \cdot b
+
+    i.e. the energy :math:`E(x) = \log\sum_c e^{f_c(x)}` times the guidance, the mean of the :math:`k` largest
+    inner products between the normalized feature and the bank of normalized ID-train features each scaled by
+    its own energy (confidence). Park, Jung & Teoh, "Nearest neighbor guidance for out-of-distribution
+    detection", ICCV 2023 (the guided score), and their ``nnguide`` code (``F.normalize`` of the penultimate features,
+    ``torch.logsumexp`` of the logits as confidence, faiss ``IndexFlatIP`` top-k, mean, times the energy).
+    Defaults ``k = 10`` [code: ``configs/detector/nnguide.yaml`` ``knn_k: 10``] and ``bank_ratio = 0.01``, a bank
+    of 1 % of ID-train [paper and code: ``bankset_ratio=0.01``, 1 % of ImageNet-1K; OpenOOD's ``nnguide.yml``
+    keeps 1 % but uses K = 100]. The bank is ``max(k, floor(N * bank_ratio))`` ID-train features [ours: at least
+    ``k``, so a small training set still has k neighbours] drawn without replacement by
+    ``torch.randperm(N, generator=torch.Generator().manual_seed(seed))`` on the CPU, so the same subset on any
+    device [the code: ``np.random.shuffle`` after seeding 0]; ``bank_ratio = 1`` keeps every feature and no
+    draw happens. Exact search in float64 with a running top-k over bank chunks (no faiss).
+    """
+
+    name = "nnguide"
+    needs_fit = True
+    _param_names = ("k", "bank_ratio", "seed")
+    query_chunk = 2048
+    bank_chunk = 16384
+
+    def __init__(self, k: int = 10, bank_ratio: float = 0.01, seed: int = 0):
+        self.k = _check_number(self.name, "k", k, low=1, integer=True)
+        self.bank_ratio = _check_number(self.name, "bank_ratio", bank_ratio, low=0, high=1, low_open=True)
+        self.seed = _check_number(self.name, "seed", seed, low=0, integer=True)
+        self.bank = None
+
+    def bank_indices(self, n_train: int) -> Tensor:
+        """The (sorted, CPU) indices of the ID-train features that form the bank."""
+        if self.k > n_train:
+            raise ValueError(f"invalid value {self.k} for parameter 'k' of scorer 'nnguide': only {n_train} "
+                             f"ID-train features; allowed: 1 <= k <= {n_train}")
+        n = min(n_train, max(self.k, math.floor(n_train * self.bank_ratio + 1e-9)))
+        if n == n_train:
+            return torch.arange(n_train)
+        perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(self.seed))
+        return perm[:n].sort().values
+
+    def fit_features(self, train_pen, train_logits, train_labels, model):
+        idx = self.bank_indices(train_pen.shape[0]).to(train_pen.device)
+        h = train_pen.detach()[idx].double()
+        conf = torch.logsumexp(train_logits.detach()[idx].double(), dim=1)
+        self.bank = F.normalize(h, dim=1) * conf[:, None]
+        self.bank_index = idx.cpu()
+        return self
+
+    @torch.no_grad()
+    def guidance(self, pen: Tensor) -> Tensor:
+        """Mean of the k largest :math:`\\hat h \\cdot b` over the bank, per row (float64)."""
+        self._check_fitted("bank")
+        bank = self.bank.to(pen.device)
+        z = F.normalize(pen.detach().double(), dim=1)
+        out = []
+        for q in z.split(self.query_chunk):
+            best = None
+            for start in range(0, bank.shape[0], self.bank_chunk):
+                sim = q @ bank[start:start + self.bank_chunk].T
+                cand = sim if best is None else torch.cat([best, sim], dim=1)
+                best = torch.topk(cand, min(self.k, cand.shape[1]), dim=1).values
+            out.append(best.mean(dim=1))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def score_features(self, pen, logits, model=None):
+        return (self.guidance(pen) * torch.logsumexp(logits.detach().double(), dim=1)).float()
+
+
+class NECO(Scorer):
+    r"""NECO: the relative norm of the feature inside the principal subspace of the ID-train features.
+
+    .. math::
+        s(h) = \frac{h - m}{\sigma}, \qquad
+        S(x) = \frac{\lVert V_d^\top \big(s(h) - \bar s\big)\rVert_2}{\lVert s(h)\rVert_2}
+        \ \big[\times \max_c f_c(x)\big]
+
+    with :math:`m, \sigma` the per-unit mean and standard deviation (ddof 0) of ID-train, :math:`\bar s` the mean
+    of the standardized ID-train features (0 up to rounding) and :math:`V_d` the eigenvectors of their covariance
+    with the :math:`d` largest eigenvalues (PCA). Neural collapse puts ID features near a simplex ETF spanned by
+    the leading principal directions and OOD features closer to its orthogonal complement, so higher = ID. Ben
+    Ammar, Belkhir, Popescu, Manzanera & Franchi, "NECO: NEural Collapse based out-of-distribution detection",
+    ICLR 2024 (the NECO score) and their code (``ood_methods.neco``: sklearn ``StandardScaler`` then ``PCA``
+    fitted on ID-train, ``norm(reduced[:, :d]) / norm(standardized)``).
+
+    * ``standardize = True`` [code: the scaler is applied for every architecture; ``False`` uses :math:`h`
+      itself, still centred by the PCA mean in the numerator].
+    * ``maxlogit = False`` [code: ``if model_architecture_type != 'resnet'`` multiplies by the max logit, i.e.
+      for the ViT/DeiT/Swin transformers, not for the ResNets; our networks are all convolutional]. ``True``
+      gives the transformer form (a negative max logit then flips the order, as in the code).
+    * ``dim = None`` picks :math:`d = \min(100, \lfloor D/2\rfloor)`: 100 [code: ``--neco_dim`` default 100,
+      ViT-B with :math:`D = 768`], capped at :math:`\lfloor D/2\rfloor` for small feature dimensions [ours, the
+      ViM rule here; WRN-40-2's D = 128 gives 64, where 100 of 128 directions would leave little residual].
+      The paper tunes :math:`d` per model and data set; a ``dim >= D`` raises (the ratio would be 1).
+
+    Not implemented: the code's DeiT/Swin branch, which divides by the norm of the *raw* feature. Fitted in
+    float64 (``torch.linalg.eigh`` of the covariance; the projection norm does not depend on the eigenvectors'
+    signs); zero-variance units get :math:`\sigma = 1` (sklearn's rule) and a zero :math:`s(h)` scores 0 [ours].
+    """
+
+    name = "neco"
+    needs_fit = True
+    _param_names = ("dim", "standardize", "maxlogit")
+
+    def __init__(self, dim: int | None = None, standardize: bool = True, maxlogit: bool = False):
+        self.dim = _check_number(self.name, "dim", dim, low=1, integer=True, allow_none=True)
+        self.standardize = _check_bool(self.name, "standardize", standardize)
+        self.maxlogit = _check_bool(self.name, "maxlogit", maxlogit)
+        self.basis = None
+
+    @staticmethod
+    def default_dim(feature_dim: int) -> int:
+        return min(100, feature_dim // 2)
+
+    def _standardized(self, h: Tensor) -> Tensor:
+        if not self.standardize:
+            return h
+        return (h - self.feature_mean.to(h.device)) / self.feature_std.to(h.device)
+
+    def fit_features(self, train_pen, train_logits, train_labels, model):
+        h = train_pen.detach().double()
+        d_feat = h.shape[1]
+        dim = self.default_dim(d_feat) if self.dim is None else self.dim
+        if not 1 <= dim < d_feat:
+            raise ValueError(f"invalid value {dim} for parameter 'dim' of scorer 'neco': the principal subspace "
+                             f"must be smaller than the feature dimension {d_feat}; allowed: 1 <= dim < {d_feat}")
+        if self.standardize:
+            self.feature_mean = h.mean(dim=0)
+            std = h.std(dim=0, correction=0)
+            self.feature_std = torch.where(std < 10 * torch.finfo(torch.float64).eps, torch.ones_like(std), std)
+        s = self._standardized(h)
+        self.pca_mean = s.mean(dim=0)
+        c = s - self.pca_mean
+        evals, evecs = torch.linalg.eigh(c.T @ c / max(1, h.shape[0] - 1))
+        order = torch.argsort(evals, descending=True)
+        self.basis = evecs[:, order[:dim]].contiguous()              # (D, d)
+        self.principal_dim = dim
+        return self
+
+    @torch.no_grad()
+    def ratio(self, pen: Tensor) -> Tensor:
+        """:math:`\\lVert V_d^\\top (s(h) - \\bar s)\\rVert / \\lVert s(h)\\rVert` per row (float64)."""
+        self._check_fitted("basis")
+        s = self._standardized(pen.detach().double())
+        num = ((s - self.pca_mean.to(s.device)) @ self.basis.to(s.device)).norm(dim=1)
+        den = s.norm(dim=1)
+        return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+
+    @torch.no_grad()
+    def score_features(self, pen, logits, model=None):
+        r = self.ratio(pen)
+        if self.maxlogit:
+            r = r * wide(logits.detach()).double().amax(dim=1)
+        return r.float()
+
+
+# ----------------------------------------------------------------------------------------------
 # Registry, defaults and sweeps
 # ----------------------------------------------------------------------------------------------
 
 SCORERS: dict[str, type[Scorer]] = {
     "msp": MSP, "maxlogit": MaxLogit, "energy": Energy, "entropy": Entropy, "odin": ODIN,
     "mahalanobis": Mahalanobis, "knn": KNN, "react": ReAct, "ash_p": ASHP, "ash_b": ASHB, "ash_s": ASHS,
-    "dice": DICE, "gradnorm": GradNorm, "vim": ViM,
+    "dice": DICE, "gradnorm": GradNorm, "vim": ViM, "gen": GEN, "scale": SCALE, "fdbd": FDBD, "rmd": RMD,
+    "nnguide": NNGuide, "neco": NECO,
 }
 
 # Defaults (sources in each class docstring) and, beside each, the values to sweep.
@@ -737,6 +1097,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "dice": {"percentile": 90.0},                      # Sun & Li 2022, CIFAR
     "gradnorm": {"T": 1.0},                            # Huang et al. 2021
     "vim": {"dim": None},                              # ViM code's rule by feature dimension
+    "gen": {"gamma": 0.1, "M": 100},                   # Liu et al. 2023 (paper and code); M capped at K
+    "scale": {"percentile": 85.0},                     # Xu et al. 2024, SCALE code (and OpenOOD)
+    "fdbd": {},                                        # Liu & Qin 2024, no hyperparameters
+    "rmd": {},                                         # Ren et al. 2021, penultimate layer
+    "nnguide": {"k": 10, "bank_ratio": 0.01, "seed": 0},     # Park et al. 2023 code: knn_k 10, 1 % bank
+    "neco": {"dim": None, "standardize": True, "maxlogit": False},  # NECO code; d = min(100, D // 2)
 }
 
 

@@ -382,7 +382,7 @@ def test_unfitted_scorer_raises():
 def test_registry_and_defaults():
     assert set(scorers.SCORERS) == set(scorers.DEFAULTS) == {
         "msp", "maxlogit", "energy", "entropy", "odin", "mahalanobis", "knn", "react", "ash_p", "ash_b", "ash_s",
-        "dice", "gradnorm", "vim"}
+        "dice", "gradnorm", "vim", "gen", "scale", "fdbd", "rmd", "nnguide", "neco"}
     for name, cls in scorers.SCORERS.items():
         sc = scorers.build_scorer(name)
         assert isinstance(sc, cls) and sc.name == name
