@@ -149,32 +149,74 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def train_step(model: OODNet, opt: torch.optim.Optimizer, terms: list, x_id: torch.Tensor, y: torch.Tensor, *,
-               epoch: int = 0, aux: ArrayDataset | None = None, out_batch_size: int = 0, sampler=None,
-               generator: torch.Generator | None = None, augment: bool = True, channels_last: bool = False,
-               amp: bool = False, check_finite: bool = False, id_train_size: int | None = None,
-               world: World | None = None, sampler_generator: torch.Generator | None = None,
-               forward=None) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """One optimisation step of the loss ``sum(terms)`` on the ID batch ``(x_id, y)`` (x float in [0, 1], on the
-    model's device): what :meth:`Training.step` runs with a run's settings.
+@dataclass
+class Training:
+    """One training run, set up: what :func:`prepare_training` builds and every epoch uses.
 
-    If a term needs outliers, ``out_batch_size`` of them are drawn from ``aux`` (on the same device; augmented when
-    ``augment``), directly or, with a ``sampler``, picked from ``ood.sampling.pool_size`` candidates
-    (``sampler.pool_factor * n_id``, or sized from ``len(aux)`` and ``id_train_size`` as the GReg code does when the
-    sampler sets ``candidates_per_epoch``). Then one
-    forward of ``cat(x_id, x_out)`` (``channels_last`` memory format, bf16 autocast when ``amp``), the weighted
-    terms are summed, and one ``zero_grad`` / ``backward`` / ``opt.step()`` follows. All random draws come from
-    ``generator``. ``epoch`` is passed to the terms (warm-ups). ``check_finite``: raise :class:`NonFiniteLoss`
-    before the backward if the loss is NaN or infinite (one host sync). Returns the term values (one scalar per
-    term, attached to the graph) and the logits of the whole batch (ID rows first).
+    The loop (:func:`train`), the command line (through ``ood.run_train.train_method``) and
+    ``benchmarks/train_speed.py`` all set a run up with :func:`prepare_training`, so what the benchmark times is
+    what a user runs. :meth:`step` is one optimisation step (:func:`train_step`) with the run's settings.
+    """
 
-    Under DDP (``world`` with more than one process, ``ood.distributed``): ``x_id`` is this process's shard,
-    ``out_batch_size`` and the candidate pool are global and sliced the same way, the sampler picks this shard's
-    ``out_batch_size / W`` from its slice of the pool with ``sampler_generator`` (per rank), ``forward`` is the
+    cfg: TrainConfig
+    model_spec: dict
+    model: OODNet
+    terms: list
+    sampler: object | None
+    opt: torch.optim.Optimizer
+    id_train: ArrayDataset
+    aux: ArrayDataset | FolderDataset | None
+    loader: Loader
+    world: World
+    device: torch.device
+    channels_last: bool
+    amp: bool
+    steps_per_epoch: int
+    forward: torch.nn.Module | None = None   # the DistributedDataParallel module under torchrun
+    start_epoch: int = 0                     # epochs already done (resumed from run_dir's checkpoint)
+    history: list = field(default_factory=list)
+    run_dir: Path | None = None
+    config_hash: str = ""
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoint.pt" if self.run_dir is not None else None
+
+    def step(self, x_id: torch.Tensor, y: torch.Tensor, *, epoch: int, generator: torch.Generator,
+             check_finite: bool = False, sampler_generator: torch.Generator | None = None, sampler=_RUN_SAMPLER):
+        """:func:`train_step` on ``(x_id, y)`` with this run's model, optimizer, terms, outliers and settings
+        (``sampler``: another sampler for this step, e.g. a timed wrapper of the run's)."""
+        return train_step(self, x_id, y, epoch=epoch, generator=generator, check_finite=check_finite,
+                          sampler_generator=sampler_generator,
+                          sampler=self.sampler if sampler is _RUN_SAMPLER else sampler)
+
+
+def train_step(run: Training, x_id: torch.Tensor, y: torch.Tensor, *, epoch: int, generator: torch.Generator,
+               sampler=None, sampler_generator: torch.Generator | None = None,
+               check_finite: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One optimisation step of the loss ``sum(run.terms)`` on the ID batch ``(x_id, y)`` (x float in [0, 1], on
+    the run's device), with the run's model, optimizer, outliers and settings (:class:`Training`; call it as
+    :meth:`Training.step`, which passes the run's own ``sampler``).
+
+    If a term needs outliers, ``run.cfg.out_batch_size`` of them are drawn from ``run.aux`` (on the same device;
+    augmented when ``run.cfg.augment``), directly or, with a ``sampler``, picked from ``ood.sampling.pool_size``
+    candidates (``sampler.pool_factor * n_id``, or sized from ``len(run.aux)`` and ``len(run.id_train)`` as the GReg
+    code does when the sampler sets ``candidates_per_epoch``). Then one forward of ``cat(x_id, x_out)``
+    (``run.channels_last`` memory format, bf16 autocast when ``run.amp``), the weighted terms are summed, and one
+    ``zero_grad`` / ``backward`` / ``opt.step()`` follows. All random draws come from ``generator``. ``epoch`` is
+    passed to the terms (warm-ups). ``check_finite``: raise :class:`NonFiniteLoss` before the backward if the loss
+    is NaN or infinite (one host sync). Returns the term values (one scalar per term, attached to the graph) and the
+    logits of the whole batch (ID rows first).
+
+    Under DDP (``run.world`` with more than one process, ``ood.distributed``): ``x_id`` is this process's shard,
+    the outlier batch and the candidate pool are global and sliced the same way, the sampler picks this shard's
+    ``out_batch_size / W`` from its slice of the pool with ``sampler_generator`` (per rank), ``run.forward`` is the
     DistributedDataParallel module mapping ``xn`` to ``(fmap, pen, logits)``, and the NaN check is agreed on by
     every process.
     """
-    w = world or World()
+    model, opt, terms, aux, w, forward = run.model, run.opt, run.terms, run.aux, run.world, run.forward
+    out_batch_size, augment, channels_last, amp = run.cfg.out_batch_size, run.cfg.augment, run.channels_last, run.amp
+    id_train_size = len(run.id_train)
     n_id = x_id.shape[0]
     needs_out = any(t.needs_outliers for t in terms)
     needs_grad = any(t.needs_input_grad for t in terms)
@@ -216,51 +258,6 @@ def train_step(model: OODNet, opt: torch.optim.Optimizer, terms: list, x_id: tor
     loss.backward()
     opt.step()
     return values, logits
-
-
-@dataclass
-class Training:
-    """One training run, set up: what :func:`prepare_training` builds and every epoch uses.
-
-    The loop (:func:`train`), the command line (through ``ood.run_train.train_method``) and
-    ``benchmarks/train_speed.py`` all set a run up with :func:`prepare_training`, so what the benchmark times is
-    what a user runs. :meth:`step` is one optimisation step (:func:`train_step`) with the run's settings.
-    """
-
-    cfg: TrainConfig
-    model_spec: dict
-    model: OODNet
-    terms: list
-    sampler: object | None
-    opt: torch.optim.Optimizer
-    id_train: ArrayDataset
-    aux: ArrayDataset | FolderDataset | None
-    loader: Loader
-    world: World
-    device: torch.device
-    channels_last: bool
-    amp: bool
-    steps_per_epoch: int
-    forward: torch.nn.Module | None = None   # the DistributedDataParallel module under torchrun
-    start_epoch: int = 0                     # epochs already done (resumed from run_dir's checkpoint)
-    history: list = field(default_factory=list)
-    run_dir: Path | None = None
-    config_hash: str = ""
-
-    @property
-    def checkpoint_path(self) -> Path | None:
-        return self.run_dir / "checkpoint.pt" if self.run_dir is not None else None
-
-    def step(self, x_id: torch.Tensor, y: torch.Tensor, *, epoch: int, generator: torch.Generator,
-             check_finite: bool = False, sampler_generator: torch.Generator | None = None, sampler=_RUN_SAMPLER):
-        """:func:`train_step` on ``(x_id, y)`` with this run's model, optimizer, terms, outliers and settings
-        (``sampler``: another sampler for this step, e.g. a timed wrapper of the run's)."""
-        return train_step(self.model, self.opt, self.terms, x_id, y, epoch=epoch, aux=self.aux,
-                          out_batch_size=self.cfg.out_batch_size,
-                          sampler=self.sampler if sampler is _RUN_SAMPLER else sampler, generator=generator,
-                          augment=self.cfg.augment, channels_last=self.channels_last, amp=self.amp,
-                          id_train_size=len(self.id_train), check_finite=check_finite, world=self.world,
-                          sampler_generator=sampler_generator, forward=self.forward)
 
 
 def prepare_training(cfg: TrainConfig, model_spec: dict, id_train: ArrayDataset, *,
