@@ -14,6 +14,7 @@ import yaml
 
 from ood import config
 from ood.data import ArrayDataset, load
+from ood.data.registry import profile_mirrors
 from ood.numerics import check_choice
 from ood.pipeline import paths
 
@@ -50,9 +51,15 @@ class Benchmark:
 
 def load_benchmark(params: dict, profile: str | None = None, *, with_aux: bool = True,
                    data_root: Path | None = None) -> Benchmark:
-    """Load (generating or reading from the data root) every set of a profile's benchmark block."""
+    """Load (generating or reading from the data root) every set of a profile's benchmark block; a file absent from
+    the data root is looked for at the mirrors (``$OOD_MIRRORS``, then the block's ``mirrors`` list) before it fails."""
     profile = profile or params["profile"]
     b = config.profile_params(params, profile)["benchmark"]
+    with profile_mirrors(b.get("mirrors")):
+        return _load_benchmark(b, profile, with_aux=with_aux, data_root=data_root)
+
+
+def _load_benchmark(b: dict, profile: str, *, with_aux: bool, data_root: Path | None) -> Benchmark:
     root = data_root or paths(profile)["data_root"]
     seed = b.get("data_seed", 0)
     sizes = b.get("sizes", {}) or {}

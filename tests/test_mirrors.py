@@ -322,3 +322,82 @@ def test_zip_members_escaping_the_target_are_refused(tmp_path, name, link):
         zf.writestr("ok/first.txt", b"fine")
     fetching.extract(good, dest)
     assert (dest / "ok" / "first.txt").read_bytes() == b"fine"
+
+
+# --- the readers the pipeline calls (load without download) look at the mirrors too --------------------------------
+
+def _with_toy_checksum(monkeypatch, name: str, payload: bytes) -> None:
+    """The registry entry ``name`` with its first file's checksum set to ``payload``'s (test-only; the official
+    entry is restored after the test)."""
+    import dataclasses
+
+    info = registry.DATASETS[name]
+    fi = dataclasses.replace(info.files[0], checksum=f"md5:{md5(payload)}")
+    monkeypatch.setitem(registry.DATASETS, name, dataclasses.replace(info, files=(fi,) + tuple(info.files[1:])))
+
+
+def _svhn_mat(n: int = 5) -> bytes:
+    import numpy as np
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8),
+                           "y": (np.arange(n) % 10 + 1).reshape(n, 1).astype(np.uint8)})
+    return buf.getvalue()
+
+
+def _png_tar(folder: str, n: int = 3, size: int = 32) -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for i in range(n):
+            png = io.BytesIO()
+            Image.fromarray(np.full((size, size, 3), 40 * i, np.uint8)).save(png, format="PNG")
+            ti = tarfile.TarInfo(f"{folder}/{i}.png")
+            ti.size = len(png.getvalue())
+            tf.addfile(ti, io.BytesIO(png.getvalue()))
+    return buf.getvalue()
+
+
+def test_svhn_and_an_image_folder_set_load_from_a_mirror_without_download(server, tmp_path, monkeypatch):
+    from ood.data import load
+
+    mat, tgz = _svhn_mat(), _png_tar("iSUN")
+    _with_toy_checksum(monkeypatch, "svhn", mat)
+    _with_toy_checksum(monkeypatch, "isun", tgz)
+    (server["folder"] / "test_32x32.mat").write_bytes(mat)
+    (server["folder"] / "iSUN.tar.gz").write_bytes(tgz)
+    root = tmp_path / "data"
+    with pytest.raises(fetching.DataMissingError, match="svhn"):      # no mirror: the one-line message, as before
+        load("svhn", "test", root)
+    with registry.profile_mirrors([server["url"]]):                   # a profile's benchmark.mirrors
+        sv = load("svhn", "test", root)
+        isun = load("isun", "test", root)
+    assert len(sv) == 5 and sv.images.shape[1:] == (3, 32, 32)
+    assert len(isun) == 3
+    assert "/test_32x32.mat" in server["log"] and "/iSUN.tar.gz" in server["log"]
+    assert registry.mirror_list() == []                               # the profile's mirrors end with the block
+
+
+def test_a_reader_names_the_mirrors_it_tried(server, tmp_path, monkeypatch):
+    from ood.data import load
+
+    monkeypatch.setenv(registry.MIRRORS_ENV, server["url"])
+    with pytest.raises(fetching.DataMissingError, match=r"300K_random_images\.npy not at the mirrors tried"):
+        load("300k-random", "train", tmp_path / "data")
+    assert files_under(tmp_path / "data") == [] or all(not p.endswith(".npy") for p in files_under(tmp_path / "data"))
+
+
+def test_load_benchmark_reads_the_profiles_mirror_key(monkeypatch):
+    from ood import benchmark, config
+
+    seen = []
+    monkeypatch.setattr(benchmark, "_load_benchmark", lambda *a, **k: seen.append(registry.mirror_list()) or "ok")
+    monkeypatch.delenv(registry.MIRRORS_ENV, raising=False)
+    params = config.load_params()
+    params["profiles"]["synthetic"]["benchmark"]["mirrors"] = ["/srv/mirror-a", "https://example.org/m"]
+    assert benchmark.load_benchmark(params, "synthetic") == "ok"
+    assert seen == [["/srv/mirror-a", "https://example.org/m"]] and registry.mirror_list() == []

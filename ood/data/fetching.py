@@ -315,6 +315,20 @@ def fetch(name: str, fi: FileInfo, root: Path, mirrors=None, *, official: bool =
                            f"({fi.checksum or 'checksum unverified'}) and put it at {dest}.")
 
 
+def from_mirrors(name: str, fi: FileInfo, root: Path, download: bool) -> Path | None:
+    """``root/fi.path`` fetched from the configured mirrors (``mirror_list()``), for a reader whose file is absent:
+    None when no mirror is configured, or when none has it and ``download`` lets the reader try its official URL;
+    otherwise the one-line DataMissingError naming the mirrors tried (a wrong file: ChecksumError naming it)."""
+    if not mirror_list():
+        return None
+    try:
+        return fetch(name, fi, root, official=False)
+    except DataMissingError:
+        if download:
+            return None
+        raise
+
+
 def download_file(name: str, fi: FileInfo, root: Path, mirrors=None) -> Path:
     """Download ``fi`` to ``root/fi.path``: the mirrors first, then its official URL (``fetch``); checksum-checked,
     atomic; failures -> DataMissingError naming every source tried, a wrong file -> ChecksumError."""

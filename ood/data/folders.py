@@ -27,6 +27,7 @@ from ood.data.fetching import (
     data_root,
     download_file,
     extract,
+    from_mirrors,
     missing_error,
     verify,
 )
@@ -240,6 +241,8 @@ def _locate_folder(info: DatasetInfo, root: Path, download: bool) -> Path:
         return folder
     fi = info.files[0]
     archive = next((p for p in archive_candidates(info, root) if p.is_file()), None)
+    if archive is None:
+        archive = from_mirrors(info.name, fi, root, download)
     if archive is None and download and fi.url and fi.url.startswith("http"):
         if info.name in ("textures", "imagenet-textures"):
             import torchvision  # torchvision's DTD downloads and extracts into <root>/dtd (md5-checked)

@@ -24,6 +24,7 @@ from ood.data.fetching import (
     download_file,
     files_under,
     first_corrupt,
+    from_mirrors,
     missing_error,
     require,
     verify,
@@ -176,31 +177,35 @@ def _load_cifar100(info: DatasetInfo, root: Path, split: str, download: bool) ->
 # --- SVHN, 300K random images ----------------------------------------------------------------------------------
 
 def _load_svhn(info: DatasetInfo, root: Path, split: str, download: bool) -> ArrayDataset:
-    import torchvision
+    """SVHN's ``test_32x32.mat`` (MATLAB v5: ``X`` (32, 32, 3, N) uint8, ``y`` (N, 1), labels 1-10 with 10 for the
+    digit 0), read with scipy.io.loadmat after its checksum passed, as torchvision.datasets.SVHN reads it (the
+    images to (N, 3, 32, 32)); the labels are dropped (an OOD set). Absent: the mirrors, then with ``download`` its
+    official URL (``download_file``)."""
+    import scipy.io
 
     fi = info.files[0]
     path = root / fi.path
-    if not download and not path.is_file():
-        raise missing_error("svhn", path, fi, root)
-    if path.is_file():
-        verify(path, fi)
+    if not path.is_file() and from_mirrors("svhn", fi, root, download) is None:
+        if not download:
+            raise missing_error("svhn", path, fi, root)
+        download_file("svhn", fi, root)
+    verify(path, fi)
     try:
-        tv = torchvision.datasets.SVHN(str(path.parent), split="test", download=download)
-    except RuntimeError:
-        if path.is_file():
-            verify(path, fi)
-        raise
+        x = scipy.io.loadmat(str(path), variable_names=["X"])["X"]
     except Exception as e:
-        raise DataMissingError(f"svhn: download of {fi.url} failed ({type(e).__name__}: {e}); download it by hand "
-                               f"({fi.checksum}) and put it at {path}.") from None
-    images = torch.from_numpy(np.ascontiguousarray(tv.data))           # (N, 3, 32, 32) uint8
+        raise ChecksumError(f"{path} is not a readable SVHN .mat ({type(e).__name__}: {e}); it was not used. Download "
+                            f"it again from {fi.url}.") from None
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
+        raise ChecksumError(f"{path} holds X {x.dtype} {x.shape}, expected uint8 (32, 32, 3, N); it was not used. "
+                            f"Download it again from {fi.url}.")
+    images = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (3, 2, 0, 1))))   # (N, 3, 32, 32) uint8
     return ArrayDataset("svhn", images, torch.full((len(images),), -1, dtype=torch.int64))
 
 
 def _load_300k(info: DatasetInfo, root: Path, split: str, download: bool) -> ArrayDataset:
     fi = info.files[0]
     path = root / fi.path
-    if not path.is_file():
+    if not path.is_file() and from_mirrors("300k-random", fi, root, download) is None:
         if not download:
             raise missing_error("300k-random", path, fi, root)
         download_file("300k-random", fi, root)

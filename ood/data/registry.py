@@ -7,6 +7,7 @@ reader names (``$OOD_MIRRORS``), where each registry file is looked up by its fi
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -295,12 +296,29 @@ _register(
 MIRRORS_ENV = "OOD_MIRRORS"
 
 
+_PROFILE_MIRRORS: list[str] = []   # a profile's benchmark.mirrors while ood.benchmark loads its sets (profile_mirrors)
+
+
+@contextlib.contextmanager
+def profile_mirrors(mirrors):
+    """Within the block, :func:`mirror_list` also looks at ``mirrors`` (a profile's ``benchmark.mirrors``: a list, or
+    one ``;``-separated string), after the entries of ``$OOD_MIRRORS``."""
+    global _PROFILE_MIRRORS
+    before = _PROFILE_MIRRORS
+    _PROFILE_MIRRORS = mirror_list(mirrors or [])
+    try:
+        yield
+    finally:
+        _PROFILE_MIRRORS = before
+
+
 def mirror_list(mirrors=None) -> list[str]:
     """The mirrors to look files up at, in order: ``mirrors`` (a list, or one ``;``-separated string) or, when None,
-    ``$OOD_MIRRORS``. A mirror is an ``http(s)://`` base URL or a local folder (a path or ``file://`` URL); any other
-    scheme is a ValueError naming the entry. ``[]``: no mirrors."""
+    ``$OOD_MIRRORS`` then the loading profile's ``benchmark.mirrors`` (:func:`profile_mirrors`). A mirror is an
+    ``http(s)://`` base URL or a local folder (a path or ``file://`` URL); any other scheme is a ValueError naming
+    the entry. ``[]``: no mirrors."""
     if mirrors is None:
-        mirrors = os.environ.get(MIRRORS_ENV, "")
+        mirrors = [m for m in os.environ.get(MIRRORS_ENV, "").split(";") if m.strip()] + _PROFILE_MIRRORS
     items = mirrors.split(";") if isinstance(mirrors, str) else [str(m) for m in mirrors]
     out = []
     for m in (m.strip() for m in items):
