@@ -115,6 +115,10 @@ def profile_params(params: dict, profile: str | None = None) -> dict:
     for key in ("benchmark", "model", "recipes", "method", "evaluate"):
         if key not in block:
             raise ParamError(f"profile {profile!r} lacks its {key!r} block in profiles/{profile}.yaml")
+    near, sets = block["benchmark"].get("near"), list(block["benchmark"].get("ood") or {})
+    if near is not None and (not isinstance(near, list) or any(n not in sets for n in near)):
+        raise ParamError(f"profiles/{profile}.yaml: benchmark.near={near!r} must list OOD sets of benchmark.ood (the "
+                         f"near-OOD ones); allowed: {', '.join(map(str, sets))}")
     return block
 
 

@@ -3,8 +3,9 @@
 One pass over ID-train (for the scorers that fit statistics), ID-test and each OOD set collects the
 logits and penultimate features once; every scorer runs off those, except the ones that must run
 the network again on a perturbed input (ODIN). The result is one row per (scorer, OOD set) with
-FPR95, AUROC, AUPR-In and AUPR-Out in percent (``ood.metrics.summarize``), plus an ``average`` row
-per scorer (the mean over the OOD sets, as both papers report), and the ID accuracy.
+FPR95, AUROC, AUPR-In, AUPR-Out and FPR95 with OOD positive (``fpr95_ood_pos``, OpenOOD's FPR@95) in percent
+(``ood.metrics.summarize``), plus an ``average`` row per scorer (the mean over the OOD sets, as both papers report),
+and the ID accuracy.
 
 Scores are written to ``scores.npz`` (key ``"<scorer>/<set>"``, the ID test set is ``"id"``) so that
 tables and figures are re-made without running the network.
@@ -123,7 +124,8 @@ def evaluate(model: OODNet, *, id_train: ArrayDataset, id_test: ArrayDataset, oo
 
 
 def _set_metrics(sid: np.ndarray, sood: np.ndarray, protocol: str, seed: int) -> dict[str, float]:
-    """The four metrics of one OOD set under ``protocol`` (see :data:`PROTOCOLS`)."""
+    """The metrics of one OOD set under ``protocol`` (see :data:`PROTOCOLS`; ``energy-readme`` replaces only the
+    ID-positive ``fpr95`` by the Energy code's closest-recall rule, ``fpr95_ood_pos`` keeps its own)."""
     if protocol == "greg-detect":
         return summarize(sid, sood)
     n = min(len(sood), len(sid) // 5)

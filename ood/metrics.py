@@ -4,18 +4,23 @@ Convention: scores are **higher = more in-distribution** (see ``ood/__init__.py`
 the ID scores and the OOD scores as two 1-D arrays (numpy arrays, torch tensors, or lists) and returns a
 Python float in percent.
 
-=============  ==================================================================  =================
-metric         definition                                                          positive class
-=============  ==================================================================  =================
-``fpr95``      fraction of OOD samples accepted (score >= t) at the largest        ID
-               threshold t that accepts at least 95 % of the ID samples
-``auroc``      area under the ROC curve = P(s_id > s_ood) + 0.5 P(s_id = s_ood)    ID (symmetric)
-``aupr_in``    average precision, ID samples positive, ranked by score             ID
-``aupr_out``   average precision, OOD samples positive, ranked by ``-score``       OOD
-=============  ==================================================================  =================
+=================  ==================================================================  ==============
+metric             definition                                                          positive class
+=================  ==================================================================  ==============
+``fpr95``          fraction of OOD samples accepted (score >= t) at the largest        ID
+                   threshold t that accepts at least 95 % of the ID samples
+``auroc``          area under the ROC curve = P(s_id > s_ood) + 0.5 P(s_id = s_ood)    ID (symmetric)
+``aupr_in``        average precision, ID samples positive, ranked by score             ID
+``aupr_out``       average precision, OOD samples positive, ranked by ``-score``       OOD
+``fpr95_ood_pos``  fraction of ID samples rejected (score <= t) at the smallest        OOD
+                   threshold t that rejects at least 95 % of the OOD samples
+=================  ==================================================================  ==============
 
 FPR95 with ID as the positive class is the convention of both papers (BFM, GReg) and of the
-Energy-OE / KNN / ReAct / ASH code. AUROC and the AUPRs are the estimators of scikit-learn's
+Energy-OE / KNN / ReAct / ASH code, and stays the headline (``fpr95``). ``fpr95_ood_pos`` (:func:`fpr_at_tpr_ood`)
+is the FPR at 95 % TPR with **OOD as the positive class**, what OpenOOD (since August 2023) and pytorch-ood report
+as their FPR@95: another point of the same ROC curve, which differs in general (see its docstring). AUROC and the
+AUPRs are the estimators of scikit-learn's
 ``roc_auc_score`` and ``average_precision_score`` (the step-wise AP that the Energy-OE and OE code
 also use), computed here in numpy from sorted scores: ``tests/test_metrics.py`` checks them against
 scikit-learn on random scores with ties (equal to 1e-9). Not importing scikit-learn (and SciPy, which it
@@ -28,8 +33,8 @@ import math
 
 import numpy as np
 
-__all__ = ["fpr_at_tpr", "fpr_at_closest_recall", "tpr_threshold", "auroc", "aupr_in", "aupr_out", "summarize",
-           "roc_curve"]
+__all__ = ["fpr_at_tpr", "fpr_at_tpr_ood", "fpr_at_closest_recall", "tpr_threshold", "auroc", "aupr_in", "aupr_out",
+           "summarize", "roc_curve"]
 
 
 def _as_array(x, name: str) -> np.ndarray:
@@ -143,6 +148,47 @@ def tpr_threshold(id_scores, tpr: float = 0.95) -> float:
     return float(np.sort(s_id)[::-1][m - 1])
 
 
+def fpr_at_tpr_ood(id_scores, ood_scores, tpr: float = 0.95) -> float:
+    """False-positive rate (%) at a true-positive rate of at least ``tpr`` with **OOD as the positive class**: the
+    fraction of ID samples rejected at the threshold that rejects ``tpr`` of the OOD samples (column
+    ``fpr95_ood_pos``).
+
+    The rule of :func:`fpr_at_tpr` applied to the outlier score ``u = -score`` with the roles of the two sets
+    swapped: with the ``n`` OOD outlier scores sorted in decreasing order ``u_(1) >= ... >= u_(n)`` and
+    ``m = ceil(tpr * n)``, the threshold is ``t = u_(m)``, the largest that flags (``u >= t``) at least ``m`` OOD
+    samples; ties at ``t`` count as flagged. The result is ``100 * #{ID: u >= t} / #ID``, i.e. in our sign, with
+    ``s_[m]`` the m-th **smallest** OOD score: ``100 * #{ID: score <= s_[m]} / #ID``. It is the first point, from
+    the highest outlier threshold down, of the OOD-positive ROC curve whose TPR reaches ``tpr``.
+
+    Sources (the facts, not their code):
+
+    * OpenOOD ``openood/evaluators/metrics.py`` ``auc_and_fpr_recall``: ``fpr_list[np.argmax(tpr_list >= 0.95)]``
+      of ``sklearn.metrics.roc_curve(ood_indicator, -conf)``; OOD positive since commit 873e8c2 ("fix ood eval (ood as
+      pos)", 2023-08-10), after the v1.5 tag of June 2023, whose ``fpr_recall`` still put ID positive. Equal to this
+      function on scores without ties (tested). With ties it can differ: ``roc_curve``'s default
+      ``drop_intermediate=True`` drops the points inside a straight run of the curve, and when the first point
+      reaching 95 % lies inside a diagonal run (tied ID/OOD pairs) OpenOOD reports the next point's larger FPR (a
+      20 + 20 case in ``tests/test_fpr_conventions.py``: 10 % here, 15 % there).
+    * pytorch-ood ``fpr_at_tpr`` (``pytorch_ood.utils`` up to 0.2, ``pytorch_ood.metrics.functional`` in 0.4, the
+      ``FPR95TPR`` of ``OODMetrics``): outlier scores, labels < 0 are OOD and positive, the first ROC point with
+      TPR >= ``tpr`` (``torch.searchsorted``); ties enter at one threshold as here. Equal to this function with and
+      without ties (tested against pytorch-ood 0.4).
+
+    Why it differs from :func:`fpr_at_tpr` (ID positive): both read the same ROC curve, at different points.
+    ``fpr_at_tpr`` fixes the threshold in the ID distribution (95 % of ID accepted) and counts the OOD mass above
+    it; this one fixes it in the OOD distribution (95 % of OOD rejected) and counts the ID mass below it - on the
+    ID-positive curve, 100 minus the largest TPR among the points with FPR <= 5 %. The two
+    agree only when the curve is symmetric about the anti-diagonal (e.g. two score distributions that are mirror
+    images); a detector whose OOD scores have a long tail into the ID scores, or ID scores with a long tail into
+    the OOD ones, moves one and not the other. By hand: ID ``1..20``, OOD ``-1..-16, 3.5, 5.5, 7.5, 9.5``; ID
+    positive: threshold 2 (19 of 20 ID), OOD accepted {3.5, 5.5, 7.5, 9.5}: 20 %; OOD positive: threshold 7.5
+    (19 of 20 OOD at or below), ID rejected 1..7: 35 %.
+    """
+    s_id, s_ood = _pair(id_scores, ood_scores)
+    t = tpr_threshold(-s_ood, tpr)   # the m-th largest OOD outlier score
+    return 100.0 * float(np.mean(-s_id >= t))
+
+
 def auroc(id_scores, ood_scores) -> float:
     """Area under the ROC curve (%) with ID as the positive class (the value of ``sklearn.metrics.roc_auc_score``).
 
@@ -199,11 +245,13 @@ def fpr_at_closest_recall(id_scores, ood_scores, recall: float = 0.95) -> float:
 
 
 def summarize(id_scores, ood_scores) -> dict[str, float]:
-    """All four metrics in percent: ``{"fpr95", "auroc", "aupr_in", "aupr_out"}`` (FPR at 95 % TPR)."""
+    """Every metric in percent, in the order of the ``metrics.csv`` columns: ``{"fpr95", "auroc", "aupr_in",
+    "aupr_out", "fpr95_ood_pos"}`` (the two FPRs at 95 % TPR: ID positive, the papers'; OOD positive, OpenOOD's)."""
     s_id, s_ood = _pair(id_scores, ood_scores)
     return {
         "fpr95": fpr_at_tpr(s_id, s_ood, 0.95),
         "auroc": auroc(s_id, s_ood),
         "aupr_in": aupr_in(s_id, s_ood),
         "aupr_out": aupr_out(s_id, s_ood),
+        "fpr95_ood_pos": fpr_at_tpr_ood(s_id, s_ood, 0.95),
     }

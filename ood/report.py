@@ -39,6 +39,16 @@ class StageInputs:
     figures: dict[str, list[str]]   # figure -> the methods it shows (pipeline.figures, evaluated methods only)
 
     @property
+    def near(self) -> list[str]:
+        """The profile's near-OOD sets (``benchmark.near``, OpenOOD v1.5's split; empty: no near/far split)."""
+        return list(self.params["profiles"][self.profile]["benchmark"].get("near") or [])
+
+    @property
+    def far(self) -> list[str]:
+        """The profile's far-OOD sets: every OOD set not in :attr:`near` (empty when there is no split)."""
+        return [s for s in self.ood_sets if s not in self.near] if self.near else []
+
+    @property
     def label(self) -> str:
         """The profile's one-line note on its benchmark (``benchmark.notes``), for the tables' captions."""
         return self.params["profiles"][self.profile]["benchmark"].get("notes", "")
@@ -87,6 +97,11 @@ def collect(profile: str, methods: list[str], root: Path | None = None) -> tuple
     if "seed" not in allm:
         raise ValueError(f"the metrics of {profile!r} under results/{profile}/runs/ have no 'seed' column: they were "
                          "written before seeds existed; rerun the evaluate stages (dvc repro)")
+    for m, frame in zip(methods, frames):
+        missing = [c for c in METRIC_COLUMNS if c not in frame]
+        if missing:
+            raise ValueError(f"{paths(profile, m, root)['method_metrics']} has no column(s) {', '.join(missing)}: it "
+                             "was written before those metrics existed; rerun the evaluate stages (dvc repro)")
     acc = allm.groupby(["method", "seed"], sort=False)["id_accuracy"].first().reset_index()
     acc.insert(0, "benchmark", profile)
     cols = METRIC_COLUMNS[:2] + ["seed"] + METRIC_COLUMNS[2:]

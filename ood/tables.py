@@ -1,13 +1,22 @@
 """Tables for humans (Markdown) and papers (LaTeX) from the tidy ``metrics.csv``, over seeds.
 
-``metrics.csv`` columns: ``benchmark, method, seed, scorer, ood_set, fpr95, auroc, aupr_in, aupr_out``. ``seed`` is
-the training seed for the rows of one run, ``mean`` for the mean over the seeds and ``std`` for their sample standard
-deviation (ddof 1; empty with one seed). ``accuracy.csv`` has the same ``seed`` rows. The Markdown and LaTeX tables
-show ``mean +- std``; :func:`compare` says whether two methods differ by more than their spread.
+``metrics.csv`` columns: ``benchmark, method, seed, scorer, ood_set, fpr95, auroc, aupr_in, aupr_out,
+fpr95_ood_pos``. ``seed`` is the training seed for the rows of one run, ``mean`` for the mean over the seeds and
+``std`` for their sample standard deviation (ddof 1; empty with one seed). ``accuracy.csv`` has the same ``seed``
+rows. The Markdown and LaTeX tables show ``mean +- std``, one table per metric (``fpr95`` the headline);
+:func:`compare` says whether two methods differ by more than their spread.
 
 Every caption states the metric conventions: FPR95 is the fraction of OOD samples scored at or
 above the threshold that keeps 95% of ID test samples (ID is the positive class; lower is better);
-AUROC, AUPR-In (ID positive) and AUPR-Out (OOD positive) in percent (higher is better).
+AUROC, AUPR-In (ID positive) and AUPR-Out (OOD positive) in percent (higher is better); FPR95 with OOD positive
+(OpenOOD's and pytorch-ood's FPR@95, ``ood.metrics.fpr_at_tpr_ood``) is the fraction of ID test samples scored at or
+below the threshold that flags 95% of the OOD samples (lower is better).
+
+Near/far: where the profile names its near-OOD sets (``benchmark.near``, the rest far), the tables and
+``summary.json`` add the ``near_average`` and ``far_average`` columns after the ``average`` over all sets
+(``ood.aggregate.group_averages``); ``metrics.csv`` keeps its rows. ``near=None`` (the default of the writers) reads
+``benchmark.near`` of the profile named in the frame's ``benchmark`` column (``ood.config.load_params``); a name that
+is no profile, or a profile without the key, gives no split; ``near=[]`` asks for none.
 """
 from __future__ import annotations
 
@@ -18,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from ood.aggregate import (
+    GROUP_AVERAGES,
     METRIC_LABELS,
     STATS,
     aggregate,
@@ -27,15 +37,20 @@ from ood.aggregate import (
     pivot,
     ranked_sets,
     select_stat,
+    with_group_averages,
 )
 
-__all__ = ["CAPTION", "STATS", "aggregate", "select_stat", "pivot", "write_tables", "summary", "compare", "findings",
-           "write_findings", "write_reference", "average_table", "ranked_sets",
-           "aggregate_metrics", "aggregate_accuracy", "CLAIMS"]
+__all__ = ["CAPTION", "GROUP_CAPTION", "STATS", "aggregate", "select_stat", "pivot", "write_tables", "summary",
+           "compare", "findings", "write_findings", "write_reference", "write_summary", "average_table", "ranked_sets",
+           "aggregate_metrics", "aggregate_accuracy", "profile_near", "CLAIMS"]
 
 CAPTION = ("FPR95 (%, lower is better): fraction of OOD samples scored at or above the threshold that keeps 95% of "
            "ID test samples, ID positive. AUROC, AUPR-In (ID positive), AUPR-Out (OOD positive) in %, higher is "
-           "better. 'average' is the mean over the OOD sets.")
+           "better. FPR95 with OOD positive (OpenOOD, pytorch-ood; %, lower is better): fraction of ID test samples "
+           "scored at or below the threshold that flags 95% of OOD samples. 'average' is the mean over the OOD sets.")
+#: Added to the caption where the near/far averages are shown.
+GROUP_CAPTION = ("'near_average' and 'far_average': the means over the near-OOD sets ({near}) and the far-OOD sets "
+                 "({far}), as OpenOOD v1.5 groups them.")
 
 
 #: The comparisons the papers' claims make, (method, baseline, the claim): the tables notebook screens each with
@@ -66,10 +81,35 @@ def _pm(mean: pd.DataFrame, std: pd.DataFrame, sep: str) -> pd.DataFrame:
                         index=mean.index, columns=mean.columns)
 
 
+def profile_near(metrics: pd.DataFrame) -> list[str]:
+    """The near-OOD sets (``benchmark.near``) of the profile that the frame's ``benchmark`` column names, read with
+    :func:`ood.config.load_params`; ``[]`` when the column names no single profile or the profile has no such key."""
+    names = list(dict.fromkeys(metrics["benchmark"])) if "benchmark" in metrics else []
+    if len(names) != 1:
+        return []
+    from ood import config
+
+    block = (config.load_params().get("profiles") or {}).get(names[0])
+    return list(((block or {}).get("benchmark") or {}).get("near") or [])
+
+
+def _shown(metrics: pd.DataFrame, near: list[str] | None) -> tuple[pd.DataFrame, str]:
+    """The frame the tables pivot (with the near/far averages) and the caption sentence that explains them."""
+    near = profile_near(metrics) if near is None else list(near)
+    shown = with_group_averages(metrics, near)
+    if not near:
+        return shown, ""
+    sets = [s for s in dict.fromkeys(metrics["ood_set"]) if s not in ("average", *GROUP_AVERAGES)]
+    far = [s for s in sets if s not in near]
+    return shown, " " + GROUP_CAPTION.format(near=", ".join(near), far=", ".join(far) or "none")
+
+
 def write_tables(metrics: pd.DataFrame, accuracy: pd.DataFrame, out_dir: str | Path, *, label: str = "",
-                 methods: list[str] | None = None, scorers: list[str] | None = None) -> list[Path]:
+                 methods: list[str] | None = None, scorers: list[str] | None = None,
+                 near: list[str] | None = None) -> list[Path]:
     """Write metrics.csv, accuracy.csv (aggregated frames, see the module docstring) and, per metric,
-    ``<metric>.md`` and ``<metric>.tex`` (mean +- std over seeds). Returns the paths."""
+    ``<metric>.md`` and ``<metric>.tex`` (mean +- std over seeds; columns the OOD sets, ``average``, and with near-OOD
+    sets ``near_average`` and ``far_average``). ``near``: see the module docstring. Returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -79,12 +119,13 @@ def write_tables(metrics: pd.DataFrame, accuracy: pd.DataFrame, out_dir: str | P
     seeds = sorted(set(metrics["seed"].astype(str)) - set(STATS)) if "seed" in metrics else []
     note = ((f" {label}" if label else "")
             + (f" Mean +- std over {len(seeds)} seeds ({', '.join(seeds)})." if seeds else ""))
+    shown, groups = _shown(metrics, near)
     for metric, name in METRIC_LABELS.items():
-        mean, std = (pivot(metrics, metric, methods, scorers, stat=st) for st in STATS)
-        md = (f"**{name}** per OOD set.{note} {CAPTION}\n\n"
+        mean, std = (pivot(shown, metric, methods, scorers, stat=st) for st in STATS)
+        md = (f"**{name}** per OOD set.{note} {CAPTION}{groups}\n\n"
               + _pm(mean, std, " ± ").reset_index().to_markdown(index=False) + "\n")
         _write(out / f"{metric}.md", md)
-        tex = _pm(mean, std, " $\\pm$ ").to_latex(caption=f"{name}.{note} {CAPTION}", label=f"tab:{metric}",
+        tex = _pm(mean, std, " $\\pm$ ").to_latex(caption=f"{name}.{note} {CAPTION}{groups}", label=f"tab:{metric}",
                                                   multirow=True)
         _write(out / f"{metric}.tex", tex)
         written += [out / f"{metric}.md", out / f"{metric}.tex"]
@@ -96,20 +137,35 @@ def write_tables(metrics: pd.DataFrame, accuracy: pd.DataFrame, out_dir: str | P
     return written
 
 
-def summary(metrics: pd.DataFrame, accuracy: pd.DataFrame, scorer: str = "energy") -> dict:
-    """Headline numbers for ``dvc metrics show``: per method, ID accuracy and the average FPR95/AUROC of one scorer,
-    mean over seeds and (``*_std``) their standard deviation."""
+#: The metrics of :func:`summary`, and the prefix of each set average's keys there.
+SUMMARY_METRICS = ("fpr95", "auroc", "fpr95_ood_pos")
+SUMMARY_SETS = {"average": "", "near_average": "near_", "far_average": "far_"}
+
+
+def summary(metrics: pd.DataFrame, accuracy: pd.DataFrame, scorer: str = "energy",
+            near: list[str] | None = None) -> dict:
+    """Headline numbers for ``dvc metrics show``: per method, ID accuracy and, of one scorer, the average over the
+    OOD sets of FPR95, AUROC and FPR95 with OOD positive (``<scorer>_fpr95``, ``<scorer>_auroc``,
+    ``<scorer>_fpr95_ood_pos``), mean over seeds and (``*_std``) their standard deviation. With near-OOD sets
+    (``near``, see the module docstring) the same for the near and far averages: ``<scorer>_near_fpr95``,
+    ``<scorer>_far_fpr95``, ..."""
+    shown, _ = _shown(metrics, near)
     out: dict = {}
     for stat, suffix in (("mean", ""), ("std", "_std")):
-        avg = select_stat(metrics, stat)
-        avg = avg[(avg["ood_set"] == "average") & (avg["scorer"] == scorer)]
+        rows = select_stat(shown, stat)
+        rows = rows[rows["scorer"] == scorer]
         acc_rows = select_stat(accuracy, stat)
         acc = dict(zip(acc_rows["method"], acc_rows["id_accuracy"]))
-        for m, r in zip(avg["method"], avg.itertuples()):
+        for m in dict.fromkeys(rows.loc[rows["ood_set"] == "average", "method"]):
             d = out.setdefault(m, {})
             d[f"id_accuracy{suffix}"] = _round(acc.get(m))
-            d[f"{scorer}_fpr95{suffix}"] = _round(r.fpr95)
-            d[f"{scorer}_auroc{suffix}"] = _round(r.auroc)
+            for ood_set, prefix in SUMMARY_SETS.items():
+                r = rows[(rows["method"] == m) & (rows["ood_set"] == ood_set)]
+                if len(r) != 1:
+                    continue
+                for metric in SUMMARY_METRICS:
+                    if metric in r:
+                        d[f"{scorer}_{prefix}{metric}{suffix}"] = _round(r[metric].iloc[0])
     return out
 
 
@@ -185,7 +241,8 @@ def write_reference(metrics: pd.DataFrame, params: dict, profile: str, out_dir: 
     return side
 
 
-def write_summary(metrics, accuracy, path, scorer: str = "energy") -> Path:
+def write_summary(metrics, accuracy, path, scorer: str = "energy", near: list[str] | None = None) -> Path:
+    """``summary.json``: :func:`summary` as JSON, keys sorted."""
     path = Path(path)
-    _write(path, json.dumps(summary(metrics, accuracy, scorer), indent=2, sort_keys=True) + "\n")
+    _write(path, json.dumps(summary(metrics, accuracy, scorer, near), indent=2, sort_keys=True) + "\n")
     return path

@@ -7,6 +7,7 @@ from ood.aggregate import METRIC_COLUMNS
 from ood.artifacts import load_scores, save_scores
 from ood.data import ArrayDataset
 from ood.evaluate import evaluate
+from ood.metrics import fpr_at_tpr_ood
 from ood.models import build_model
 
 
@@ -31,7 +32,12 @@ def test_every_scorer_and_set_has_a_row_and_the_average_uses_only_the_chosen_set
     assert list(m.columns) == METRIC_COLUMNS and len(m) == 3 * 4
     for scorer in ("msp", "energy", "knn"):
         rows = m[m.scorer == scorer].set_index("ood_set")
-        assert rows.loc["average", "fpr95"] == pytest.approx((rows.loc["a", "fpr95"] + rows.loc["b", "fpr95"]) / 2)
+        for metric in ("fpr95", "fpr95_ood_pos"):
+            assert rows.loc["average", metric] == pytest.approx((rows.loc["a", metric] + rows.loc["b", metric]) / 2)
+        # the OOD-positive FPR of each row is ood.metrics' of the row's cached scores
+        sid = result.scores[f"{scorer}/id"]
+        for o in ("a", "b", "near"):
+            assert rows.loc[o, "fpr95_ood_pos"] == fpr_at_tpr_ood(sid, result.scores[f"{scorer}/{o}"])
     assert set(result.scores) == {f"{s}/{k}" for s in ("msp", "energy", "knn") for k in ("id", "a", "b", "near")}
 
 

@@ -99,7 +99,7 @@ def test_aupr_in_and_out_are_not_swapped():
 def test_accepts_torch_tensors_and_lists():
     s_id, s_ood = torch.tensor([0.9, 0.6, 0.4]), torch.tensor([0.7, 0.3, 0.2], dtype=torch.float64)
     assert summarize(s_id, s_ood) == pytest.approx(summarize([0.9, 0.6, 0.4], [0.7, 0.3, 0.2]))
-    assert set(summarize(s_id, s_ood)) == {"fpr95", "auroc", "aupr_in", "aupr_out"}
+    assert list(summarize(s_id, s_ood)) == ["fpr95", "auroc", "aupr_in", "aupr_out", "fpr95_ood_pos"]
 
 
 @pytest.mark.parametrize("bad", [[1.0, float("nan")], [float("inf"), 1.0], [-float("inf")]])

@@ -13,7 +13,7 @@ import pytest
 
 from ood import tables
 
-METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out")
+METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out", "fpr95_ood_pos")
 
 
 def _verdict(ma, sa, mb, sb):
@@ -119,7 +119,7 @@ def test_the_spread_is_the_sample_std_over_seeds():
     13.8, 14.3, 14.8 (sd 0.5 / 0.41): |diff| = 2.3 is within 2 + 0.5 but beyond 1.63 + 0.41."""
     a, b = [10.0, 12.0, 14.0], [13.8, 14.3, 14.8]
     per_seed = pd.DataFrame([{"benchmark": "toy", "method": m, "seed": s, "scorer": "energy", "ood_set": o,
-                              "fpr95": v, "auroc": 100 - v, "aupr_in": 50.0, "aupr_out": 50.0}
+                              "fpr95": v, "auroc": 100 - v, "aupr_in": 50.0, "aupr_out": 50.0, "fpr95_ood_pos": 50.0}
                              for m, vals in (("a", a), ("b", b)) for s, v in enumerate(vals)
                              for o in ("s1", "average")])
     agg = tables.aggregate_metrics(per_seed)

@@ -19,7 +19,8 @@ def metrics():
         for s in ["msp", "energy"]:
             vals = []
             for i, o in enumerate(["a", "b"]):
-                v = {"fpr95": 10.0 * (i + 1) + (m == "ce") * 5, "auroc": 90.0 - i, "aupr_in": 80.0, "aupr_out": 70.0}
+                v = {"fpr95": 10.0 * (i + 1) + (m == "ce") * 5, "auroc": 90.0 - i, "aupr_in": 80.0, "aupr_out": 70.0,
+                     "fpr95_ood_pos": 12.0 * (i + 1)}
                 vals.append(v)
                 rows.append({"benchmark": "toy", "method": m, "scorer": s, "ood_set": o, **v})
             rows.append({"benchmark": "toy", "method": m, "scorer": s, "ood_set": "average",
@@ -44,7 +45,8 @@ def test_pivot_orders_rows_and_puts_average_last(metrics):
 def test_write_tables_and_summary(tmp_path, metrics, accuracy):
     written = tables.write_tables(metrics, accuracy, tmp_path, label="(toy)")
     names = {p.name for p in written}
-    assert {"metrics.csv", "accuracy.csv", "fpr95.md", "fpr95.tex", "aupr_out.tex", "accuracy.md"} <= names
+    assert {"metrics.csv", "accuracy.csv", "fpr95.md", "fpr95.tex", "aupr_out.tex", "fpr95_ood_pos.md",
+            "fpr95_ood_pos.tex", "accuracy.md"} <= names
     md = (tmp_path / "fpr95.md").read_text()
     assert "ID positive" in md and "(toy)" in md and "| greg" in md
     assert "\\caption" in (tmp_path / "auroc.tex").read_text()
@@ -103,7 +105,7 @@ def _per_seed():
     # two methods x 3 seeds, one scorer, sets a and average; FPR95 values chosen by hand
     vals = {"ce": [40.0, 50.0, 60.0], "greg": [20.0, 21.0, 22.0], "bfm": [35.0, 45.0, 55.0]}
     rows = [{"benchmark": "toy", "method": m, "seed": s, "scorer": "energy", "ood_set": o, "fpr95": v, "auroc": 100 - v,
-             "aupr_in": 50.0, "aupr_out": 50.0}
+             "aupr_in": 50.0, "aupr_out": 50.0, "fpr95_ood_pos": v + 1}
             for m, vs in vals.items() for s, v in zip((0, 1, 2), vs) for o in ("a", "average")]
     return pd.DataFrame(rows)
 
@@ -111,7 +113,7 @@ def _per_seed():
 def test_aggregate_adds_mean_and_sample_std_rows():
     agg = tables.aggregate_metrics(_per_seed())
     assert list(agg.columns) == ["benchmark", "method", "seed", "scorer", "ood_set", "fpr95", "auroc", "aupr_in",
-                                 "aupr_out"]
+                                 "aupr_out", "fpr95_ood_pos"]
     assert list(agg.seed.unique()) == ["0", "1", "2", "mean", "std"]
     ce = agg[(agg.method == "ce") & (agg.ood_set == "a")].set_index("seed")["fpr95"]
     assert ce["mean"] == 50.0 and ce["std"] == pytest.approx(10.0)  # sqrt(((-10)^2 + 0 + 10^2) / 2)
@@ -239,7 +241,7 @@ def test_write_reference_pairs_our_mean_with_the_papers_number_of_the_profile(tm
 
     params = config.load_params()
     ours = pd.DataFrame([{"benchmark": "cifar10", "method": m, "seed": seed, "scorer": "energy", "ood_set": "average",
-                          "fpr95": v, "auroc": 90.0, "aupr_in": 90.0, "aupr_out": 90.0}
+                          "fpr95": v, "auroc": 90.0, "aupr_in": 90.0, "aupr_out": 90.0, "fpr95_ood_pos": 90.0}
                          for m, seed, v in [("greg", "0", 1.0), ("greg", "mean", 12.34), ("greg", "std", 0.5)]])
     side = tables.write_reference(ours, params, "cifar10", tmp_path)
     row = side[side.train_method == "greg"].iloc[0]
