@@ -71,6 +71,10 @@ def dvc_available() -> bool:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "pipeline: reads the outputs of `dvc repro`; runs after it (conftest.py)")
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one); scripts/gpu_check.py runs "
+                                       "them with `pytest -m cuda`")
+    config.addinivalue_line("markers", "rehearsal: a GPU-machine or paper-profile path rehearsed on the CPU at toy "
+                                       "size (`pytest -m rehearsal` runs them alone)")
 
 
 @pytest.hookimpl(trylast=True)

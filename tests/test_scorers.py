@@ -406,6 +406,7 @@ def test_unknown_names_params_and_bad_values_raise():
             scorers.build_scorer(name, **params)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_every_scorer_runs_on_cuda_and_matches_cpu(blobs_model):
     model, loader, x_id, x_far = blobs_model
