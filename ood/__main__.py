@@ -12,6 +12,13 @@ on N processes, or evaluates with the sets split between them (``ood.distributed
 
 ``--seed S`` runs one seed (default: the params file's ``seeds``); each seed runs in ``<run-dir>/seeds/<S>/``. With
 no ``--run-dir`` the outputs go where the pipeline's go (``runs/<profile>/<method>``, ``results/``, ``cache/``).
+A detector to deploy (``ood.detector``; docs/detector.md): ``fit-detector`` fits one scorer on a seed's run, sets its
+threshold on half the ID test set and reports the achieved ID rate on the other half and each OOD set's FPR;
+``detect`` scores image files with the saved detector (needs only the file, no params)::
+
+    python -m ood fit-detector --run runs/synthetic/ce/seeds/0 --scorer energy --tpr 0.95 --out det.pt
+    python -m ood detect det.pt photos/ extra.png [--json] [--out rows.csv]
+
 Bad input (an unknown profile, method or scorer, a wrong value, missing data, a NaN loss) ends with one line
 ``error: ...`` naming what is wrong and how to fix it, and exit status 2; nothing written before is lost.
 """
@@ -60,7 +67,7 @@ def _override(name: str):
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ood", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,evaluate}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,evaluate,fit-detector,detect}")
 
     def common(sp):
         sp.add_argument("--profile", required=True, help="a profile: profiles/<name>.yaml")
@@ -83,11 +90,90 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score a trained method with the profile's scorers")
     common(e)
     e.add_argument("--scorers", default=None, help="comma-separated scorers (default: the profile's list)")
+
+    f = sub.add_parser("fit-detector", help="fit a deployable detector (scorer + threshold) on a seed's run")
+    f.add_argument("--run", type=Path, required=True, help="a seed's run folder, e.g. runs/synthetic/ce/seeds/0")
+    f.add_argument("--scorer", default="energy", help="a registered scorer (default: energy)")
+    f.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a scorer parameter (repeatable; default: the profile's evaluate.params)")
+    f.add_argument("--tpr", type=float, default=0.95, help="fraction of ID images to accept (default: 0.95)")
+    f.add_argument("--out", type=Path, required=True, help="the detector file to write")
+    f.add_argument("--profile", default=None, help="the run's profile (default: from its path runs/<profile>/...)")
+    f.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="seed of the split of the ID test set into calibration and held halves (default: 0)")
+    f.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    f.add_argument("--batch-size", type=_int_at_least(1), default=None,
+                   help="images per batch (default: the profile's evaluate.batch_size)")
+    f.add_argument("--params", type=Path, default=None,
+                   help="the pipeline's params file (default: $OOD_PARAMS, else params.yaml)")
+
+    d = sub.add_parser("detect", help="score image files with a saved detector (one row per image)")
+    d.add_argument("detector", type=Path, help="a detector file written by fit-detector")
+    d.add_argument("inputs", nargs="+", type=Path, metavar="IMAGES_OR_FOLDER", help="image files or folders")
+    d.add_argument("--json", action="store_true", help="write a JSON list instead of CSV")
+    d.add_argument("--out", type=Path, default=None, help="write the rows to this file (default: standard output)")
+    d.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    d.add_argument("--batch-size", type=_int_at_least(1), default=256, help="images per batch (default: 256)")
     return p
+
+
+def _scorer_params(items: list[str]) -> dict:
+    """``--param KEY=VALUE`` pairs; each value is read as YAML (``50`` an integer, ``null`` None, ``true``)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise config.ParamError(f"invalid value {item!r} for '--param'; allowed: KEY=VALUE, e.g. k=50")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _fit_detector(args) -> None:
+    from ood.detector import fit_from_run, ood_rates
+
+    params = config.load_params(args.params)
+    det, bench = fit_from_run(params, args.run, args.scorer, _scorer_params(args.param), profile=args.profile,
+                              tpr=args.tpr, seed=args.seed, device=config.resolve_device(args.device),
+                              batch_size=args.batch_size)
+    rates = ood_rates(det, bench.ood, batch_size=args.batch_size or 256)
+    det.save(args.out)
+    print(det.summary())
+    for name, r in rates.items():
+        print(f"FPR {name}: {r['fpr']:.2f}% ({r['accepted']} of {r['n']} OOD images accepted as ID)")
+    print(f"wrote {args.out}")
+
+
+def _detect(args) -> None:
+    from ood.detector import Detector, conversion_note, list_images, read_images, write_rows
+
+    det = Detector.load(args.detector, device=config.resolve_device(args.device))
+    files = list_images(args.inputs)
+    x, notes = read_images(files, det.input_spec)
+    rows = [{"path": n["path"], **r} for n, r in zip(notes, det.predict(x, batch_size=args.batch_size))]
+    write_rows(rows, args.out if args.out is not None else sys.stdout, as_json=args.json)
+    print(f"detect: {conversion_note(notes, det.input_spec)}", file=sys.stderr)
+
+
+def _detector_command(args) -> int:
+    """``fit-detector`` and ``detect``: every bad input ends with one ``error: ...`` line and status 2, and no
+    output file (both write to a temporary file and rename it at the end)."""
+    from ood.data import ChecksumError, DataMissingError
+
+    try:
+        (_fit_detector if args.command == "fit-detector" else _detect)(args)
+    except (config.ParamError, DataMissingError, ChecksumError, OSError, ValueError, KeyError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command in ("fit-detector", "detect"):
+        return _detector_command(args)
     from ood import run_evaluate, run_train
     from ood.data import ChecksumError, DataMissingError
     from ood.distributed import world

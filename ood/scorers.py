@@ -43,6 +43,9 @@ Contract (OpenOOD's ``setup``/``postprocess`` split, pytorch-ood's pure function
   only for ODIN, which re-runs the network on a perturbed input), ``fit_features(train_pen,
   train_logits, train_labels, model)``, ``score_features(pen, logits, model)`` on cached features,
   and the conveniences ``fit(model, id_train_loader)`` and ``score(model, x)``;
+* ``state_dict()`` returns a scorer's hyperparameters and fitted statistics as plain tensors and numbers, and
+  ``load_state_dict(state)`` restores them (checking the attributes of ``fit_state`` that scoring needs), so that a
+  fitted scorer travels in one file (``ood.detector``);
 * :func:`extract` collects ``(pen, logits, labels)`` of a loader once, so that every scorer runs off
   cached features (``ood.evaluate``);
 * :func:`build_scorer` builds one by name with checked parameters; ``DEFAULTS`` holds each scorer's
@@ -236,6 +239,61 @@ class Scorer:
             return self
         pen, logits, labels = extract(model, id_train_loader, device=device)
         return self.fit_features(pen, logits, labels, model)
+
+    # -- saving and restoring a fitted scorer --------------------------------------------------
+    #: The attributes :meth:`fit_features` sets: the fitted state a saved scorer must carry to score again
+    #: (``tests/test_detector.py`` checks, for every registered scorer, that fitting sets no attribute outside it).
+    fit_state: tuple[str, ...] = ()
+
+    def required_state(self) -> tuple[str, ...]:
+        """The attributes of :attr:`fit_state` that scoring needs with these hyperparameters (default: all of them)."""
+        return self.fit_state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every instance attribute, hyperparameters and fitted statistics alike, as plain values: tensors (detached
+        CPU copies), numpy arrays (as tensors), numbers, booleans, strings, None, and lists/tuples of these (as
+        lists). Loadable with ``torch.load(..., weights_only=True)``; :meth:`load_state_dict` restores it. An
+        attribute of another type raises TypeError (nothing is dropped silently)."""
+        import numpy as np
+
+        def plain(key, v):
+            if isinstance(v, Tensor):
+                return v.detach().to("cpu", copy=True)
+            if isinstance(v, np.ndarray):
+                return torch.from_numpy(v.copy())
+            if v is None or isinstance(v, (bool, int, float, str)):
+                return v
+            if isinstance(v, (list, tuple)):
+                return [plain(key, e) for e in v]
+            raise TypeError(f"attribute {key!r} of scorer {self.name!r} is a {type(v).__name__}, which a saved state "
+                            "cannot hold; allowed: tensors, arrays, numbers, booleans, strings, None and lists")
+
+        return {k: plain(k, v) for k, v in vars(self).items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> "Scorer":
+        """Restore what :meth:`state_dict` returned into this scorer (built with the same hyperparameters, e.g. by
+        :func:`build_scorer`). ValueError, one line, when the state names an attribute this scorer does not have,
+        was saved with other hyperparameters, or lacks a fitted attribute that scoring needs
+        (:meth:`required_state`; e.g. a file written before the scorer was fitted, or edited)."""
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise ValueError(f"the saved state of scorer {self.name!r} must be a mapping of attribute names, got "
+                             f"{type(state).__name__}")
+        known = set(vars(self)) | set(self.fit_state)
+        unknown = sorted(set(state) - known)
+        if unknown:
+            raise ValueError(f"the saved state of scorer {self.name!r} has attributes it does not know: "
+                             f"{', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        for k, v in self.params.items():
+            if k in state and k not in self.fit_state and state[k] != v:
+                raise ValueError(f"the saved state of scorer {self.name!r} was fitted with {k}={state[k]!r}, but "
+                                 f"this scorer has {k}={v!r}")
+        for k, v in state.items():
+            setattr(self, k, v)
+        missing = [k for k in self.required_state() if getattr(self, k, None) is None]
+        if missing:
+            raise ValueError(f"scorer {self.name!r} needs its fitted state ({', '.join(self.required_state())}), "
+                             f"but the saved state lacks {', '.join(missing)}; fit it again on ID-train features")
+        return self
 
     def _check_fitted(self, *attrs: str) -> None:
         if any(getattr(self, a, None) is None for a in attrs):
@@ -432,6 +490,7 @@ class Mahalanobis(Scorer):
 
     name = "mahalanobis"
     needs_fit = True
+    fit_state = ("classes", "means", "precision")
 
     def __init__(self):
         self.means = None      # (K', D) float64
@@ -482,6 +541,7 @@ class KNN(Scorer):
 
     name = "knn"
     needs_fit = True
+    fit_state = ("bank", "bank_sq")
     _param_names = ("k",)
     query_chunk = 2048
     bank_chunk = 16384
@@ -538,6 +598,7 @@ class ReAct(Scorer):
 
     name = "react"
     needs_fit = True
+    fit_state = ("threshold",)
     _param_names = ("percentile", "threshold")
 
     def __init__(self, percentile: float = 90.0, threshold: float | None = None):
@@ -623,6 +684,7 @@ class DICE(Scorer):
 
     name = "dice"
     needs_fit = True
+    fit_state = ("mask", "weight", "bias")
     _param_names = ("percentile",)
 
     def __init__(self, percentile: float = 90.0):
@@ -702,6 +764,7 @@ class ViM(Scorer):
 
     name = "vim"
     needs_fit = True
+    fit_state = ("origin", "residual_basis", "principal_dim", "alpha")
     _param_names = ("dim",)
 
     def __init__(self, dim: int | None = None):
@@ -836,6 +899,7 @@ class FDBD(Scorer):
 
     name = "fdbd"
     needs_fit = True
+    fit_state = ("boundary_norms", "weight", "bias", "train_mean")
 
     def __init__(self):
         self.train_mean = None
@@ -888,6 +952,7 @@ class RMD(Mahalanobis):
     """
 
     name = "rmd"
+    fit_state = Mahalanobis.fit_state + ("background_mean", "background_precision")
 
     def fit_features(self, train_pen, train_logits, train_labels, model):
         super().fit_features(train_pen, train_logits, train_labels, model)
@@ -933,6 +998,7 @@ class NNGuide(Scorer):
 
     name = "nnguide"
     needs_fit = True
+    fit_state = ("bank", "bank_index")
     _param_names = ("k", "bank_ratio", "seed")
     query_chunk = 2048
     bank_chunk = 16384
@@ -1016,6 +1082,7 @@ class NECO(Scorer):
 
     name = "neco"
     needs_fit = True
+    fit_state = ("feature_mean", "feature_std", "pca_mean", "basis", "principal_dim")
     _param_names = ("dim", "standardize", "maxlogit")
 
     def __init__(self, dim: int | None = None, standardize: bool = True, maxlogit: bool = False):
@@ -1027,6 +1094,10 @@ class NECO(Scorer):
     @staticmethod
     def default_dim(feature_dim: int) -> int:
         return min(100, feature_dim // 2)
+
+    def required_state(self) -> tuple[str, ...]:
+        """The per-unit mean and std only when standardizing."""
+        return self.fit_state if self.standardize else self.fit_state[2:]
 
     def _standardized(self, h: Tensor) -> Tensor:
         if not self.standardize:

@@ -18,7 +18,7 @@ import torch
 from ood import config
 from ood.models import OODNet
 
-__all__ = ["TOUR_SCHEMA", "TourRun", "tour_models"]
+__all__ = ["TOUR_SCHEMA", "TourRun", "tour_models", "tour_detector"]
 
 
 #: Parameters of ``notebooks/00_tour.ipynb`` with their checks: the ``"tour"`` entry of
@@ -146,3 +146,36 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
         out[method] = TourRun(method, load_model(run_dir, device), "tour", run_dir, _full_terms(cfg.terms), acc,
                               history)
     return out
+
+
+def tour_detector(params: dict, run, profile: str = "synthetic", *, scorer: str = "energy", per_set: int = 4,
+                  tpr: float = 0.95, seed: int = 0, bench=None, device="cpu") -> pd.DataFrame:
+    """Fit a deployable detector on one of the tour's runs (``ood.detector.fit_from_run``: the scorer fitted on
+    ID-train, the threshold set on half the ID test set) and flag ``per_set`` images of each set with it.
+
+    ``run``: a :class:`TourRun` or a run folder. The ID images are the first ``per_set`` of the **held** half (none
+    of them set the threshold), the OOD images the first ``per_set`` of each OOD set. One row per image: ``set``
+    (``"id"`` or the OOD set's name), ``image`` (its row in that set), ``truth`` (ID/OOD), ``score``, ``threshold``,
+    ``decision`` (in/out), ``predicted_class``, ``probability`` and ``correct`` (the decision matches the truth).
+    ``df.attrs["detector"]`` is the :class:`ood.detector.Detector` (its ``summary()`` gives the achieved rates).
+    """
+    from ood.data import take_rows
+    from ood.detector import fit_from_run
+
+    run_dir = run.run_dir if isinstance(run, TourRun) else Path(run)
+    det, bench = fit_from_run(params, run_dir, scorer, profile=profile, tpr=tpr, seed=seed, device=device,
+                              bench=bench)
+    held = det.calibration["held_index"][:per_set]
+    picks = [("id", "ID", take_rows(bench.id_test, held), held.tolist())]
+    for name, ds in bench.ood.items():
+        n = min(per_set, len(ds))
+        picks.append((name, "OOD", take_rows(ds, slice(0, n)), list(range(n))))
+    rows = []
+    for set_name, truth, ds, index in picks:
+        for i, r in zip(index, det.predict(ds)):
+            rows.append({"set": set_name, "image": i, "truth": truth, "score": r["score"], "threshold": r["threshold"],
+                         "decision": r["decision"], "predicted_class": r["predicted_class"],
+                         "probability": r["probability"], "correct": (r["decision"] == "in") == (truth == "ID")})
+    df = pd.DataFrame(rows)
+    df.attrs["detector"] = det
+    return df
