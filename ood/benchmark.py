@@ -52,7 +52,8 @@ class Benchmark:
 def load_benchmark(params: dict, profile: str | None = None, *, with_aux: bool = True,
                    data_root: Path | None = None) -> Benchmark:
     """Load (generating or reading from the data root) every set of a profile's benchmark block; a file absent from
-    the data root is looked for at the mirrors (``$OOD_MIRRORS``, then the block's ``mirrors`` list) before it fails."""
+    the data root is looked for at the mirrors (``$OOD_MIRRORS``, then the block's ``mirrors`` list) and then, when
+    the block says ``download: true`` (the paper profiles; default false), at its official URL, before it fails."""
     profile = profile or params["profile"]
     b = config.profile_params(params, profile)["benchmark"]
     with profile_mirrors(b.get("mirrors")):
@@ -66,8 +67,10 @@ def _load_benchmark(b: dict, profile: str, *, with_aux: bool, data_root: Path | 
     if b.get("image_size", 32) != 32:
         return _folder_benchmark(b, profile, Path(root), with_aux=with_aux)
 
+    download = _download(b, profile)
+
     def get(name, split, size_key):
-        return load(name, split, root, seed=seed, n=sizes.get(size_key))
+        return load(name, split, root, seed=seed, n=sizes.get(size_key), download=download)
 
     ood = b["ood"]
     if isinstance(ood, list):
@@ -81,6 +84,15 @@ def _load_benchmark(b: dict, profile: str, *, with_aux: bool, data_root: Path | 
         num_classes=b["num_classes"],
         notes=b.get("notes", ""),
     )
+
+
+def _download(b: dict, profile: str) -> bool:
+    """The block's ``download`` (default false): whether a file at no mirror is fetched from its official URL."""
+    d = b.get("download", False)
+    if not isinstance(d, bool):
+        raise config.ParamError(f"invalid value {d!r} for 'benchmark.download' of profile {profile!r}; allowed: true, "
+                                "false")
+    return d
 
 
 #: Auxiliary outliers of the ImageNet profile, as ImageNet-1k training classes k (sorted wnid order) picked by
@@ -142,9 +154,9 @@ def _folder_benchmark(b: dict, profile: str, root: Path, *, with_aux: bool) -> B
     if len(id_test.classes) != b["num_classes"]:
         raise config.ParamError(f"profile {profile!r}: benchmark.num_classes is {b['num_classes']} but the ID "
                                 f"classes are {len(id_test.classes)}")
-    ood = {}
+    ood, download = {}, _download(b, profile)
     for disp, name in (b["ood"] if isinstance(b["ood"], dict) else {n: n for n in b["ood"]}).items():
-        ood[disp] = folder_dataset(name, locate_folder(name, root), labelled=False, **kw)
+        ood[disp] = folder_dataset(name, locate_folder(name, root, download=download), labelled=False, **kw)
     aux = None
     if with_aux and b.get("aux"):
         if b["aux"] not in IMAGENET_AUX:

@@ -344,10 +344,12 @@ def test_cifar100_test_only_reader(tmp_path, monkeypatch):
 
 def test_cifar_missing_files_fail_at_once_with_one_line(tmp_path):
     with pytest.raises(data.DataMissingError) as e:
-        data.load("cifar10", "test", tmp_path)
+        data.load("cifar10", "train", tmp_path)
     msg = str(e.value)
     assert isinstance(e.value, FileNotFoundError) and "\n" not in msg
     assert str(tmp_path / "cifar-10-batches-py" / "data_batch_1") in msg
+    with pytest.raises(data.DataMissingError, match=r"cifar-10-batches-py/test_batch \(and 1 more"):
+        data.load("cifar10", "test", tmp_path)   # the test split needs only test_batch and batches.meta
     assert ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in msg
             and "c58f30108f718f92721af3b95e74349a" in msg)
     with pytest.raises(data.DataMissingError,
@@ -362,6 +364,8 @@ def test_cifar10_corrupt_files_and_archive_fail_their_checksum(tmp_path):
         (tmp_path / f.path).write_bytes(b"not the real batch")
     with pytest.raises(data.ChecksumError,
                        match=r"data_batch_1 has md5 .*expected c99cafc152244af753f735de768cd75f.*not used"):
+        data.load("cifar10", "train", tmp_path)
+    with pytest.raises(data.ChecksumError, match=r"test_batch has md5 .*expected 40351d587109b95175f43aff81a1287e"):
         data.load("cifar10", "test", tmp_path)
     other = tmp_path / "other"
     other.mkdir()

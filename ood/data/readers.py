@@ -2,8 +2,9 @@
 
 * ``load(name, split)`` -> ``ArrayDataset``: a CIFAR-sized set held in memory as a uint8 tensor
   ``(N, 3, H, W)`` (images) and an int64 tensor ``(N,)`` (labels, ``-1`` for OOD / auxiliary data).
-  Real datasets go through torchvision's own classes where torchvision has them (CIFAR-10/100, SVHN, DTD
-  download); image-folder sets go through ``ood.data.folders``.
+  CIFAR-10/100 are read from their python pickles after our checksum check (the arrays torchvision's classes give),
+  SVHN from its ``.mat``; image-folder sets go through ``ood.data.folders``. A missing file is looked for at the
+  mirrors before its official URL (``download=True``).
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from ood.data.fetching import (
     data_root,
     download_file,
     files_under,
-    first_corrupt,
     from_mirrors,
     missing_error,
     require,
@@ -116,62 +116,51 @@ def _load_synthetic(name: str, set_name: str, root: Path, seed: int, n: int | No
 
 # --- CIFAR ---------------------------------------------------------------------------------------------------
 
-def _load_cifar10(info: DatasetInfo, root: Path, split: str, download: bool) -> ArrayDataset:
-    import torchvision
-
-    needed = files_under(info, "cifar-10-batches-py/")
-    if not download:
-        require(info, root, needed)
+def _cifar_files(info: DatasetInfo, root: Path, needed: list, download: bool, extra: str = "") -> None:
+    """Make the CIFAR files ``needed`` be under ``root``: the offline copies in ``SHARED_DATA``, else the archive
+    under the root or at the mirrors (``require``), else, with ``download``, its official URL (``download_file``,
+    checksum-checked), extracted after its checksum; otherwise the one-line DataMissingError of ``require``."""
     try:
-        tv = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download)
-    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
-        require(info, root, needed)
-        first_corrupt(root, needed)
-        raise
-    except Exception as e:  # download failure
-        raise DataMissingError(f"cifar10: download of {info.files[0].url} failed ({type(e).__name__}: {e}); download "
-                               f"it by hand ({info.files[0].checksum}) and extract it into {root}.") from None
-    return _from_hwc("cifar10", tv.data, tv.targets, tuple(tv.classes))
+        require(info, root, needed, extra=extra)
+    except DataMissingError:
+        if not download:
+            raise
+        download_file(info.name, info.files[0], root, mirrors=[])   # the mirrors were tried by require
+        require(info, root, needed, extra=extra)
+
+
+def _read_cifar(info: DatasetInfo, root: Path, split: str, download: bool, batches: list[str], meta: str,
+                label_key: str, names_key: str) -> ArrayDataset:
+    """A CIFAR split from the python pickles ``batches`` (+ ``meta``), read after each file's checksum passed, as
+    torchvision.datasets.CIFAR10/100 read them (``data`` rows reshaped to (N, 3, 32, 32), labels ``label_key``,
+    class names ``meta[names_key]``): the same arrays, without torchvision's own md5 check."""
+    prefix = info.files[1].path.split("/")[0] + "/"
+    files = {Path(f.path).name: f for f in files_under(info, prefix)}
+    needed = [files[b] for b in batches] + [files[meta]]
+    _cifar_files(info, root, needed, download,
+                 extra=f" (the {split} split needs {', '.join(prefix + f for f in [*batches, meta])})")
+    for f in needed:
+        verify(root / f.path, f)
+    xs, ys = [], []
+    for b in batches:
+        with open(root / files[b].path, "rb") as fh:
+            entry = pickle.load(fh, encoding="latin1")
+        xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys += list(entry[label_key])
+    with open(root / files[meta].path, "rb") as fh:
+        classes = tuple(pickle.load(fh, encoding="latin1")[names_key])
+    x = np.concatenate(xs) if len(xs) > 1 else xs[0]
+    return ArrayDataset(info.name, torch.from_numpy(np.ascontiguousarray(x)), torch.as_tensor(ys, dtype=torch.int64),
+                        classes)
+
+
+def _load_cifar10(info: DatasetInfo, root: Path, split: str, download: bool) -> ArrayDataset:
+    batches = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    return _read_cifar(info, root, split, download, batches, "batches.meta", "labels", "label_names")
 
 
 def _load_cifar100(info: DatasetInfo, root: Path, split: str, download: bool) -> ArrayDataset:
-    import torchvision
-
-    files = {Path(f.path).name: f for f in files_under(info, "cifar-100-python/")}
-    if split == "train":
-        needed = list(files.values())
-        if not download:
-            require(info, root, needed)
-        try:
-            tv = torchvision.datasets.CIFAR100(str(root), train=True, download=download)
-        except RuntimeError:
-            require(info, root, needed)
-            first_corrupt(root, needed)
-            raise
-        except Exception as e:
-            raise DataMissingError(f"cifar100: download of {info.files[0].url} failed ({type(e).__name__}: {e}); "
-                                   f"download it by hand ({info.files[0].checksum}) and extract it into "
-                                   f"{root}.") from None
-        return _from_hwc("cifar100", tv.data, tv.targets, tuple(tv.classes))
-    # test split: only test + meta are needed (torchvision's class would insist on the training file)
-    needed = [files["test"], files["meta"]]
-    if download and any(not (root / f.path).is_file() for f in needed):
-        try:
-            torchvision.datasets.CIFAR100(str(root), train=False, download=True)
-        except Exception as e:
-            raise DataMissingError(f"cifar100: download of {info.files[0].url} failed ({type(e).__name__}: {e}); "
-                                   f"download it by hand ({info.files[0].checksum}) and extract it into "
-                                   f"{root}.") from None
-    require(info, root, needed, extra=" (the test split needs only cifar-100-python/test and meta)")
-    for f in needed:
-        verify(root / f.path, f)
-    with open(root / files["test"].path, "rb") as fh:
-        entry = pickle.load(fh, encoding="latin1")
-    with open(root / files["meta"].path, "rb") as fh:
-        classes = tuple(pickle.load(fh, encoding="latin1")["fine_label_names"])
-    x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return ArrayDataset("cifar100", torch.from_numpy(x.copy()),
-                        torch.as_tensor(entry["fine_labels"], dtype=torch.int64), classes)
+    return _read_cifar(info, root, split, download, [split], "meta", "fine_labels", "fine_label_names")
 
 
 # --- SVHN, 300K random images ----------------------------------------------------------------------------------

@@ -4,10 +4,18 @@ Every set the notebooks use is a registry entry (``DATASETS``, printed by ``desc
 (``id``/``ood``/``aux``), where its files come from (original distribution URL), their checksums, where they
 go under the data root, how images are preprocessed, and what to cite. ``mirror_list()`` reads the mirrors a
 reader names (``$OOD_MIRRORS``), where each registry file is looked up by its file name before its official URL.
+
+Test only: ``$OOD_TEST_CHECKSUMS`` (:data:`TEST_CHECKSUMS_ENV`) may name a JSON file ``{registry file path:
+"md5:<hex>" | "sha256:<hex>"}`` whose checksums replace the official ones of those files when this module is
+imported (:func:`apply_test_checksums`), so that the rehearsal of the paper profiles (tests/test_rehearsal.py) can
+serve toy archives through the real readers, in the DVC stages' subprocesses too. Never set it for a real run: the
+official checksums are the ones written below.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -126,9 +134,9 @@ _register(
                         extract_to=""),)
         + tuple(FileInfo(f"cifar-10-batches-py/{f}", None, f"md5:{h}", _TV.format("cifar.py"))
                 for f, h in _CIFAR10_FILES),
-        preprocessing="none (32x32); read by torchvision.datasets.CIFAR10, which checks the md5 of all 7 files",
+        preprocessing="none (32x32); the python pickles of the split (train: data_batch_1..5; test: test_batch) and "
+                      "batches.meta, read directly after their md5 check, as torchvision.datasets.CIFAR10 reads them",
         citation=_CIFAR_CITE, size={"train": 50000, "test": 10000},
-        notes="torchvision's integrity check needs all five training batches even for the test split.",
     ),
     DatasetInfo(
         name="cifar100", kind="id",
@@ -138,8 +146,8 @@ _register(
                         _TV.format("cifar.py"), extract_to=""),)
         + tuple(FileInfo(f"cifar-100-python/{f}", None, f"md5:{h}", _TV.format("cifar.py"))
                 for f, h in _CIFAR100_FILES),
-        preprocessing="none (32x32); train: torchvision.datasets.CIFAR100; test: the standard pickle "
-                      "cifar-100-python/test read directly after its md5 check (needs only test + meta), fine labels",
+        preprocessing="none (32x32); the python pickle of the split (cifar-100-python/train or test) and meta, read "
+                      "directly after their md5 check, as torchvision.datasets.CIFAR100 reads them; fine labels",
         citation=_CIFAR_CITE, size={"train": 50000, "test": 10000},
     ),
     DatasetInfo(
@@ -290,6 +298,36 @@ _register(
         citation="Cimpoi et al., Describing Textures in the Wild, CVPR 2014.", size={"test": 5640},
     ),
 )
+
+
+#: Environment variable (TESTS ONLY) naming a JSON file {registry file path: checksum} applied at import.
+TEST_CHECKSUMS_ENV = "OOD_TEST_CHECKSUMS"
+
+
+def apply_test_checksums(path=None) -> None:
+    """TESTS ONLY: replace, in every entry of ``DATASETS``, the checksum of each file named in the JSON file ``path``
+    (default ``$OOD_TEST_CHECKSUMS``; unset or empty: nothing changes) by the one given there. Runs at import, so a
+    DVC stage's subprocess sees the same checksums as the test that started it. An unknown path or a malformed
+    checksum is a ValueError naming it."""
+    path = os.environ.get(TEST_CHECKSUMS_ENV, "") if path is None else str(path)
+    if not path:
+        return
+    with open(path) as f:
+        table = json.load(f)
+    known = {fi.path for info in DATASETS.values() for fi in info.files}
+    for k, v in table.items():
+        algo = str(v).split(":", 1)[0]
+        if k not in known or algo not in ("md5", "sha256") or ":" not in str(v):
+            raise ValueError(f"{TEST_CHECKSUMS_ENV}={path}: entry {k!r}: {v!r} must map a registry file path to "
+                             "'md5:<hex>' or 'sha256:<hex>'")
+    for name, info in list(DATASETS.items()):
+        if any(fi.path in table for fi in info.files):
+            files = tuple(dataclasses.replace(fi, checksum=table[fi.path]) if fi.path in table else fi
+                          for fi in info.files)
+            DATASETS[name] = dataclasses.replace(info, files=files)
+
+
+apply_test_checksums()
 
 
 #: Environment variable naming dataset mirrors: entries separated by ``;`` (whitespace around each is stripped).
