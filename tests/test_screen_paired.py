@@ -1,0 +1,79 @@
+"""ood.screen: the paired-by-seed screen and the bootstrap interval of FPR95, against hand computations."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ood import metrics, screen
+
+
+def _rows(values: dict[str, list[float]], scorer="energy", ood_set="average"):
+    return pd.DataFrame([{"method": m, "seed": str(s), "scorer": scorer, "ood_set": ood_set, "fpr95": v}
+                         for m, vs in values.items() for s, v in enumerate(vs)]
+                        + [{"method": m, "seed": "mean", "scorer": scorer, "ood_set": ood_set, "fpr95": -99.0}
+                           for m in values])
+
+
+def test_which_pairs_share_their_starting_checkpoints():
+    assert screen.shares_start("greg", "energy_oe")          # both from ce
+    assert screen.shares_start("energy_oe", "ce")            # energy_oe seed s starts from ce seed s
+    assert screen.shares_start("bfm_greg", "bfm")
+    assert not screen.shares_start("bfm_greg", "greg")       # from bfm and from ce
+    assert not screen.shares_start("bfm", "ce")              # both from scratch
+    assert not screen.shares_start("greg_plus", "greg", {"greg_plus": None, "greg": "ce"})   # GReg+ from scratch
+
+
+def test_paired_sees_a_consistent_shift_that_the_unpaired_spread_hides():
+    # seeds scatter by 10 points, a is 2 below b in every seed: unpaired stds (~10 each) hide it
+    per_seed = _rows({"a": [20.0, 30.0, 40.0], "b": [22.0, 32.5, 41.5]})
+    r = screen.paired(per_seed, "a", "b")
+    d = np.array([-2.0, -2.5, -1.5])
+    assert r["n_seeds"] == 3 and r["agree"] == 3
+    assert r["mean_diff"] == pytest.approx(d.mean()) and r["std_diff"] == pytest.approx(d.std(ddof=1))
+    assert r["verdict"] == "lower"
+
+
+def test_paired_calls_nothing_when_a_seed_disagrees_or_the_scatter_is_large():
+    assert screen.paired(_rows({"a": [20.0, 30.0, 40.0], "b": [22.0, 29.0, 42.0]}), "a", "b")["verdict"] == \
+        "no clear difference"                                  # seed 1 disagrees
+    r = screen.paired(_rows({"a": [20.0, 30.0, 40.0], "b": [20.1, 35.0, 40.2]}), "a", "b")
+    assert r["agree"] == 3 and abs(r["mean_diff"]) < r["std_diff"] and r["verdict"] == "no clear difference"
+    one = screen.paired(_rows({"a": [20.0], "b": [30.0]}), "a", "b")
+    assert one["n_seeds"] == 1 and math.isnan(one["std_diff"]) and one["verdict"] == "no clear difference"
+    with pytest.raises(KeyError, match="no seed of both"):
+        screen.paired(_rows({"a": [1.0]}), "a", "b")
+
+
+def test_paired_findings_keep_only_pairs_that_share_a_start():
+    per_seed = pd.concat([_rows({"greg": [10.0, 11.0, 12.0], "energy_oe": [12.0, 13.5, 13.0], "bfm": [1, 2, 3.0],
+                                 "ce": [5.0, 6.0, 7.0]}, ood_set=o) for o in ("x", "average")])
+    claims = [("greg", "energy_oe", "penalty"), ("bfm", "ce", "bfm"), ("energy_oe", "ce", "oe")]
+    f = screen.paired_findings(per_seed, claims)
+    assert list(f.columns) == screen.PAIRED_COLUMNS
+    assert sorted(set(zip(f.a, f.b))) == [("energy_oe", "ce"), ("greg", "energy_oe")]
+    assert set(f.ood_set) == {"x", "average"}
+
+
+def test_bootstrap_interval_brackets_the_point_estimate_and_narrows_with_more_images():
+    rng = np.random.default_rng(1)
+    id_s, ood_s = rng.normal(2, 1, 400), rng.normal(0, 1, 300)
+    point = metrics.fpr_at_tpr(id_s, ood_s)
+    lo, hi = screen.fpr95_interval(id_s, ood_s, n_boot=400, seed=0)
+    assert lo <= point <= hi and 0 <= lo < hi <= 100
+    lo2, hi2 = screen.fpr95_interval(np.tile(id_s, 16), np.tile(ood_s, 16), n_boot=400, seed=0)
+    assert (hi2 - lo2) < (hi - lo) / 2                          # about 1/sqrt(16) as wide
+    assert screen.fpr95_interval(id_s, ood_s, n_boot=400, seed=0) == (lo, hi)   # seeded
+
+
+def test_bootstrap_resamples_by_the_fpr95_rule():
+    # every ID score equal: the threshold is that score whatever the resample; OOD at or above it count as accepted
+    id_s = np.full(50, 1.0)
+    ood_s = np.array([1.0] * 10 + [0.0] * 10)                   # exactly half accepted (ties accepted)
+    lo, hi = screen.fpr95_interval(id_s, ood_s, n_boot=2000, seed=3)
+    assert lo < 50 < hi and metrics.fpr_at_tpr(id_s, ood_s) == 50.0
+    assert screen.fpr95_interval(id_s, np.ones(20), n_boot=50) == (100.0, 100.0)
+    with pytest.raises(ValueError, match="n_boot"):
+        screen.fpr95_interval(id_s, ood_s, n_boot=5)
+    with pytest.raises(ValueError, match="finite"):
+        screen.fpr95_interval(id_s, np.array([np.nan]))
