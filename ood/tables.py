@@ -205,13 +205,22 @@ def findings(metrics: pd.DataFrame, claims: list[tuple[str, str, str]] | None = 
     present = set(metrics["method"])
     rows = [{"claim": text, **compare(metrics, a, b, scorer=scorer, ood_set=o, metric=metric)}
             for a, b, text in (CLAIMS if claims is None else claims) if a in present and b in present for o in sets]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=FINDINGS_COLUMNS)
+
+
+#: The columns of :func:`findings` (also when no claim's two methods ran).
+FINDINGS_COLUMNS = ["claim", "a", "b", "scorer", "ood_set", "metric", "mean_a", "std_a", "mean_b", "std_b", "diff",
+                    "verdict"]
 
 
 def write_findings(found: pd.DataFrame, out_dir: str | Path, *, label: str = "") -> list[Path]:
-    """``findings.csv`` and ``findings.md``: each claim's difference and verdict per OOD set (:func:`compare`)."""
+    """``findings.csv`` and ``findings.md``: each claim's difference and verdict per OOD set (:func:`compare`); with
+    no claim whose two methods ran, the header row and a sentence saying so."""
     out = Path(out_dir)
     found.to_csv(out / "findings.csv", index=False, float_format="%.2f")
+    if found.empty:
+        _write(out / "findings.md", f"No claim of ood.tables.CLAIMS compares two methods this pipeline ran. {label}\n")
+        return [out / "findings.csv", out / "findings.md"]
     t = found.assign(**{"a (mean ± std)": [f"{m:.2f} ± {s:.2f}" for m, s in zip(found.mean_a, found.std_a)],
                         "b (mean ± std)": [f"{m:.2f} ± {s:.2f}" for m, s in zip(found.mean_b, found.std_b)],
                         "a - b": found["diff"].round(2)})

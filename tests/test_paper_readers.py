@@ -127,3 +127,12 @@ def test_benchmark_download_key_reaches_every_reader(monkeypatch):
     with pytest.raises(config.ParamError, match="benchmark.download"):
         benchmark.load_benchmark(params, "cifar10")
     assert "download" not in params["profiles"]["synthetic"]["benchmark"]
+
+
+def test_the_imagenet_auxiliary_sets_are_registry_entries():
+    """The data stage describes every set it loaded by name, the ImageNet profile's auxiliary outliers included."""
+    for name in benchmark.IMAGENET_AUX:
+        info = registry.dataset_info(name)
+        assert info.kind == "aux" and info.resolution == "full" and "\n" not in registry.describe(name)
+        with pytest.raises(ValueError, match="full-resolution"):
+            load(name, "train")

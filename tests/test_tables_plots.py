@@ -138,6 +138,16 @@ def test_compare_calls_a_difference_only_beyond_the_summed_spread(tmp_path):
     assert list(r.index) == ["a"] and r.loc["a", "mean"] == 50.0
 
 
+def test_findings_of_a_pipeline_that_ran_no_claims_pair_say_so(tmp_path):
+    """A reduced pipeline (e.g. ce and greg only: no claim compares those two) still writes both findings files."""
+    agg = tables.aggregate_metrics(_per_seed())
+    found = tables.findings(agg, [("x", "ce", "absent")])
+    assert found.empty and list(found.columns) == tables.FINDINGS_COLUMNS
+    assert tables.write_findings(found, tmp_path) == [tmp_path / "findings.csv", tmp_path / "findings.md"]
+    assert "No claim" in (tmp_path / "findings.md").read_text()
+    assert (tmp_path / "findings.csv").read_text().startswith("claim,a,b,")
+
+
 def _line_props(ax):
     return [(list(ln.get_xdata()), list(ln.get_ydata()), ln.get_color(), ln.get_linestyle(), ln.get_linewidth(),
              ln.get_marker(), ln.get_label()) for ln in ax.get_lines()]

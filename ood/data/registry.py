@@ -282,6 +282,20 @@ _register(
         notes="Put (or symlink) the ImageFolder layout at <root>/imagenet/train/<wnid>/*.JPEG and "
               "<root>/imagenet/val/<wnid>/*.JPEG.",
     ),
+    *(DatasetInfo(
+        name=name, kind="aux", title=title, splits=None,
+        files=(FileInfo("imagenet", "https://image-net.org/download.php (login; licence terms)", None,
+                        "not downloadable automatically"),),
+        resolution="full",
+        preprocessing="full resolution; streamed from <root>/imagenet/train/<wnid>/ (ood.benchmark, FolderDataset) "
+                      "with the profile's training transform; labels -1",
+        citation="Russakovsky et al., ImageNet Large Scale Visual Recognition Challenge, IJCV 2015; the class rule of "
+                 "Greg-OOD (github.com/o4lc/Greg-OOD, ood/imagenet_subsets.yaml)",
+        notes=f"The ImageNet profile's auxiliary outliers: the classes ood.benchmark.imagenet_aux_classes({name!r}).")
+      for name, title in (("imagenet-other", "ImageNet-1k training images of every class outside the ID subset "
+                                             "(GReg's ImageNet auxiliary outliers)"),
+                          ("imagenet-aux100", "ImageNet-1k training images of the 100 classes of "
+                                              "imagenetAuxClassAndIndex.pth (100 <= perm < 200)"))),
     _mos_entry("inaturalist", "iNaturalist", "md5:5be6ea8aa027d7b631916427b32cb335",
                "Van Horn et al., The iNaturalist Species Classification and Detection Dataset, CVPR 2018"),
     _mos_entry("sun", "SUN", "md5:8469c3ada62211477954ec1be53b12d0",
