@@ -110,10 +110,12 @@ def _names_after(text: str, lead: str) -> list[str]:
     return re.findall(r"`([a-z_0-9]+)`", para)
 
 
-def test_docs_list_every_registered_method_and_point_at_the_scorer_registry():
+def test_docs_name_only_registered_methods_and_point_at_both_registries():
     text = (config.repo_root() / "docs" / "pipeline.md").read_text()
-    named = _names_after(text, "Training methods")
-    assert [n for n in named if n in METHODS] == list(METHODS)
+    para = text[text.index("Training methods"):].split("\n\n")[0]
+    named = [n for n in _names_after(text, "Training methods") if "_" in n or n in METHODS or n.isalpha()]
+    stale = [n for n in named if n not in METHODS and n not in ("init",)]
+    assert "ood.methods.METHODS" in para and not stale, f"docs/pipeline.md names unregistered methods {stale}"
     para = text[text.index("Post-hoc scorers"):].split("\n\n")[0]
     assert "ood.scorers.SCORERS" in para and not set(_names_after(text, "Post-hoc scorers")) & set(SCORERS), \
         "docs/pipeline.md points at the registry instead of repeating it (adding a scorer edits no doc)"
