@@ -93,3 +93,94 @@ def fpr95_interval(id_scores, ood_scores, *, tpr: float = 0.95, n_boot: int = 10
     alpha = (1 - level) / 2
     lo, hi = np.percentile(out, [100 * alpha, 100 * (1 - alpha)])
     return float(lo), float(hi)
+
+
+#: What the screens are and are not: the first paragraph of ``screens.md`` and the note under ``findings.md``.
+SCREEN_NOTE = ("These are screens, not significance tests: with three seeds (or two) no rule of this kind controls an "
+               "error rate. Unpaired (findings.md): a difference of the means is called only when it exceeds the sum "
+               "of the two methods' seed standard deviations. Paired (methods whose seed s starts from the same "
+               "checkpoint): the per-seed differences must agree in sign in every seed and their mean must exceed "
+               "their own standard deviation.")
+
+
+def best_scorers(metrics: pd.DataFrame, *, metric: str = "fpr95", ood_set: str = "average") -> dict[str, str]:
+    """Each method's best scorer by its mean ``metric`` on ``ood_set`` (lowest FPR95; ties: the first in the
+    metrics' order)."""
+    m = metrics[(metrics["seed"].astype(str) == "mean") & (metrics["ood_set"] == ood_set)]
+    out = {}
+    for method, g in m.groupby("method", sort=False):
+        out[method] = g.loc[g[metric].idxmin() if metric.startswith("fpr") else g[metric].idxmax(), "scorer"]
+    return out
+
+
+def _cell(metrics: pd.DataFrame, method: str, scorer: str, ood_set: str, metric: str) -> tuple[float, float]:
+    def one(stat):
+        r = metrics[(metrics["seed"].astype(str) == stat) & (metrics["method"] == method)
+                    & (metrics["scorer"] == scorer) & (metrics["ood_set"] == ood_set)][metric]
+        return float(r.iloc[0]) if len(r) == 1 else float("nan")
+    std = one("std")
+    return one("mean"), 0.0 if pd.isna(std) else std
+
+
+def posthoc_findings(metrics: pd.DataFrame, scorers: list[str], *, a: str = "bfm", b: str = "ce",
+                     ood_sets: list[str] | None = None, metric: str = "fpr95") -> pd.DataFrame:
+    """BFM's claim of compatibility with post-hoc scores, screened (unpaired, summed stds): ``a`` against ``b``
+    under every scorer, and each method's best scorer (:func:`best_scorers`) against ``b``'s best, on every OOD set
+    and the average. Empty when ``a`` or ``b`` did not run."""
+    present = set(metrics["method"])
+    if a not in present or b not in present:
+        return pd.DataFrame(columns=["comparison", "a", "scorer_a", "b", "scorer_b", "ood_set", "mean_a", "std_a",
+                                     "mean_b", "std_b", "diff", "verdict"])
+    sets = ood_sets or list(dict.fromkeys(metrics["ood_set"]))
+    best = best_scorers(metrics, metric=metric)
+    pairs = [(f"{a} vs {b} under {s}", a, s, b, s) for s in scorers]
+    pairs += [(f"{m} ({best[m]}) vs {b} ({best[b]}), each with its best scorer", m, best[m], b, best[b])
+              for m in best if m != b]
+    rows = []
+    for text, ma, sa, mb, sb in pairs:
+        for o in sets:
+            (mean_a, std_a), (mean_b, std_b) = _cell(metrics, ma, sa, o, metric), _cell(metrics, mb, sb, o, metric)
+            diff = mean_a - mean_b
+            clear = not pd.isna(diff) and abs(diff) > std_a + std_b
+            rows.append({"comparison": text, "a": ma, "scorer_a": sa, "b": mb, "scorer_b": sb, "ood_set": o,
+                         "mean_a": mean_a, "std_a": std_a, "mean_b": mean_b, "std_b": std_b, "diff": diff,
+                         "verdict": ("lower" if diff < 0 else "higher") if clear else "no clear difference"})
+    return pd.DataFrame(rows)
+
+
+def write_screens(per_seed: pd.DataFrame, metrics: pd.DataFrame, claims: list[tuple[str, str, str]], out_dir,
+                  *, scorers: list[str], init: dict[str, str | None], label: str = "",
+                  metric: str = "fpr95") -> list:
+    """``findings_paired.csv``, ``findings_posthoc.csv`` and ``screens.md``: the paired screen of every claim whose
+    methods share their starting checkpoints (``init``: each method's starting method as the profile runs it), and
+    the post-hoc screen (:func:`posthoc_findings`), with :data:`SCREEN_NOTE`."""
+    from pathlib import Path
+
+    out = Path(out_dir)
+    pf = paired_findings(per_seed, claims, init=init, metric=metric)
+    ph = posthoc_findings(metrics, scorers, metric=metric)
+    pf.to_csv(out / "findings_paired.csv", index=False, float_format="%.2f")
+    ph.to_csv(out / "findings_posthoc.csv", index=False, float_format="%.2f")
+    text = (f"# Screens of the papers' claims ({metric.upper()}, %)\n\n" + " ".join(filter(None, [label, SCREEN_NOTE]))
+            + "\n\n")
+    text += "## Paired by seed (energy score)\n\n"
+    if pf.empty:
+        text += "No claim compares two methods that share their starting checkpoints here.\n\n"
+    else:
+        t = pf.assign(**{"mean ± std of a - b": [f"{m:.2f} ± {s:.2f}" for m, s in zip(pf.mean_diff, pf.std_diff)],
+                         "seeds agreeing": [f"{g} of {n}" for g, n in zip(pf.agree, pf.n_seeds)]})
+        for claim, g in t.groupby("claim", sort=False):
+            text += (f"**Claim: {claim}.**\n\n"
+                     + g[["a", "b", "ood_set", "mean ± std of a - b", "seeds agreeing", "verdict"]].to_markdown(
+                         index=False) + "\n\n")
+    text += "## BFM and the post-hoc scores (unpaired: BFM and CE both train from scratch)\n\n"
+    if ph.empty:
+        text += "BFM or CE did not run here.\n"
+    else:
+        avg = ph[ph["ood_set"] == "average"].assign(
+            **{"a (mean ± std)": lambda d: [f"{m:.2f} ± {s:.2f}" for m, s in zip(d.mean_a, d.std_a)],
+               "b (mean ± std)": lambda d: [f"{m:.2f} ± {s:.2f}" for m, s in zip(d.mean_b, d.std_b)]})
+        text += ("Average over the OOD sets; every set is in findings_posthoc.csv.\n\n"
+                 + avg[["comparison", "a (mean ± std)", "b (mean ± std)", "verdict"]].to_markdown(index=False) + "\n")
+    (out / "screens.md").write_text(text)
+    return [out / "findings_paired.csv", out / "findings_posthoc.csv", out / "screens.md"]

@@ -227,7 +227,8 @@ def write_findings(found: pd.DataFrame, out_dir: str | Path, *, label: str = "")
     cols = ["a", "b", "ood_set", "a (mean ± std)", "b (mean ± std)", "a - b", "verdict"]
     text = (f"Method a against method b, {found.metric.iloc[0].upper()} of the {found.scorer.iloc[0]} score (%). "
             f"{label} A difference is a finding only when it exceeds the sum of the two seed standard deviations; "
-            "else 'no clear difference'.\n\n")
+            "else 'no clear difference'. This is a coarse screen, not a significance test at three seeds; "
+            "screens.md pairs the methods that share their seeds' starting checkpoints.\n\n")
     for claim, g in t.groupby("claim", sort=False):
         text += f"**Claim: {claim}.**\n\n" + g[cols].to_markdown(index=False) + "\n\n"
     _write(out / "findings.md", text)

@@ -77,3 +77,36 @@ def test_bootstrap_resamples_by_the_fpr95_rule():
         screen.fpr95_interval(id_s, ood_s, n_boot=5)
     with pytest.raises(ValueError, match="finite"):
         screen.fpr95_interval(id_s, np.array([np.nan]))
+
+
+def _agg(values: dict[tuple[str, str], tuple[float, float]], sets=("x", "average")):
+    rows = []
+    for (m, s), (mean, std) in values.items():
+        for o in sets:
+            rows += [{"method": m, "scorer": s, "ood_set": o, "seed": "mean", "fpr95": mean},
+                     {"method": m, "scorer": s, "ood_set": o, "seed": "std", "fpr95": std}]
+    return pd.DataFrame(rows)
+
+
+def test_posthoc_screen_compares_bfm_under_every_scorer_and_best_against_best():
+    agg = _agg({("ce", "energy"): (60.0, 1.0), ("ce", "knn"): (40.0, 1.0), ("bfm", "energy"): (50.0, 1.0),
+                ("bfm", "knn"): (45.0, 5.0)})
+    assert screen.best_scorers(agg) == {"ce": "knn", "bfm": "knn"}
+    f = screen.posthoc_findings(agg, ["energy", "knn"])
+    avg = f[f.ood_set == "average"].set_index("comparison")
+    assert avg.loc["bfm vs ce under energy", "verdict"] == "lower"          # 50 vs 60, stds 1 + 1
+    assert avg.loc["bfm vs ce under knn", "verdict"] == "no clear difference"   # 45 vs 40, stds 5 + 1 = 6 > 5
+    best = avg.loc["bfm (knn) vs ce (knn), each with its best scorer"]
+    assert (best.scorer_a, best.scorer_b, best["diff"]) == ("knn", "knn", 5.0)
+    assert screen.posthoc_findings(agg[agg.method == "ce"], ["energy"]).empty
+
+
+def test_write_screens_writes_both_tables_and_says_what_a_screen_is(tmp_path):
+    per_seed = _rows({"greg": [10.0, 11.0, 12.0], "energy_oe": [12.0, 13.5, 13.0]})
+    agg = _agg({("greg", "energy"): (11.0, 1.0), ("energy_oe", "energy"): (12.8, 0.8)}, sets=("average",))
+    written = screen.write_screens(per_seed, agg, [("greg", "energy_oe", "the penalty helps")], tmp_path,
+                                   scorers=["energy"], init={"greg": "ce", "energy_oe": "ce"})
+    assert [p.name for p in written] == ["findings_paired.csv", "findings_posthoc.csv", "screens.md"]
+    md = (tmp_path / "screens.md").read_text()
+    assert "not significance tests" in md and "3 of 3" in md and "BFM or CE did not run here." in md
+    assert pd.read_csv(tmp_path / "findings_paired.csv").verdict.tolist() == ["lower"]
