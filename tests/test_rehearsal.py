@@ -5,7 +5,7 @@ served by a loopback HTTP server that the profile reaches through the mirror mec
 checksums are injected for the test only (``$OOD_TEST_CHECKSUMS``, ood/data/registry.py), across the DVC stages'
 processes; the pipeline is the checkout's ``dvc.yaml``, run by ``python -m dvc repro`` in a throw-away copy with an
 empty data root (ImageNet, which cannot be downloaded, is laid out there as a folder tree). In the copy the profile
-is shrunk (one epoch of two steps, small batches, a 48 px ImageNet input) and the pipeline trains ``ce`` from
+is shrunk (one epoch of two steps, small batches, a 36 px ImageNet input) and the pipeline trains ``ce`` from
 scratch and fine-tunes ``greg`` (outliers and the gradient penalty) from it; every stage and every registered scorer
 runs. Official URLs are never reached: every proxy variable points at a closed loopback port.
 """
