@@ -36,7 +36,7 @@ def test_pipeline_writes_the_tables_with_every_method_seed_and_scorer(pipeline_r
     res = pipeline_root / "results" / prof
     m = pd.read_csv(res / "metrics.csv", dtype={"seed": str})
     assert list(m.columns) == ["benchmark", "method", "seed", "scorer", "ood_set", "fpr95", "auroc", "aupr_in",
-                               "aupr_out"]
+                               "aupr_out", "fpr95_ood_pos"]
     methods = params["pipeline"]["evaluate"]
     scorers = SCORERS   # every registered scorer (no profile narrows them)
     sets = list(params["profiles"][prof]["benchmark"]["ood"]) + ["average"]
@@ -46,7 +46,8 @@ def test_pipeline_writes_the_tables_with_every_method_seed_and_scorer(pipeline_r
     assert set(m.seed) == set(seeds) | {"mean", "std"}
     assert len(m) == len(methods) * len(scorers) * len(sets) * (len(seeds) + 2)
     runs = m[m.seed.isin(seeds)]
-    assert runs[["fpr95", "auroc", "aupr_in", "aupr_out"]].apply(lambda c: c.between(0, 100)).all().all()
+    cols = ["fpr95", "auroc", "aupr_in", "aupr_out", "fpr95_ood_pos"]
+    assert runs[cols].apply(lambda c: c.between(0, 100)).all().all()
     avg = runs[runs.ood_set == "average"].set_index(["method", "scorer", "seed"])
     per = runs[runs.ood_set != "average"].groupby(["method", "scorer", "seed"])[["fpr95", "auroc"]].mean()
     assert ((avg[["fpr95", "auroc"]] - per.loc[avg.index]).abs() < 0.02).all().all()
