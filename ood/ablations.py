@@ -24,7 +24,8 @@ import pandas as pd
 
 from ood import config
 
-__all__ = ["collect", "knob_default", "plot_sweep", "read_sweep", "sweep_path", "sweep_summary", "main"]
+__all__ = ["collect", "collect_seeds", "paired_sweep", "knob_default", "plot_sweep", "read_sweep", "sweep_path",
+           "sweep_summary", "main"]
 
 #: The columns of a sweep table.
 COLUMNS = ["knob", "experiment", "value", "method", "fpr95", "fpr95_std", "auroc", "auroc_std", "id_accuracy",
@@ -41,8 +42,9 @@ def _split_param(param: str) -> tuple[str, list[str]]:
 
 
 def knob_default(param: str, params: dict | None = None):
-    """The value the pipeline uses when the profile does not set the knob: a loss term's or a sampler's default for
-    ``<profile>.method.<m>.terms.<t>.<p>`` / ``.sampler.<p>``, else None."""
+    """The value the pipeline uses when the profile does not set the knob: a loss term's default for
+    ``<profile>.method.<m>.terms.<t>.<p>``, the method's recipe value for ``<profile>.method.<m>.<field>`` (e.g.
+    ``steps_per_epoch``), else None."""
     _, keys = _split_param(param)
     if len(keys) == 6 and keys[1] == "method" and keys[3] == "terms":
         from ood.losses import build_term
@@ -50,6 +52,10 @@ def knob_default(param: str, params: dict | None = None):
         params = params or config.load_params()
         cfg = config.method_config(params, keys[2], keys[0])
         return build_term(keys[4], **(cfg.terms.get(keys[4]) or {})).params.get(keys[5])
+    if len(keys) == 4 and keys[1] == "method":   # a recipe field set per method (steps_per_epoch, lr, ...)
+        params = params or config.load_params()
+        cfg = config.method_config(params, keys[2], keys[0])
+        return getattr(cfg, keys[3], None)
     return None
 
 
@@ -114,6 +120,82 @@ def collect(exp_show: list, param: str, *, match: str | None = None, profile: st
     return pd.DataFrame(rows, columns=COLUMNS).sort_values(["method", "value"], kind="stable").reset_index(drop=True)
 
 
+#: The columns of a sweep's per-seed table (``<sweep>-seeds.csv``).
+SEED_COLUMNS = ["knob", "experiment", "value", "method", "seed", "scorer", "ood_set", "fpr95", "auroc", "id_accuracy"]
+
+
+def _git_text(rev: str, path: str, root: Path | None = None) -> str | None:
+    """``path`` as committed in ``rev`` (an experiment's commit: its ``cache: false`` outputs are in git), or as it
+    is in the working tree for ``rev == "workspace"``; None where it is absent."""
+    root = root or config.repo_root()
+    if rev == "workspace":
+        f = root / path
+        return f.read_text() if f.is_file() else None
+    out = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
+    return out.stdout if out.returncode == 0 else None
+
+
+def collect_seeds(exp_show: list, param: str, *, match: str | None = None, profile: str | None = None,
+                  default=None, scorer: str = "energy", read=None) -> pd.DataFrame:
+    """Every seed's numbers (:data:`SEED_COLUMNS`) of the experiments :func:`collect` keeps: ``scorer``'s FPR95
+    and AUROC on each OOD set and their average, and the ID accuracy, from each experiment's committed
+    ``results/<profile>/metrics.csv`` and ``accuracy.csv`` (``read(rev, path) -> text``, default
+    :func:`_git_text`). The paired screens of a sweep read this table (:func:`paired_sweep`)."""
+    import io
+
+    file, keys = _split_param(param)
+    profile = profile or keys[0]
+    read = read or _git_text
+    rows, seen = [], set()
+    for e in _entries(exp_show):
+        name = e.get("name") or e.get("rev")
+        if e.get("rev") != "workspace" and match and not str(name).startswith(match):
+            continue
+        text = read(e.get("rev"), f"results/{profile}/metrics.csv")
+        if not text:
+            continue
+        value = _lookup(e["data"]["params"], [file, "data", *keys])
+        value = default if value is None else value
+        if (name, value) in seen:
+            continue
+        seen.add((name, value))
+        m = pd.read_csv(io.StringIO(text))
+        m = m[(m["scorer"] == scorer) & ~m["seed"].astype(str).isin(["mean", "std"])]
+        acc_text = read(e.get("rev"), f"results/{profile}/accuracy.csv")
+        acc = pd.read_csv(io.StringIO(acc_text)) if acc_text else pd.DataFrame(columns=["method", "seed"])
+        acc = acc[~acc["seed"].astype(str).isin(["mean", "std"])]
+        acc = {(a.method, int(a.seed)): a.id_accuracy for a in acc.itertuples()}
+        exp = "baseline" if e.get("rev") == "workspace" else name
+        rows += [{"knob": param, "experiment": exp, "value": value, "method": r.method, "seed": int(r.seed),
+                  "scorer": scorer, "ood_set": r.ood_set, "fpr95": r.fpr95, "auroc": r.auroc,
+                  "id_accuracy": acc.get((r.method, int(r.seed)))} for r in m.itertuples()]
+    if not rows:
+        raise config.ParamError(f"no experiment with results/{profile}/metrics.csv matches {match!r}; run the sweep "
+                                "first and wait for dvc queue status to show it done")
+    return pd.DataFrame(rows, columns=SEED_COLUMNS).sort_values(["method", "value", "seed", "ood_set"],
+                                                                 kind="stable").reset_index(drop=True)
+
+
+def paired_sweep(seeds: pd.DataFrame, pairs: list[tuple[str, str]], *, metric: str = "fpr95") -> pd.DataFrame:
+    """The paired screen (:func:`ood.screen.paired`: the per-seed differences a - b, their mean and std, the seeds
+    agreeing in sign, the verdict) of every pair at every value of the knob and on every OOD set of the
+    per-seed table ``seeds`` (:func:`collect_seeds`). Valid where a and b share each seed's starting checkpoint,
+    as the fine-tunes of a sweep from the same CE do."""
+    from ood.screen import paired
+
+    rows = []
+    for value, g in seeds.groupby("value", sort=True):
+        per_seed = g.assign(seed=g["seed"].astype(str))
+        present = set(per_seed["method"])
+        for a, b in pairs:
+            if a not in present or b not in present:
+                continue
+            for o in dict.fromkeys(per_seed["ood_set"]):
+                rows.append({"value": value, **paired(per_seed, a, b, scorer=per_seed["scorer"].iloc[0],
+                                                      ood_set=o, metric=metric)})
+    return pd.DataFrame(rows)
+
+
 def sweep_path(profile: str, sweep: str, root: Path | None = None) -> Path:
     return (root or config.repo_root()) / "results" / profile / "sweeps" / f"{sweep}.csv"
 
@@ -156,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--sweep", required=True, help="the sweep's name (and the experiments' name prefix)")
     e.add_argument("--param", required=True, help="the swept knob, <params file>:<dotted key>")
     e.add_argument("--json", type=Path, default=None, help="a saved dvc exp show --json (default: run it)")
+    e.add_argument("--seeds", action="store_true", help="also <sweep>-seeds.csv: every seed's numbers, read from "
+                   "each experiment's committed results/<profile>/metrics.csv (for the paired screens)")
     args = p.parse_args(argv)
     try:
         if args.json:
@@ -172,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
         print(f"{path}: {table['experiment'].nunique()} experiments x {table['method'].nunique()} methods")
+        if args.seeds:
+            seeds = collect_seeds(shown, args.param, match=args.sweep, default=knob_default(args.param))
+            seeds_path = path.with_name(f"{args.sweep}-seeds.csv")
+            seeds.to_csv(seeds_path, index=False, float_format="%.4g")
+            print(f"{seeds_path}: {len(seeds)} rows (every seed and OOD set, energy score)")
     except (config.ParamError, FileNotFoundError, ValueError, json.JSONDecodeError) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
