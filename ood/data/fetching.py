@@ -16,7 +16,8 @@ names every source tried and why; a source that serves a complete file with the 
 a ``ChecksumError`` naming it. ``extract`` refuses archive members that would land outside the target folder.
 
 The data root is ``$OOD_DATA_ROOT`` or ``<repo>/data`` (git-ignored). ``SHARED_DATA`` is the folder
-``<repo>/../shared/data`` that may sit beside the checkout (official CIFAR files and a TinyImageNet-32 stand-in).
+``<repo>/../shared/data`` that may sit beside the checkout (official CIFAR files; an offline mirror of our derived
+copies of TinyImageNet-32 and DTD-10, which otherwise derive from their official archives, ``folders.derive_set``).
 """
 from __future__ import annotations
 
@@ -329,6 +330,27 @@ def from_mirrors(name: str, fi: FileInfo, root: Path, download: bool) -> Path | 
         raise
 
 
+def try_fetch(name: str, fi: FileInfo, root: Path, mirrors=None, *, official: bool) -> tuple[Path | None, list]:
+    """``root/fi.path`` when it is there (checked: a corrupt file is a ChecksumError), else fetched from the mirrors
+    (``mirror_list(mirrors)``) and, with ``official``, its official URL: ``(path, [])``, or ``(None, tried)`` with
+    the (location, why not) of every source tried when none had it (nothing is left behind). A source serving the
+    wrong file: ChecksumError naming it. For readers that fall back to another source (the derived sets)."""
+    dest = root / fi.path
+    if dest.is_file():
+        verify(dest, fi)
+        return dest, []
+    sources = _sources(fi, mirror_list(mirrors), official)
+    if not sources:
+        return None, []
+    failed = _fetch(name, fi, dest, sources)
+    return (None, failed) if failed else (dest, [])
+
+
+def tried_text(tried: list[tuple[str, str]]) -> str:
+    """``location (why not), ...`` of the sources ``tried``."""
+    return _tried_text(tried)
+
+
 def download_file(name: str, fi: FileInfo, root: Path, mirrors=None) -> Path:
     """Download ``fi`` to ``root/fi.path``: the mirrors first, then its official URL (``fetch``); checksum-checked,
     atomic; failures -> DataMissingError naming every source tried, a wrong file -> ChecksumError."""
@@ -483,6 +505,6 @@ def archive_candidates(info: DatasetInfo, root: Path) -> list[Path]:
     """Where the archive of an image-folder set may be: under ``root``, and in ``SHARED_DATA`` for a set with no URL."""
     fi = info.files[0]
     cands = [root / fi.path]
-    if fi.url is None:  # kept beside the project only (tinyimagenet32, dtd10): the copy in ../shared/data
+    if fi.url is None:  # our derived copies (tinyimagenet32, dtd10): the offline mirror in ../shared/data
         cands.append(SHARED_DATA / Path(fi.path).name)
     return cands
