@@ -308,3 +308,16 @@ def test_the_cifar10_cpu_profile_asks_for_downloads_and_cifar_comes_from_its_off
     c10, c100 = load("cifar10", "test", root, download=True), load("cifar100", "test", root, download=True)
     assert hooked["log"] == ["/official/cifar-10-python.tar.gz", "/official/cifar-100-python.tar.gz"]
     assert len(c10) == len(c100) == toy_archives.N_TEST
+
+
+def test_a_queued_dvc_experiment_reads_the_checkouts_data():
+    """``dvc exp run --queue`` runs each experiment in <checkout>/.dvc/tmp/exps/<tmp>/, a copy without data/: the
+    data root and ../shared/data must stay the checkout's (a real-data sweep failed there with DataMissingError)."""
+    from pathlib import Path
+
+    from ood.data import fetching
+
+    assert fetching.outside_dvc_temp(Path("/home/u/repo/.dvc/tmp/exps/tmpab12/")) == Path("/home/u/repo")
+    assert fetching.outside_dvc_temp(Path("/home/u/repo/.dvc/tmp/exps/tmpab12/ood")) == Path("/home/u/repo")
+    assert fetching.outside_dvc_temp(Path("/home/u/repo")) == Path("/home/u/repo")
+    assert fetching.outside_dvc_temp(Path("/home/u/.dvc/tmp/other")) == Path("/home/u/.dvc/tmp/other")

@@ -41,13 +41,26 @@ from ood.data.registry import MIRRORS_ENV, DatasetInfo, FileInfo, mirror_list
 
 def _checkout() -> Path:
     """The checkout holding this package (``ood.config.repo_root`` from the package's folder, so not the test
-    suite's pipeline copy that ``OOD_ROOT`` names); the working directory for an install without a checkout."""
+    suite's pipeline copy that ``OOD_ROOT`` names); the working directory for an install without a checkout. An
+    experiment queued with ``dvc exp run --queue`` runs in a temporary copy of the checkout under
+    ``<checkout>/.dvc/tmp/exps/``: its data root and ``../shared/data`` are the checkout's
+    (:func:`outside_dvc_temp`)."""
     from ood.config import repo_root
 
     try:
-        return repo_root(Path(__file__).resolve().parent)
+        return outside_dvc_temp(repo_root(Path(__file__).resolve().parent))
     except FileNotFoundError:
-        return Path.cwd()
+        return outside_dvc_temp(Path.cwd())
+
+
+def outside_dvc_temp(path: Path) -> Path:
+    """``<checkout>`` for a path inside ``<checkout>/.dvc/tmp/exps/`` (DVC's workspaces of queued experiments, which
+    hold no data), else ``path``."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return Path(path)
 
 
 DATA_ROOT: Path = Path(os.environ.get("OOD_DATA_ROOT") or _checkout() / "data")
