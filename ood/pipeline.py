@@ -35,7 +35,7 @@ def paths(profile: str, method: str | None = None, root: Path | None = None,
         "figures": root / "figures" / profile,
         "runs": root / "runs" / profile,
         "cache": root / "cache" / profile,
-        "data_root": root / "data",
+        "data_root": config.outside_dvc_temp(root) / "data",   # a queued DVC experiment: the checkout's
     }
     if method:
         p["method_runs"] = p["runs"] / method

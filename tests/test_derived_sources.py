@@ -315,9 +315,38 @@ def test_a_queued_dvc_experiment_reads_the_checkouts_data():
     data root and ../shared/data must stay the checkout's (a real-data sweep failed there with DataMissingError)."""
     from pathlib import Path
 
+    from ood import config, pipeline
+
+    assert config.outside_dvc_temp(Path("/home/u/repo/.dvc/tmp/exps/tmpab12/")) == Path("/home/u/repo")
+    assert config.outside_dvc_temp(Path("/home/u/repo/.dvc/tmp/exps/tmpab12/ood")) == Path("/home/u/repo")
+    assert config.outside_dvc_temp(Path("/home/u/repo")) == Path("/home/u/repo")
+    assert config.outside_dvc_temp(Path("/home/u/.dvc/tmp/other")) == Path("/home/u/.dvc/tmp/other")
+    p = pipeline.paths("cifar10-cpu", root=Path("/home/u/repo/.dvc/tmp/exps/tmpab12"))
+    assert p["data_root"] == Path("/home/u/repo/data")
+    assert p["results"] == Path("/home/u/repo/.dvc/tmp/exps/tmpab12/results/cifar10-cpu")   # outputs stay its own
+
+
+def test_a_second_process_waits_while_a_data_root_is_being_prepared(tmp_path):
+    """The seeds of a stage load their sets in parallel processes; in a queued experiment the data stage does not
+    run first, and two seeds extracting TinyImageNet-32 into one root at once failed (one listed files the other
+    was still writing). ``load`` holds the root's lock: a second process waits until the first lets go."""
+    import subprocess
+    import sys
+    import time
+
     from ood.data import fetching
 
-    assert fetching.outside_dvc_temp(Path("/home/u/repo/.dvc/tmp/exps/tmpab12/")) == Path("/home/u/repo")
-    assert fetching.outside_dvc_temp(Path("/home/u/repo/.dvc/tmp/exps/tmpab12/ood")) == Path("/home/u/repo")
-    assert fetching.outside_dvc_temp(Path("/home/u/repo")) == Path("/home/u/repo")
-    assert fetching.outside_dvc_temp(Path("/home/u/.dvc/tmp/other")) == Path("/home/u/.dvc/tmp/other")
+    code = ("import sys; from ood.data import load; print('ready', flush=True); "
+            "load('synthetic', 'test', sys.argv[1], n=8); print('done', flush=True)")
+    with fetching.data_lock(tmp_path):
+        with fetching.data_lock(tmp_path):   # re-entrant within a process
+            pass
+        proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(1.5)
+            assert proc.poll() is None, "load() did not wait for the lock"
+        except BaseException:
+            proc.kill()
+            raise
+    assert proc.stdout.readline().strip() == "done" and proc.wait(timeout=60) == 0

@@ -21,6 +21,7 @@ copies of TinyImageNet-32 and DTD-10, which otherwise derive from their official
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -44,23 +45,13 @@ def _checkout() -> Path:
     suite's pipeline copy that ``OOD_ROOT`` names); the working directory for an install without a checkout. An
     experiment queued with ``dvc exp run --queue`` runs in a temporary copy of the checkout under
     ``<checkout>/.dvc/tmp/exps/``: its data root and ``../shared/data`` are the checkout's
-    (:func:`outside_dvc_temp`)."""
-    from ood.config import repo_root
+    (``ood.config.outside_dvc_temp``)."""
+    from ood.config import outside_dvc_temp, repo_root
 
     try:
         return outside_dvc_temp(repo_root(Path(__file__).resolve().parent))
     except FileNotFoundError:
         return outside_dvc_temp(Path.cwd())
-
-
-def outside_dvc_temp(path: Path) -> Path:
-    """``<checkout>`` for a path inside ``<checkout>/.dvc/tmp/exps/`` (DVC's workspaces of queued experiments, which
-    hold no data), else ``path``."""
-    parts = Path(path).parts
-    for i in range(len(parts) - 2):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    return Path(path)
 
 
 DATA_ROOT: Path = Path(os.environ.get("OOD_DATA_ROOT") or _checkout() / "data")
@@ -70,6 +61,45 @@ SHARED_DATA: Path = _checkout().parent / "shared" / "data"
 def data_root(root=None) -> Path:
     """``root`` as a path, or ``DATA_ROOT`` (read when called) when None."""
     return Path(root) if root is not None else DATA_ROOT
+
+
+_LOCK_DEPTH: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def data_lock(root: Path):
+    """Hold the lock of data root ``root`` (an exclusive ``fcntl.flock`` on ``<tmp>/ood-data-<hash of the root's
+    path>.lock``, outside the root, so that nothing but data lands there; re-entrant within a process) while a set
+    is prepared and read, so that two processes on one root (the seed workers of a stage, or a queued DVC experiment
+    beside the workspace) never list a folder that the other is extracting. Without ``fcntl`` (Windows) it does
+    nothing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    key = str(Path(root).resolve())
+    if _LOCK_DEPTH.get(key):
+        _LOCK_DEPTH[key] += 1
+        try:
+            yield
+        finally:
+            _LOCK_DEPTH[key] -= 1
+        return
+    lock = Path(tempfile.gettempdir()) / f"ood-data-{hashlib.sha1(key.encode()).hexdigest()[:16]}.lock"
+    try:
+        f = open(lock, "a")
+    except OSError:   # pragma: no cover - no writable temporary folder: nothing to guard with
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        _LOCK_DEPTH[key] = 1
+        try:
+            yield
+        finally:
+            _LOCK_DEPTH[key] = 0
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class DataMissingError(FileNotFoundError):

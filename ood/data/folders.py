@@ -32,6 +32,7 @@ from ood.data.fetching import (
     DataMissingError,
     archive_candidates,
     atomic_save,
+    data_lock,
     data_root,
     download_file,
     extract,
@@ -602,5 +603,6 @@ def load_folder(name: str, root=None, transform=None, *, split: str = "val", dow
                                    f"get it from https://image-net.org (licence) and put (or symlink) the ImageFolder "
                                    f"layout at {folder}/<wnid>/*.JPEG (checksum unverified).")
     else:
-        folder = _locate_folder(info, root, download)
+        with data_lock(root):   # extracted (or derived) by one process at a time
+            folder = _locate_folder(info, root, download)
     return torchvision.datasets.ImageFolder(str(folder), transform=transform)
