@@ -57,6 +57,17 @@ def repo_root(start: Path | None = None) -> Path:
     raise FileNotFoundError(f"no params.yaml found above {here}; run from a checkout of the repository")
 
 
+def outside_dvc_temp(path: Path) -> Path:
+    """``<checkout>`` for a path inside ``<checkout>/.dvc/tmp/exps/`` (the temporary copies of the checkout in which
+    ``dvc exp run --queue`` runs each experiment, without the ignored data folder), else ``path``: a queued
+    experiment reads the checkout's data root and ``../shared/data``."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return Path(path)
+
+
 #: The key of :func:`load_params`' mapping under which every ``profiles/<name>.yaml`` is read, by name: a profile does
 #: not share the top level with the pipeline's own keys (``profile``, ``seeds``, ``device``, ``pipeline``, ...).
 PROFILES_KEY = "profiles"

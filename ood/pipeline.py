@@ -35,7 +35,7 @@ def paths(profile: str, method: str | None = None, root: Path | None = None,
         "figures": root / "figures" / profile,
         "runs": root / "runs" / profile,
         "cache": root / "cache" / profile,
-        "data_root": root / "data",
+        "data_root": config.outside_dvc_temp(root) / "data",   # a queued DVC experiment: the checkout's
     }
     if method:
         p["method_runs"] = p["runs"] / method
@@ -73,10 +73,10 @@ def map_seeds(fn, seeds: list[int], workers: int, on_device: str, **kwargs) -> l
 
     With ``workers`` > 1 (and more than one seed, on the CPU) each seed runs in its own process (``spawn``; ``fn``
     must be a module-level function of the package) with ``ood.repro.THREADS // workers`` threads, so the machine's
-    cores are split between the seeds instead of shared by every operation: on this project's 2-core CPU, two
-    1-thread processes train 1.2x as many images per second as one 2-thread process (SmallNet width 32, depth
-    [1, 2, 2]: 105 s per CIFAR-10 epoch each, side by side, vs 63 s alone; measured 2026-11-29). A seed's numbers
-    then come from 1-thread kernels: bit-reproducible like every pinned run, but not the bits of ``workers: 1``.
+    cores are split between the seeds instead of shared by every operation (small convolutions scale poorly over
+    threads; the measured gain on a 2-core CPU is quoted beside ``seed_workers`` in pipelines/cifar10-cpu/params.yaml).
+    A seed's numbers then come from 1-thread kernels: bit-reproducible like every pinned run, but not the bits of
+    ``workers: 1``.
     On CUDA (``on_device``, as ``config.resolve_device`` resolves it) the seeds run one after the other.
     """
     if (workers <= 1 or len(seeds) <= 1 or str(config.resolve_device(on_device)).startswith("cuda")

@@ -53,6 +53,16 @@ class StageInputs:
         """The profile's one-line note on its benchmark (``benchmark.notes``), for the tables' captions."""
         return self.params["profiles"][self.profile]["benchmark"].get("notes", "")
 
+    @property
+    def average_over(self) -> list[str] | None:
+        """The OOD sets of the ``average`` row (``benchmark.average_over``; None: every set), as the evaluate stage
+        averages them."""
+        return self.params["profiles"][self.profile]["benchmark"].get("average_over")
+
+    def score_files(self) -> dict[tuple[str, int], Path]:
+        """Every (method, seed)'s score cache (``cache/<profile>/<method>/seed<s>.npz``, the evaluate stage's)."""
+        return {(m, s): paths(self.profile, m, seed=s)["scores"] for m in self.methods for s in self.seeds}
+
     def scores(self, methods: list[str], seed: int) -> dict:
         """Every scorer's scores on every set (``ood.artifacts.load_scores``) of one seed's run, by method."""
         return {m: load_scores(paths(self.profile, m, seed=seed)["scores"]) for m in methods}

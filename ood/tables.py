@@ -39,6 +39,7 @@ from ood.aggregate import (
     select_stat,
     with_group_averages,
 )
+from ood.screen import unpaired
 
 __all__ = ["CAPTION", "GROUP_CAPTION", "STATS", "aggregate", "select_stat", "pivot", "write_tables", "summary",
            "compare", "findings", "write_findings", "write_reference", "write_summary", "average_table", "ranked_sets",
@@ -191,8 +192,7 @@ def compare(metrics: pd.DataFrame, a: str, b: str, *, scorer: str = "energy", oo
 
     ma, mb, sa, sb = one("mean", a), one("mean", b), one("std", a), one("std", b)
     sa, sb = (0.0 if pd.isna(x) else x for x in (sa, sb))
-    diff = ma - mb
-    verdict = ("lower" if diff < 0 else "higher") if abs(diff) > sa + sb else "no clear difference"
+    diff, verdict = unpaired(ma, sa, mb, sb)
     return {"a": a, "b": b, "scorer": scorer, "ood_set": ood_set, "metric": metric, "mean_a": ma, "std_a": sa,
             "mean_b": mb, "std_b": sb, "diff": diff, "verdict": verdict}
 

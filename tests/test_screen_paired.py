@@ -110,3 +110,71 @@ def test_write_screens_writes_both_tables_and_says_what_a_screen_is(tmp_path):
     md = (tmp_path / "screens.md").read_text()
     assert "not significance tests" in md and "3 of 3" in md and "BFM or CE did not run here." in md
     assert pd.read_csv(tmp_path / "findings_paired.csv").verdict.tolist() == ["lower"]
+
+
+def _brute_force(id_s, sets, average_over, n_boot, rng, tpr=0.95):
+    """Resample every image one by one (the textbook bootstrap), the oracle of the fast draw."""
+    k = math.ceil(tpr * id_s.size)
+    out = {o: [] for o in [*sets, "average"]}
+    for _ in range(n_boot):
+        t = np.sort(id_s[rng.integers(0, id_s.size, id_s.size)])[::-1][k - 1]     # the k-th largest
+        for o, v in sets.items():
+            out[o].append(100.0 * np.mean(v[rng.integers(0, v.size, v.size)] >= t))
+        out["average"].append(np.mean([out[o][-1] for o in average_over]))
+    return {o: np.array(v) for o, v in out.items()}
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_bootstrap_has_the_distribution_of_resampling_image_by_image(ties):
+    rng = np.random.default_rng(5)
+    id_s, a, b = rng.normal(1.5, 1, 60), rng.normal(0, 1, 40), rng.normal(0.5, 1, 25)
+    if ties:   # scores on a coarse grid: many ties at the threshold, which count as accepted
+        id_s, a, b = (np.round(x * 2) / 2 for x in (id_s, a, b))
+    sets = {"a": a, "b": b}
+    brute = _brute_force(id_s, sets, ["a", "b"], 6000, np.random.default_rng(0))
+    for level in (0.2, 0.5, 0.8, 0.9, 0.95):
+        fast = screen.fpr95_bootstrap(id_s, sets, n_boot=6000, seed=1, level=level)
+        for o in ("a", "b", "average"):
+            lo, hi = np.percentile(brute[o], [50 * (1 - level), 100 - 50 * (1 - level)])
+            # the percentiles of two 6,000-draw samples of one distribution: within a few grid steps (1/25 = 4 %)
+            assert abs(fast[o][0] - lo) <= 4.1 and abs(fast[o][1] - hi) <= 4.1, (o, level, fast[o], (lo, hi))
+
+
+def test_bootstrap_average_uses_one_id_resample_for_every_set():
+    # two identical OOD sets: with one shared ID threshold per replicate the average's interval is narrower than
+    # independent thresholds would make it, and never outside the range of the sets' own
+    rng = np.random.default_rng(2)
+    id_s, v = rng.normal(1, 1, 300), rng.normal(0, 1, 300)
+    ci = screen.fpr95_bootstrap(id_s, {"a": v, "b": v.copy()}, n_boot=2000, seed=0)
+    assert ci["a"][0] <= ci["average"][0] and ci["average"][1] <= ci["a"][1] + 1e-9
+    only_a = screen.fpr95_bootstrap(id_s, {"a": v, "b": v.copy()}, average_over=["a"], n_boot=2000, seed=0)
+    assert only_a["average"] == only_a["a"]
+    with pytest.raises(ValueError, match="average_over"):
+        screen.fpr95_bootstrap(id_s, {"a": v}, average_over=["z"])
+
+
+def test_interval_table_and_its_section(tmp_path):
+    from ood.artifacts import save_scores
+
+    rng = np.random.default_rng(3)
+    files = {}
+    for m, shift in (("ce", 1.0), ("greg", 2.0)):
+        for seed in (0, 1):
+            scores = {}
+            for s in ("energy", "msp"):
+                scores.update({f"{s}/id": rng.normal(shift, 1, 200), f"{s}/near": rng.normal(0, 1, 150),
+                               f"{s}/far": rng.normal(-1, 1, 50)})
+            files[(m, seed)] = tmp_path / f"{m}-{seed}.npz"
+            save_scores(scores, files[(m, seed)])
+    t = screen.interval_table(files, ["near", "far"], n_boot=500)
+    assert list(t.columns) == screen.INTERVAL_COLUMNS and len(t) == 2 * 2 * 2 * 3
+    assert (t.fpr95_lo <= t.fpr95).all() and (t.fpr95 <= t.fpr95_hi).all()
+    z = np.load(files[("greg", 1)])
+    row = t[(t.method == "greg") & (t.seed == 1) & (t.scorer == "msp") & (t.ood_set == "far")].iloc[0]
+    assert row.fpr95 == metrics.fpr_at_tpr(z["msp/id"], z["msp/far"]) and row.n_ood == 50
+    avg = t[(t.method == "greg") & (t.seed == 1) & (t.scorer == "msp") & (t.ood_set == "average")].iloc[0]
+    assert avg.fpr95 == pytest.approx((metrics.fpr_at_tpr(z["msp/id"], z["msp/near"]) + row.fpr95) / 2)
+    assert t.equals(screen.interval_table(files, ["near", "far"], n_boot=500))   # seeded per method/seed/scorer
+    md = screen.interval_section(t)
+    assert md.count("\n| ") == 1 + 4 and "near 150, far 50 images" in md
+    assert f"{row.fpr95:.1f} [" in screen.interval_section(t, scorer="msp")

@@ -12,6 +12,10 @@
   (``iSUN/iSUN_patches/*.jpeg``), ``300K_random_images.npy`` (uint8 (N, 32, 32, 3));
 * the MOS ImageNet OOD sets ``iNaturalist.tar.gz``, ``SUN.tar.gz``, ``Places.tar.gz`` (``<set>/images/*.jpg``).
 
+``dtd_tarball(path)`` and ``tiny_imagenet_zip(path)`` write the official archives the derived sets ``dtd10`` and
+``tinyimagenet32`` are derived from (tests/test_derived_sources.py): more categories than the first-10 rule keeps,
+odd image sizes, files the derivations must ignore, a grayscale JPEG.
+
 ``imagenet_tree(root)`` lays out ``<root>/imagenet/{train,val}/<wnid>/*.JPEG``: 1,000 class folders whose sorted
 order puts GReg's subset classes where ``ood.benchmark``'s permutation rule expects them, so that both the ID subset
 and the ``imagenet-other`` auxiliary classes (one image each) are found. ``build`` returns the
@@ -27,6 +31,7 @@ import io
 import json
 import pickle
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +175,80 @@ def build(folder: Path) -> dict[str, str]:
     table = {k: _md5(p.read_bytes()) for k, p in out.items()}
     table.update({k: _md5(v) for k, v in inner.items()})
     return table
+
+
+#: The first 12 of DTD's 47 categories in sorted order (the derivation of dtd10 keeps the first 10).
+DTD_CATEGORIES = ("banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked",
+                  "crosshatched", "crystalline", "dotted", "fibrous")
+#: (width, height) of the toy DTD images, in turn: both orientations, a long side that floor and round tell apart
+#: (301x451: 32 * 451 / 301 = 47.9), a centre offset with a half (333x300: (35 - 32) / 2 = 1.5), a square.
+DTD_SIZES = ((300, 451), (451, 300), (301, 451), (333, 300), (300, 333), (320, 320))
+
+
+def _smooth(w: int, h: int, seed: int, mode: str = "RGB") -> bytes:
+    """A JPEG of ``w`` x ``h``: random colours at 1/20 of the size, upscaled bicubically (texture-like, small)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(h // 20, 2), max(w // 20, 2), 3), dtype=np.uint8)
+    im = Image.fromarray(small).resize((w, h), Image.BICUBIC)
+    if mode != "RGB":
+        im = im.convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def dtd_tarball(path: Path, categories: int = 12, per_category: int = 2, seed: int = 90) -> Path:
+    """A toy ``dtd-r1.0.1.tar.gz`` in the official layout: ``dtd/images/<category>/<category>_<n>.jpg`` for the first
+    ``categories`` names of ``DTD_CATEGORIES`` (written in reverse order, so that the derivation must sort them),
+    sizes from ``DTD_SIZES`` in turn, the first image grayscale; also files the derivation ignores: a .png and a .txt
+    among the images, ``dtd/labels/labels_joint_anno.txt`` and ``dtd/imdb/imdb.mat``."""
+    members: dict[str, bytes] = {}
+    k = 0
+    for cat in reversed(DTD_CATEGORIES[:categories]):
+        for i in range(per_category):
+            w, h = DTD_SIZES[k % len(DTD_SIZES)]
+            members[f"dtd/images/{cat}/{cat}_{i + 1:04d}.jpg"] = _smooth(w, h, seed + k, "L" if k == 0 else "RGB")
+            k += 1
+    members[f"dtd/images/{DTD_CATEGORIES[0]}/extra.png"] = _jpeg(_noise(1, 40, seed)[0], "PNG")
+    members[f"dtd/images/{DTD_CATEGORIES[1]}/notes.txt"] = b"not an image\n"
+    members["dtd/labels/labels_joint_anno.txt"] = b"banded/banded_0001.jpg banded\n"
+    members["dtd/imdb/imdb.mat"] = b"MATLAB 5.0 MAT-file (toy)"
+    _tar(path, members)
+    return path
+
+
+#: The toy TinyImageNet classes (real wnids of TinyImageNet-200).
+TINY_WNIDS = ("n01443537", "n01629819", "n02099601")
+
+
+def tiny_imagenet_zip(path: Path, per_class: int = 3, seed: int = 95) -> Path:
+    """A toy ``tiny-imagenet-200.zip`` in the official layout: ``tiny-imagenet-200/`` ``wnids.txt``, ``words.txt``,
+    ``train/<wnid>/images/<wnid>_<n>.JPEG`` (64x64, the first one grayscale) and ``train/<wnid>/<wnid>_boxes.txt``,
+    ``val/images/val_0.JPEG`` with ``val/val_annotations.txt``, ``test/images/test_0.JPEG``; fixed times (the same
+    bytes each time)."""
+    base = "tiny-imagenet-200"
+    members: dict[str, bytes] = {f"{base}/wnids.txt": "".join(f"{w}\n" for w in TINY_WNIDS).encode(),
+                                 f"{base}/words.txt": "".join(f"{w}\ttoy class {i}\n"
+                                                             for i, w in enumerate(TINY_WNIDS)).encode()}
+    k = 0
+    for w in TINY_WNIDS:
+        boxes = []
+        for i in range(per_class):
+            members[f"{base}/train/{w}/images/{w}_{i}.JPEG"] = _smooth(64, 64, seed + k, "L" if k == 0 else "RGB")
+            boxes.append(f"{w}_{i}.JPEG\t0\t0\t63\t63\n")
+            k += 1
+        members[f"{base}/train/{w}/{w}_boxes.txt"] = "".join(boxes).encode()
+    members[f"{base}/val/images/val_0.JPEG"] = _smooth(64, 64, seed + 100)
+    members[f"{base}/val/val_annotations.txt"] = f"val_0.JPEG\t{TINY_WNIDS[0]}\t0\t0\t63\t63\n".encode()
+    members[f"{base}/test/images/test_0.JPEG"] = _smooth(64, 64, seed + 101)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for name in sorted({str(Path(n).parent) + "/" for n in members}):
+            zf.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), b"")
+        for name, data in members.items():
+            zf.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
+    return path
 
 
 def _md5(data: bytes) -> str:

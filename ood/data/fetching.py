@@ -16,10 +16,12 @@ names every source tried and why; a source that serves a complete file with the 
 a ``ChecksumError`` naming it. ``extract`` refuses archive members that would land outside the target folder.
 
 The data root is ``$OOD_DATA_ROOT`` or ``<repo>/data`` (git-ignored). ``SHARED_DATA`` is the folder
-``<repo>/../shared/data`` that may sit beside the checkout (official CIFAR files and a TinyImageNet-32 stand-in).
+``<repo>/../shared/data`` that may sit beside the checkout (official CIFAR files; an offline mirror of our derived
+copies of TinyImageNet-32 and DTD-10, which otherwise derive from their official archives, ``folders.derive_set``).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -40,13 +42,16 @@ from ood.data.registry import MIRRORS_ENV, DatasetInfo, FileInfo, mirror_list
 
 def _checkout() -> Path:
     """The checkout holding this package (``ood.config.repo_root`` from the package's folder, so not the test
-    suite's pipeline copy that ``OOD_ROOT`` names); the working directory for an install without a checkout."""
-    from ood.config import repo_root
+    suite's pipeline copy that ``OOD_ROOT`` names); the working directory for an install without a checkout. An
+    experiment queued with ``dvc exp run --queue`` runs in a temporary copy of the checkout under
+    ``<checkout>/.dvc/tmp/exps/``: its data root and ``../shared/data`` are the checkout's
+    (``ood.config.outside_dvc_temp``)."""
+    from ood.config import outside_dvc_temp, repo_root
 
     try:
-        return repo_root(Path(__file__).resolve().parent)
+        return outside_dvc_temp(repo_root(Path(__file__).resolve().parent))
     except FileNotFoundError:
-        return Path.cwd()
+        return outside_dvc_temp(Path.cwd())
 
 
 DATA_ROOT: Path = Path(os.environ.get("OOD_DATA_ROOT") or _checkout() / "data")
@@ -56,6 +61,45 @@ SHARED_DATA: Path = _checkout().parent / "shared" / "data"
 def data_root(root=None) -> Path:
     """``root`` as a path, or ``DATA_ROOT`` (read when called) when None."""
     return Path(root) if root is not None else DATA_ROOT
+
+
+_LOCK_DEPTH: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def data_lock(root: Path):
+    """Hold the lock of data root ``root`` (an exclusive ``fcntl.flock`` on ``<tmp>/ood-data-<hash of the root's
+    path>.lock``, outside the root, so that nothing but data lands there; re-entrant within a process) while a set
+    is prepared and read, so that two processes on one root (the seed workers of a stage, or a queued DVC experiment
+    beside the workspace) never list a folder that the other is extracting. Without ``fcntl`` (Windows) it does
+    nothing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    key = str(Path(root).resolve())
+    if _LOCK_DEPTH.get(key):
+        _LOCK_DEPTH[key] += 1
+        try:
+            yield
+        finally:
+            _LOCK_DEPTH[key] -= 1
+        return
+    lock = Path(tempfile.gettempdir()) / f"ood-data-{hashlib.sha1(key.encode()).hexdigest()[:16]}.lock"
+    try:
+        f = open(lock, "a")
+    except OSError:   # pragma: no cover - no writable temporary folder: nothing to guard with
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        _LOCK_DEPTH[key] = 1
+        try:
+            yield
+        finally:
+            _LOCK_DEPTH[key] = 0
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class DataMissingError(FileNotFoundError):
@@ -329,6 +373,27 @@ def from_mirrors(name: str, fi: FileInfo, root: Path, download: bool) -> Path | 
         raise
 
 
+def try_fetch(name: str, fi: FileInfo, root: Path, mirrors=None, *, official: bool) -> tuple[Path | None, list]:
+    """``root/fi.path`` when it is there (checked: a corrupt file is a ChecksumError), else fetched from the mirrors
+    (``mirror_list(mirrors)``) and, with ``official``, its official URL: ``(path, [])``, or ``(None, tried)`` with
+    the (location, why not) of every source tried when none had it (nothing is left behind). A source serving the
+    wrong file: ChecksumError naming it. For readers that fall back to another source (the derived sets)."""
+    dest = root / fi.path
+    if dest.is_file():
+        verify(dest, fi)
+        return dest, []
+    sources = _sources(fi, mirror_list(mirrors), official)
+    if not sources:
+        return None, []
+    failed = _fetch(name, fi, dest, sources)
+    return (None, failed) if failed else (dest, [])
+
+
+def tried_text(tried: list[tuple[str, str]]) -> str:
+    """``location (why not), ...`` of the sources ``tried``."""
+    return _tried_text(tried)
+
+
 def download_file(name: str, fi: FileInfo, root: Path, mirrors=None) -> Path:
     """Download ``fi`` to ``root/fi.path``: the mirrors first, then its official URL (``fetch``); checksum-checked,
     atomic; failures -> DataMissingError naming every source tried, a wrong file -> ChecksumError."""
@@ -483,6 +548,6 @@ def archive_candidates(info: DatasetInfo, root: Path) -> list[Path]:
     """Where the archive of an image-folder set may be: under ``root``, and in ``SHARED_DATA`` for a set with no URL."""
     fi = info.files[0]
     cands = [root / fi.path]
-    if fi.url is None:  # kept beside the project only (tinyimagenet32, dtd10): the copy in ../shared/data
+    if fi.url is None:  # our derived copies (tinyimagenet32, dtd10): the offline mirror in ../shared/data
         cands.append(SHARED_DATA / Path(fi.path).name)
     return cands

@@ -21,6 +21,7 @@ from ood.data.fetching import (
     ChecksumError,
     DataMissingError,
     atomic_save,
+    data_lock,
     data_root,
     download_file,
     files_under,
@@ -54,15 +55,16 @@ def load(name: str, split: str = "test", root=None, *, seed: int = 0, n: int | N
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ValueError(f"n={n!r} must be None or an integer >= 1")
     root = data_root(root)
-    if name.startswith("synthetic"):
-        _need_32(name, image_size)
-        set_name = split if name == "synthetic" else name[len("synthetic-"):]
-        return _load_synthetic(name, set_name, root, seed, n)
-    if info.folders:
-        ds = load_image_folder(info, root, split, info.decode_size or image_size, download, n=n, seed=seed)
-    else:
-        _need_32(name, image_size)
-        ds = _ARRAY_LOADERS[name](info, root, split, download)
+    with data_lock(root):   # two processes (the seeds of a stage) never prepare one root's files at once
+        if name.startswith("synthetic"):
+            _need_32(name, image_size)
+            set_name = split if name == "synthetic" else name[len("synthetic-"):]
+            return _load_synthetic(name, set_name, root, seed, n)
+        if info.folders:
+            ds = load_image_folder(info, root, split, info.decode_size or image_size, download, n=n, seed=seed)
+        else:
+            _need_32(name, image_size)
+            ds = _ARRAY_LOADERS[name](info, root, split, download)
     return ds.subset(n, seed) if n is not None else ds
 
 

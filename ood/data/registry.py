@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 #: Default sizes of the synthetic sets (``load(..., n=...)`` overrides) [ours: a CPU-sized CIFAR-like benchmark].
 SYNTHETIC_SIZES = {"train": 10000, "test": 2000, "backgrounds": 2000, "novel-objects": 2000, "textures": 2000,
@@ -57,6 +58,8 @@ class DatasetInfo:
     notes: str = ""
     resolution: str = "32"             # "32": load() gives an ArrayDataset; "full": load_folder() only
     decode_size: int | None = None     # image-folder sets decoded at this size whatever image_size load() is given
+    derivation: str = ""               # derived sets: files[1] is the official archive and this the stated transform
+                                       # that ood.data.folders.derive_set applies to it (files[0]: our derived copy)
 
 
 _TV = "torchvision 0.29 source (torchvision/datasets/{})"
@@ -69,6 +72,32 @@ _MOS_CITE = ("Huang & Li, MOS: Towards Scaling Out-of-distribution Detection for
              "(curated 10,000-image OOD subsets, concepts overlapping ImageNet-1k removed)")
 _MOS_URL = "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/"
 _MOS_SRC = "URL: knn-ood README; md5: detectors (edadaltocg) source, one codebase, not recomputed by us"
+
+#: The official DTD archive, read by ``textures``, ``imagenet-textures`` (extracted) and ``dtd10`` (derived from).
+_DTD_ARCHIVE = FileInfo("dtd/dtd-r1.0.1.tar.gz", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
+                        "md5:fff73e5086ae6bdbea199a49dfb8a4c1", _TV.format("dtd.py"), extract_to="dtd")
+#: The official TinyImageNet-200 archive (``tinyimagenet32`` is derived from its training images).
+_TINY_ARCHIVE = FileInfo("tiny-imagenet-200.zip", "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                         "md5:90528d7ca1a48142e341f4ef8d21d0de",
+                         "URL: the official CS231n download; md5: Avalanche source (github.com/ContinualAI/avalanche, "
+                         "avalanche/benchmarks/datasets/tiny_imagenet/tiny_imagenet.py) and other public TinyImageNet "
+                         "downloaders, not recomputed by us")
+#: The stated transforms of the derived sets (``DatasetInfo.derivation``; code: ood.data.folders.derive_set).
+_DTD10_DERIVATION = (
+    "from dtd-r1.0.1.tar.gz: every member dtd/images/<category>/<name>.jpg (suffix .jpg in any case; other files "
+    "ignored) of the first 10 categories in sorted (code-point) order; each decoded by Pillow, convert('RGB'), resized "
+    "so that its shorter side is 32 px, to (32, floor(32 * long / short)), with Image.resize(size, Image.BILINEAR) "
+    "(Pillow's bilinear filter, antialiased when reducing: what torchvision.transforms.functional.resize(img, 32, "
+    "InterpolationMode.BILINEAR, antialias=True) does to a PIL image), centre-cropped to 32x32 at left = round((w - "
+    "32) / 2), top = round((h - 32) / 2) (Python's round, halves to even, as torchvision's center_crop), saved as PNG "
+    "(Pillow's defaults) at dtd10-32/<category>/<name>.png, with dtd10-32/DERIVED.json")
+_TINY_DERIVATION = (
+    "from tiny-imagenet-200.zip: every member tiny-imagenet-200/train/<wnid>/images/<name>.JPEG (the 100,000 training "
+    "images; the boxes files, val/ and test/ ignored); each decoded by Pillow, convert('RGB') (the grayscale ones "
+    "replicated to 3 channels), resized from 64x64 to 32x32 with Image.resize((32, 32), Image.BILINEAR) (Pillow's "
+    "bilinear filter, antialiased when reducing), saved as PNG (Pillow's defaults) at tinyimagenet32/train/<wnid>/"
+    "<name>.png; tiny-imagenet-200/wnids.txt and words.txt copied unchanged to tinyimagenet32/, with "
+    "tinyimagenet32/DERIVED.json")
 
 _CIFAR10_FILES = (
     ("data_batch_1", "c99cafc152244af753f735de768cd75f"), ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
@@ -162,8 +191,7 @@ _register(
     ),
     DatasetInfo(
         name="textures", kind="ood", title="Textures (DTD), all 5,640 images of 47 categories", splits=("test",),
-        files=(FileInfo("dtd/dtd-r1.0.1.tar.gz", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
-                        "md5:fff73e5086ae6bdbea199a49dfb8a4c1", _TV.format("dtd.py"), extract_to="dtd"),),
+        files=(_DTD_ARCHIVE,),
         folders=("dtd/dtd/images", "dtd/images"), transform="resize_crop",
         preprocessing="resize the shorter side to 32 (bilinear, PIL) then center-crop 32x32, as trn.Resize(32), "
                       "trn.CenterCrop(32) in the energy_ood and Greg-OOD test code",
@@ -175,15 +203,21 @@ _register(
         name="dtd10", kind="ood", title="Textures (DTD, 10 categories), 1,200 images at 32x32", splits=("test",),
         files=(FileInfo("dtd10-32.tar.xz", None,
                         "sha256:6a05aff4ab4f882ec1119299c3ab37246f782db6d179bbde15650633026ff477",
-                        "../shared/data/dtd10-32.{tar.xz,sha256} beside the checkout", extract_to=""),),
-        folders=("dtd10-32",), transform="as_is",
-        preprocessing="none here: each image was resized so that its shorter side is 32 px (bilinear, antialiased) "
-                      "and centre-cropped to 32x32 before it was saved as PNG, as the Outlier Exposure code prepares "
-                      "Textures for CIFAR models",
+                        "our derived copy: ../shared/data/dtd10-32.{tar.xz,sha256} beside the checkout (an offline "
+                        "mirror), or <mirror>/dtd10-32.tar.xz", extract_to=""),
+               _DTD_ARCHIVE),
+        folders=("dtd10-32",), transform="as_is", derivation=_DTD10_DERIVATION,
+        preprocessing="derived from the official DTD archive by the stated transform (derivation); read as stored "
+                      "(32x32 PNG), as the Outlier Exposure code prepares Textures for CIFAR models (shorter side to "
+                      "32, centre crop)",
         citation="Cimpoi et al., Describing Textures in the Wild, CVPR 2014.", size={"test": 1200},
         notes="A SUBSET of Textures: every image of the first 10 of DTD's 47 categories (banded ... crystalline, 120 "
-              "each), kept beside the project (../shared/data). Name it 'Textures (DTD, 10 categories)' wherever a "
-              "result uses it; its numbers are not the papers' Textures column (all 5,640 images).",
+              "each). Name it 'Textures (DTD, 10 categories)' wherever a result uses it; its numbers are not the "
+              "papers' Textures column (all 5,640 images). Sources, in order: <root>/dtd10-32, our derived copy "
+              "dtd10-32.tar.xz (under the root, in ../shared/data, at the mirrors; sha256 enforced), else the official "
+              "dtd-r1.0.1.tar.gz (under the root, at the mirrors, or with download=True its URL; md5 enforced), "
+              "derived. A reader's derivation need not be byte-identical to our copy (another JPEG decoder or Pillow "
+              "version), so its numbers may move within the seed spread.",
     ),
     DatasetInfo(
         name="places365", kind="ood", title="Places365 test images, a 10,000-image subset", splits=("test",),
@@ -259,15 +293,24 @@ _register(
         splits=("train",),
         files=(FileInfo("tinyimagenet32-train.tar.xz", None,
                         "sha256:78b12ee3c29de4a458749a014eb6cefea6b225bd9be339da742f03b9451dab02",
-                        "../shared/data/tinyimagenet32-train.{tar.xz,sha256} beside the checkout", extract_to=""),),
-        folders=("tinyimagenet32/train",), transform="as_is",
-        preprocessing="none (32x32 JPEG decoded once; cached as <root>/tinyimagenet32/train-uint8.npy); labels -1",
+                        "our derived copy: ../shared/data/tinyimagenet32-train.{tar.xz,sha256} beside the checkout (an "
+                        "offline mirror), or <mirror>/tinyimagenet32-train.tar.xz", extract_to=""),
+               _TINY_ARCHIVE),
+        folders=("tinyimagenet32/train",), transform="as_is", derivation=_TINY_DERIVATION,
+        preprocessing="derived from the official TinyImageNet-200 archive by the stated transform (derivation); the "
+                      "32x32 images (PNG, or JPEG in our copy) decoded once and cached as "
+                      "<root>/tinyimagenet32/train-uint8.npy; labels -1",
         citation="Le & Yang, Tiny ImageNet Visual Recognition Challenge, CS231N, 2015 (images from ImageNet, "
                  "Russakovsky et al., IJCV 2015).",
         size={"train": 100000},
-        notes="NOT the official files: a re-encoded 32x32 JPEG copy kept beside the project (../shared/data), with no "
-              "public URL; some of its 200 classes overlap CIFAR's. It stands in for 300K random images / ImageNet-RC "
-              "where those cannot be downloaded: say so wherever a result uses it.",
+        notes="Some of its 200 classes overlap CIFAR's. It stands in for 300K random images / ImageNet-RC where those "
+              "cannot be downloaded: say so wherever a result uses it. Sources, in order: <root>/tinyimagenet32/train, "
+              "our derived copy tinyimagenet32-train.tar.xz (under the root, in ../shared/data, at the mirrors; "
+              "sha256 enforced; its images are 32x32 JPEGs re-encoded from the official ones, filter unrecorded), "
+              "else the official tiny-imagenet-200.zip (under the root, at the mirrors, or with download=True its "
+              "URL; md5 enforced), derived to PNG. A reader's derivation is not byte-identical to our copy (ours is "
+              "a re-encoded JPEG; another JPEG decoder or Pillow version), so its numbers may move within the seed "
+              "spread.",
     ),
     DatasetInfo(
         name="imagenet", kind="id", title="ImageNet-1k (ILSVRC-2012), user-provided ImageFolder train/ and val/",
@@ -305,8 +348,7 @@ _register(
         name="imagenet-textures", kind="ood",
         title="Textures (DTD), all 5,640 images, full resolution (ImageNet profile)",
         splits=None,
-        files=(FileInfo("dtd/dtd-r1.0.1.tar.gz", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
-                        "md5:fff73e5086ae6bdbea199a49dfb8a4c1", _TV.format("dtd.py"), extract_to="dtd"),),
+        files=(_DTD_ARCHIVE,),
         folders=("dtd/dtd/images", "dtd/images"), resolution="full",
         preprocessing="full resolution; load_folder with the ImageNet test transform",
         citation="Cimpoi et al., Describing Textures in the Wild, CVPR 2014.", size={"test": 5640},
@@ -398,6 +440,9 @@ def describe(name: str, full: bool = False, mirrors=None) -> str:
     if info.files:
         f = info.files[0]
         src = f"<root>/{f.path} from {f.url or f.source} ({f.checksum or 'checksum unverified'})"
+        if info.derivation and len(info.files) > 1:
+            o = info.files[1]
+            src += f", or derived from the official {Path(o.path).name} ({o.url}, {o.checksum})"
     else:
         src = "generated by ood.synthetic, no download"
     line = f"{info.title} [{info.kind}]; {src}"
@@ -407,9 +452,13 @@ def describe(name: str, full: bool = False, mirrors=None) -> str:
             f"  splits: {', '.join(info.splits) if info.splits else 'one set (split ignored)'}"]
     if info.size:
         rows.append("  size: " + ", ".join(f"{k} {v:,}" for k, v in info.size.items()))
-    for f in info.files:
-        rows.append(f"  file: <root>/{f.path}  from {f.url or 'no public URL'}  "
-                    f"{f.checksum or 'checksum: unverified'}  [{f.source}]")
+    for i, f in enumerate(info.files):
+        what = ("derived copy" if i == 0 else "official archive") if info.derivation else "file"
+        url = f.url or ("no public URL: ours, derived from the official archive below" if info.derivation
+                        else "no public URL")
+        rows.append(f"  {what}: <root>/{f.path}  from {url}  {f.checksum or 'checksum: unverified'}  [{f.source}]")
+    if info.derivation:
+        rows.append(f"  derivation (when only the official archive is found): {info.derivation}")
     if info.folders:
         rows.append("  folder: " + " or ".join(f"<root>/{d}" for d in info.folders))
     ms = mirror_list(mirrors) if info.files else []
