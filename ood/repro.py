@@ -1,13 +1,18 @@
 """Bit-reproducible CPU runs: the instruction set and the thread count every process of the package computes with.
 
-PyTorch picks its CPU kernels by the instruction set of the machine (ATen's vectorized kernels, oneDNN's
-convolutions, MKL's matrix products), and the order of floating-point sums changes with the kernel and with the
-number of threads. On two 2-core x86 CPUs of this project's kind, one with AVX-512 and one with AVX2 only, the same
+PyTorch picks its CPU kernels by the instruction set and the vendor of the machine (ATen's vectorized kernels,
+oneDNN's convolutions, MKL's matrix products), and the order of floating-point sums changes with the kernel and with
+the number of threads. On two 2-core x86 CPUs of this project's kind, one with AVX-512 and one with AVX2 only, the same
 seed trained CE to 98.80% and 97.90% test accuracy, and the methods' ranking flipped. Pinning removes that:
 
 * ``ATEN_CPU_CAPABILITY=avx2``: ATen's AVX2 kernels, also on an AVX-512 CPU;
 * ``ONEDNN_MAX_CPU_ISA=AVX2``: oneDNN's convolutions no wider than AVX2;
-* ``MKL_CBWR=AVX2``: MKL's conditional numerical reproducibility mode (the same sums on every CPU with AVX2);
+* ``MKL_CBWR=COMPATIBLE``: MKL's conditional numerical reproducibility (CNR) mode on its SSE2 branch, the one branch
+  besides ``AUTO`` that MKL honours on non-Intel CPUs (oneMKL Developer Guide, "Specifying Code Branches": settings
+  other than AUTO or COMPATIBLE are available only for Intel processors, and an unavailable branch silently falls back
+  to AUTO). ``MKL_CBWR=AVX2``, used before, ran MKL's AVX2 branch on an Intel Xeon and its AUTO branch on an AMD
+  EPYC, and the synthetic pipeline's CE came out with other bits on the two (measured: ``benchmarks/README.md``).
+  In training MKL computes only the linear head (convolutions are oneDNN's), so the SSE2 branch costs little there;
 * a fixed thread count (:data:`THREADS`, 2): a convolution's weight gradient sums over the batch in per-thread
   chunks, so 1, 2 and 4 threads give three different trainings (measured: ``benchmarks/README.md``).
 
@@ -17,7 +22,9 @@ long as it runs before the first tensor operation. It runs when ``ood`` is impor
 first cell.
 
 What it does not cover: CPUs without AVX2 or of other architectures (ARM, e.g. Apple silicon; the pinning is
-skipped there and the numbers differ), and CUDA (other kernels; not bit-reproducible between GPU models).
+skipped there and the numbers differ), CUDA (other kernels; not bit-reproducible between GPU models), and oneDNN's
+blocking choices, which read the CPU's cache sizes: we know of no case where they moved a bit, but they are the one
+vendor- or model-dependent choice left unpinned.
 ``OOD_CPU_ISA=native`` turns the instruction-set pinning off and ``OOD_THREADS=native`` the thread pinning (all
 cores: faster on a large machine, other bits).
 """
@@ -29,8 +36,9 @@ import sys
 
 __all__ = ["ISA_ENV", "THREADS", "pin", "pinned", "state"]
 
-#: The variables that pin PyTorch's CPU kernels to AVX2 (set only on an x86-64 CPU that has AVX2).
-ISA_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+#: The variables that pin PyTorch's CPU kernels: ATen and oneDNN to AVX2, MKL to its vendor-neutral CNR branch (set
+#: only on an x86-64 CPU that has AVX2).
+ISA_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
 #: The thread count of every pinned process: this project's machines have 2 cores.
 THREADS = 2
 
