@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ood import ablations, config
@@ -102,10 +103,19 @@ def test_the_readme_sweep_table_and_sentences_hold():
     clear = lambda x, y, col: abs(x[col] - y[col]) > x[f"{col}_std"] + y[f"{col}_std"]
     g = ablations.read_sweep("synthetic", "greg-weight", ROOT)
     g = g[g["method"] == "greg"].set_index("value")
-    assert clear(g.loc[10.0], g.loc[300.0], "fpr95") and g.loc[300.0, "fpr95"] < g.loc[10.0, "fpr95"]
     values = sorted(g.index)
-    assert not any(clear(g.loc[a], g.loc[b], "fpr95") for a, b in zip(values, values[1:]))
-    assert not any(clear(g.loc[300.0], g.loc[v], "id_accuracy") for v in values[:-1])
+    assert values == [10.0, 30.0, 100.0, 300.0]
+    assert g.loc[300.0, "fpr95"] < g.loc[10.0, "fpr95"] and not clear(g.loc[10.0], g.loc[300.0], "fpr95")  # unpaired
+    seeds = pd.read_csv(ROOT / "results" / "synthetic" / "sweeps" / "greg-weight-seeds.csv")
+    avg = seeds[(seeds["method"] == "greg") & (seeds["ood_set"] == "average")]
+    fpr = avg.pivot(index="seed", columns="value", values="fpr95")
+    acc = avg.pivot(index="seed", columns="value", values="id_accuracy")
+    assert list(fpr.index) == [0, 1, 2]
+    for lo, hi in zip(values, values[1:]):  # "each step to a larger weight lowers it in all 3 seeds, beyond the spread"
+        d = fpr[hi] - fpr[lo]
+        assert (d < 0).all() and -d.mean() > d.std(ddof=1), (lo, hi, d.tolist())
+    for v in values[:-1]:  # "ID accuracy at 300 is below that at every other weight in every seed"
+        assert (acc[300.0] < acc[v]).all(), v
     b = ablations.read_sweep("synthetic", "bfm-ratio", ROOT)
     for method in ("bfm", "bfm_greg"):
         m = b[b["method"] == method].set_index("value")
