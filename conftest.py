@@ -5,6 +5,12 @@ and a Jupyter kernel start per stage). When the collected tests include one that
 ``dvc repro`` runs in the background - from the start of the session when pytest runs the whole suite (no paths
 given: what the README's test command does), else from the end of collection - and:
 
+* by default it runs **seed 0 alone**: the copy's ``params.yaml`` says ``seeds: [0]``, which costs about a third of
+  the full run, and ``tests/test_pipeline.py`` checks every output of every stage against the md5 that
+  ``tests/golden/synthetic-seed0.yaml`` records for that run, and seed 0's rows against the committed three-seed
+  results. When a selected test is marked ``full_pipeline`` (``pytest -m ""`` selects every test; pyproject.toml's
+  ``-m "not full_pipeline"`` leaves them out), it runs every seed, and those tests compare the outputs with the
+  committed ones byte for byte (docs/maintainers.md);
 * it runs in a **copy** of the working tree (tracked and untracked, not ignored, files and ``.git``) under the
   system's temporary folder, :data:`PIPELINE_ROOT`, sharing the checkout's DVC cache: the checkout itself is never
   written, so ``git status`` is as clean after the suite as before it. ``OOD_ROOT`` points every notebook kernel
@@ -15,16 +21,25 @@ given: what the README's test command does), else from the end of collection - a
   ``SCHED_IDLE``, else ``nice 19``): the pipeline keeps both cores when it computes, and the unit tests fill the
   gaps when it does not. Thread count and priority are restored once the pipeline has finished.
 
-DVC is run as ``python -m dvc`` with this interpreter; when it is not importable the pipeline's tests are skipped
-with the reason. Under pytest-xdist only one process may start it, so a worker refuses. A pipeline still running
-after :data:`PIPELINE_TIMEOUT_S` seconds is stopped and its tests fail with "timed out". A failed ``dvc repro``
-fails them with the end of its output. If the session ends first (``-x``, Ctrl-C), the background pipeline is
+The pipeline runs through the entry point a newcomer uses: the README's Quickstart command (its ```` ```bash
+quickstart```` block) after its install part, which the test command has already done, run by ``bash`` in the copy
+with the ``PATH`` a newcomer has: this interpreter's folder (``.venv/bin``) and ``VIRTUAL_ENV`` removed, and the
+copy's ``.venv`` a link to the install this interpreter belongs to, as in a clone where ``scripts/install.sh`` ran. A
+stage that works only with the venv on the ``PATH`` then fails every pipeline test. When this interpreter is not a
+virtual environment (a conda environment, say), the pipeline runs ``python -m dvc repro`` with ``OOD_PYTHON`` set to
+it instead, and ``tests/test_pipeline.py::test_the_quickstart_ran_as_written`` is skipped with the reason. Other
+DVC commands of the tests run as ``python -m dvc`` with this interpreter; when DVC is not importable the pipeline's
+tests are skipped with the reason. Under pytest-xdist only one process may start it, so a worker refuses. A pipeline
+still running after :data:`PIPELINE_TIMEOUT_S` seconds is stopped and its tests fail with "timed out". A failed
+``dvc repro`` fails them with the end of its output. If the session ends first (``-x``, Ctrl-C), the background
+pipeline is
 stopped.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -45,6 +60,8 @@ ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 DVC = (sys.executable, "-m", "dvc")
 #: Seconds the background ``dvc repro`` may take before it is stopped (a fresh run takes about 10 minutes).
 PIPELINE_TIMEOUT_S = int(os.environ.get("OOD_PIPELINE_TIMEOUT_S", "2400"))
+#: The -m expression of pyproject.toml's addopts: the full pipeline's tests are left out unless asked for.
+DEFAULT_MARKEXPR = "not full_pipeline"
 #: The throw-away copy the pipeline runs in (set when it starts).
 PIPELINE_ROOT: Path | None = None
 
@@ -58,6 +75,33 @@ STAGE_NOTEBOOKS = ("01_data", "02_train", "03_evaluate", "04_tables", "05_figure
 # does not run (the tour, the ablations).
 collect_ignore = [f"notebooks/{n}.ipynb" for n in STAGE_NOTEBOOKS]
 collect_ignore_glob = ["notebooks/executed/*"]
+
+
+def quickstart_command(readme: Path = ROOT / "README.md") -> tuple[str, str]:
+    """The README's Quickstart (its ```` ```bash quickstart```` block) split into its install part and the rest."""
+    lines, inside = [], False
+    for line in readme.read_text().splitlines():
+        if line.strip() == "```bash quickstart":
+            inside = True
+        elif inside and line.startswith("```"):
+            break
+        elif inside:
+            lines.append(line)
+    command = " ".join(x.strip() for x in lines if x.strip())
+    install, sep, rest = command.partition(" && ")
+    if not sep or install != "bash scripts/install.sh":
+        raise pytest.UsageError(f"README.md: the ```bash quickstart block must read 'bash scripts/install.sh && "
+                                f"<command>', found {command!r}")
+    return install, rest
+
+
+def newcomer_env() -> dict:
+    """This process's environment with the ``PATH`` a newcomer has: without this interpreter's folder (the
+    install's ``.venv/bin``) and without ``VIRTUAL_ENV``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "OOD_PYTHON")}
+    keep = [d for d in env.get("PATH", "").split(os.pathsep) if d and Path(d).resolve() != BIN.resolve()]
+    env["PATH"] = os.pathsep.join(keep)
+    return env
 
 
 def needs_pipeline(item: pytest.Item) -> bool:
@@ -75,6 +119,20 @@ def pytest_configure(config):
                                        "them with `pytest -m cuda`")
     config.addinivalue_line("markers", "rehearsal: a GPU-machine or paper-profile path rehearsed on the CPU at toy "
                                        "size (`pytest -m rehearsal` runs them alone)")
+    config.addinivalue_line("markers", "full_pipeline: compares the pipeline's run of every seed with the committed "
+                                       "results; selecting one makes the suite run the whole pipeline instead of seed "
+                                       "0 alone (`pytest -m \"\"` runs every test; docs/maintainers.md)")
+    config.addinivalue_line("markers", "slow: a unit test that takes more than about 10 s on a 2-core CPU (real data, "
+                                       "whole notebooks, toy pipelines); the fast lane, `pytest tests -m \"not "
+                                       "pipeline and not slow and not rehearsal\"`, leaves them out")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_itemcollected(item):
+    """Every test that needs the pipeline carries the ``pipeline`` marker (a notebook, a test taking ``repro``), so
+    that ``-m "not pipeline"`` leaves them all out, and with them the background ``dvc repro``."""
+    if needs_pipeline(item) and item.get_closest_marker("pipeline") is None:
+        item.add_marker(pytest.mark.pipeline)
 
 
 @pytest.hookimpl(trylast=True)
@@ -94,19 +152,26 @@ def _wanted(config) -> bool:
     return not config.option.collectonly and dvc_available()
 
 
+def full_pipeline_wanted(items) -> bool:
+    """The full pipeline (every seed) runs when a selected test is marked ``full_pipeline``; else seed 0 alone."""
+    return any(i.get_closest_marker("full_pipeline") is not None for i in items)
+
+
 def pytest_sessionstart(session):
     config = session.config
-    if config.args_source == pytest.Config.ArgsSource.TESTPATHS and _wanted(config):
-        _start_pipeline()  # the whole suite: its notebooks need the pipeline; collecting takes 10 s more
+    if (config.args_source == pytest.Config.ArgsSource.TESTPATHS and _wanted(config)
+            and config.option.markexpr.replace(" ", "") == DEFAULT_MARKEXPR.replace(" ", "")):
+        _start_pipeline(full=False)  # the whole suite: its notebooks need the pipeline; collecting takes 10 s more
 
 
 def pytest_collection_finish(session):
     needed = _wanted(session.config) and any(needs_pipeline(i) for i in session.items)
-    if needed and "proc" not in _bg:
-        _start_pipeline()
-    elif not needed and "proc" in _bg:  # started at session start, but -k/-m deselected every test that needs it
+    full = full_pipeline_wanted(session.items)
+    if "proc" in _bg and (not needed or full != _bg["full"]):  # started at session start, but -k/-m said otherwise
         _stop(_bg.pop("proc"))
         _restore_priority()
+    if needed and "proc" not in _bg:
+        _start_pipeline(full=full)
 
 
 def _copy_checkout() -> Path:
@@ -127,17 +192,32 @@ def _copy_checkout() -> Path:
     return dest
 
 
-def _start_pipeline() -> None:
+def _start_pipeline(full: bool = False) -> None:
     global PIPELINE_ROOT
     if os.environ.get("PYTEST_XDIST_WORKER"):
         raise pytest.UsageError("the pipeline's tests cannot run under pytest-xdist workers (each would start its "
                                 "own `dvc repro`); run them without -n, or deselect them with -m 'not pipeline'")
     PIPELINE_ROOT = _copy_checkout()
+    _bg["full"] = full
+    if not full:  # seed 0 alone: the copy's params.yaml says so (tests/test_pipeline.py checks it against the golden)
+        params = PIPELINE_ROOT / "params.yaml"
+        text, n = re.subn(r"^seeds: \[[^\]]*\]", "seeds: [0]", params.read_text(), count=1, flags=re.M)
+        if n != 1:
+            raise pytest.UsageError("params.yaml: no `seeds: [...]` line for the suite's one-seed run to set")
+        params.write_text(text)
     os.environ["OOD_ROOT"] = ENV["OOD_ROOT"] = str(PIPELINE_ROOT)
+    env = {**newcomer_env(), "OOD_ROOT": str(PIPELINE_ROOT)}
+    venv = BIN.parent
+    if (venv / "pyvenv.cfg").is_file():  # as in a clone where scripts/install.sh ran: the copy's .venv is the install
+        (PIPELINE_ROOT / ".venv").symlink_to(venv, target_is_directory=True)
+        cmd = ["bash", "-c", quickstart_command()[1]]
+        _bg["quickstart"] = cmd[2]
+    else:
+        env["OOD_PYTHON"] = sys.executable
+        cmd = [*DVC, "repro"]
     log = tempfile.NamedTemporaryFile("w+", prefix="dvc-repro-", suffix=".log", delete=False)
-    _bg.update(log=log, start=time.monotonic(), proc=subprocess.Popen(
-        [*DVC, "repro"], cwd=PIPELINE_ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True))
+    _bg.update(log=log, start=time.monotonic(), env=env, proc=subprocess.Popen(
+        cmd, cwd=PIPELINE_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True))
     try:
         import torch
 
@@ -158,7 +238,7 @@ def wait_for_pipeline() -> subprocess.CompletedProcess:
     """Wait for the background ``dvc repro``; its output as a CompletedProcess, or AssertionError if it failed."""
     if "result" not in _bg:
         if "proc" not in _bg:  # collection starts it when a selected test needs it; any other caller, here
-            _start_pipeline()
+            _start_pipeline(full=True)
         proc, log = _bg["proc"], _bg["log"]
         left = PIPELINE_TIMEOUT_S - (time.monotonic() - _bg["start"])
         timed_out = False

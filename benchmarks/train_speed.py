@@ -63,7 +63,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ood.config import TrainConfig, load_params, method_config
+from ood.config import TrainConfig, load_params, method_config, model_spec as config_model_spec, profile_params
 from ood.data import DATA_ROOT, SHARED_DATA, ArrayDataset, DataMissingError, load
 from ood.losses import GradPenalty, StepOutputs, build_term
 from ood.models import MODELS, OODNet
@@ -132,17 +132,14 @@ def method_spec(params: dict, method: str, batch_size: int) -> MethodSpec:
 
 
 def model_spec(params: dict, name: str) -> dict:
-    """``{"name", "num_classes", "mean", "std", "kwargs"}`` of ``name``: the model block of the first profile of
-    profiles/*.yaml that names this model (synthetic, then PROFILE), else the model's defaults with CIFAR-10
-    statistics."""
+    """``{"name", "num_classes", "mean", "std", "kwargs"}`` of ``name``: :func:`ood.config.model_spec` of the first
+    profile (synthetic, then PROFILE) whose model block names this model, else the model's defaults with CIFAR-10
+    statistics. ``params`` is the pipeline's params (``load_params``: the profiles under ``params["profiles"]``)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
     for profile in ("synthetic", PROFILE):
-        block = dict(params.get(profile, {}).get("model", {}))
-        if block.get("name") == name:
-            mean, std = block.pop("mean"), block.pop("std")
-            block.pop("name")
-            return {"name": name, "num_classes": 10, "mean": list(mean), "std": list(std), "kwargs": block}
+        if profile_params(params, profile)["model"]["name"] == name:
+            return config_model_spec(params, profile)
     return {"name": name, "num_classes": 10, "mean": [0.4914, 0.4824, 0.4467], "std": [0.2471, 0.2435, 0.2616],
             "kwargs": {}}
 

@@ -12,9 +12,9 @@ on N processes, or evaluates with the sets split between them (``ood.distributed
 
 ``--seed S`` runs one seed (default: the params file's ``seeds``); each seed runs in ``<run-dir>/seeds/<S>/``. With
 no ``--run-dir`` the outputs go where the pipeline's go (``runs/<profile>/<method>``, ``results/``, ``cache/``).
-A detector to deploy (``ood.detector``; docs/detector.md): ``fit-detector`` fits one scorer on a seed's run, sets its
-threshold on half the ID test set and reports the achieved ID rate on the other half and each OOD set's FPR;
-``detect`` scores image files with the saved detector (needs only the file, no params)::
+A detector to deploy (``ood.detector``; docs/detector.md): ``fit-detector`` fits one scorer on a seed's run
+(``ood.detector_runs``), sets its threshold on half the ID test set and reports the achieved ID rate on the other
+half and each OOD set's FPR; ``detect`` scores image files with the saved detector (needs only the file, no params)::
 
     python -m ood fit-detector --run runs/synthetic/ce/seeds/0 --scorer energy --tpr 0.95 --out det.pt
     python -m ood detect det.pt photos/ extra.png [--json] [--out rows.csv]
@@ -131,7 +131,8 @@ def _scorer_params(items: list[str]) -> dict:
 
 
 def _fit_detector(args) -> None:
-    from ood.detector import fit_from_run, ood_rates
+    from ood.detector import ood_rates
+    from ood.detector_runs import fit_from_run
 
     params = config.load_params(args.params)
     det, bench = fit_from_run(params, args.run, args.scorer, _scorer_params(args.param), profile=args.profile,
@@ -146,7 +147,8 @@ def _fit_detector(args) -> None:
 
 
 def _detect(args) -> None:
-    from ood.detector import Detector, conversion_note, list_images, read_images, write_rows
+    from ood.cli_detect import conversion_note, list_images, read_images, write_rows
+    from ood.detector import Detector
 
     det = Detector.load(args.detector, device=config.resolve_device(args.device))
     files = list_images(args.inputs)

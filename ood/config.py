@@ -213,9 +213,8 @@ def uses_channels_last(cfg: TrainConfig, device) -> bool:
 
     ``cfg.channels_last`` True or False decides. None (the default) decides by measurement: always on CUDA
     (faster convolutions with bf16 autocast); on CPU only for methods without a gradient penalty, because the
-    double backward through channels_last convolutions is about 2x slower there. Measured on this project's
-    2-core CPU, synthetic profile: GReg fine-tune (40 steps, 128 + 128 images) 57.6 s channels_last vs 29.7 s
-    NCHW; CE from scratch (5 epochs) 49.3 s vs 53.7 s.
+    double backward through channels_last convolutions is slower there (the times: benchmarks/README.md,
+    "Timings behind the code's choices").
     """
     if cfg.channels_last is not None:
         return cfg.channels_last

@@ -30,23 +30,20 @@ and renamed) holds the model spec and state dict, the scorer's name, hyperparame
 (``Scorer.state_dict``), the threshold, the tpr target, the achieved rates with their interval, the input spec and the
 provenance (profile, method, training seed, checkpoint path and sha256).
 
-Inputs (:func:`read_images`, the command ``python -m ood detect``): each file is read with PIL; a mode other than RGB
-(grayscale ``L``, ``RGBA``, palette ``P``, ...) is converted to RGB with PIL's ``convert("RGB")`` (alpha dropped),
-as the profile's folder sets are decoded (``ood.data.folders``); an image not of the detector's input size is resized
-so that its shorter side is ``input["resize"]`` pixels (bilinear, torchvision's ``resize`` on the PIL image, i.e.
-PIL's antialiased bilinear filter) and centre-cropped to ``input["image_size"]`` (the 32x32 profiles: resize 32,
-crop 32; the ImageNet profile: resize 256, crop 224, applied to every image as its test transform does); pixels
-become float in [0, 1] (``/ 255``). Normalization is inside the model (``model.normalize``), as in training.
+This module is the detector alone: it imports the model, the scorers and the metrics, and no pipeline code (no
+params file or profile, benchmark, data reader), so that a saved file loads and scores with ``ood`` alone
+(``tests/test_detector_core.py`` loads one in a fresh process). Fitting on a run of a profile (its fit set and ID
+test set) is :mod:`ood.detector_runs`; reading image files and writing rows for ``python -m ood detect`` is
+:mod:`ood.cli_detect`.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
-import json
 import math
 import os
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -58,18 +55,14 @@ from torch import Tensor
 from ood.metrics import tpr_threshold
 from ood.models import OODNet, build_from_spec
 from ood.numerics import check_number, eval_mode
-from ood.scorers import build_scorer
+from ood.scorers import build_scorer, extract
 
-__all__ = ["Detector", "DetectorError", "fit_detector", "fit_from_run", "run_info", "check_run_profile",
-           "split_halves", "wilson_interval", "ood_rates", "list_images", "read_images", "conversion_note",
-           "write_rows", "IMAGE_SUFFIXES", "FORMAT", "VERSION"]
+__all__ = ["Detector", "DetectorError", "fit_detector", "run_info", "split_halves", "wilson_interval", "ood_rates",
+           "FORMAT", "VERSION"]
 
 #: What a detector file says it is (``blob["format"]``) and the version of its layout.
 FORMAT = "ood-detector"
 VERSION = 1
-
-#: File suffixes :func:`list_images` picks up in a folder (a file named on its own is read whatever its suffix).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
 _BLOB_KEYS = ("format", "version", "model", "state_dict", "scorer", "threshold", "tpr", "calibration", "input",
               "provenance")
@@ -113,18 +106,24 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     # k = 0 and k = n give an endpoint of exactly 0 and 1 (the formula's rounding can miss it by an ulp)
     return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
 
-
 # ----------------------------------------------------------------------------------------------
 # Data in any of the package's forms
 # ----------------------------------------------------------------------------------------------
 
+def _data_sets():
+    """``ood.data``'s ``(ArrayDataset, FolderDataset, Loader)`` when that package is loaded, else None. A data set
+    of it exists only once it is loaded (by whoever built the set), so the detector never imports it (and its
+    readers) itself: an image tensor is scored with ``ood`` alone."""
+    data = sys.modules.get("ood.data")
+    return None if data is None else (data.ArrayDataset, data.FolderDataset, data.Loader)
+
+
 def _batches(data, batch_size: int, device) -> Iterable[tuple[Tensor, Tensor]]:
     """``(x float [0, 1], y int64)`` batches of an ``ArrayDataset`` / ``FolderDataset`` (``ood.data.Loader``), an
     ``(images, labels)`` pair, or an image tensor (labels -1); uint8 images are divided by 255."""
-    from ood.data import ArrayDataset, FolderDataset, Loader
-
-    if isinstance(data, (ArrayDataset, FolderDataset)):
-        yield from Loader(data, batch_size, device=device)
+    sets = _data_sets()
+    if sets is not None and isinstance(data, sets[:2]):
+        yield from sets[2](data, batch_size, device=device)
         return
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
         x, y = data
@@ -240,7 +239,8 @@ class Detector:
         probability)."""
         if isinstance(images, Tensor) and tuple(images.shape[1:]) != self.input_shape:
             raise DetectorError(f"images of shape {tuple(images.shape)} do not match the detector's input "
-                                f"(N, {', '.join(map(str, self.input_shape))}); prepare files with read_images")
+                                f"(N, {', '.join(map(str, self.input_shape))}); prepare files with "
+                                "ood.cli_detect.read_images")
         s, lg = self._outputs(images, batch_size)
         prob, idx = torch.softmax(lg.double(), dim=1).max(dim=1)
         names = self.classes
@@ -328,7 +328,6 @@ class Detector:
         return (f"Detector({self.scorer_name}, threshold={self.threshold:.6g}, tpr={self.tpr}, "
                 f"held_rate={self.calibration.get('held_rate')}, profile={self.input_spec.get('profile')!r})")
 
-
 def fit_detector(source, scorer: str = "energy", scorer_params: dict | None = None, id_fit=None, id_calib=None, *,
                  tpr: float = 0.95, seed: int = 0, device="cpu", batch_size: int = 256, model_spec: dict | None = None,
                  profile: str | None = None, method: str | None = None, classes: Sequence[str] | None = None,
@@ -366,12 +365,11 @@ def fit_detector(source, scorer: str = "energy", scorer_params: dict | None = No
     prov.setdefault("seed", None)
     n = _size_of(id_calib)
     calib_idx, held_idx = split_halves(n, seed)
-    from ood.data import ArrayDataset, FolderDataset
-
-    if isinstance(id_calib, FolderDataset):
+    sets = _data_sets()
+    if sets is not None and isinstance(id_calib, sets[1]):
         size, set_resize = int(id_calib.image_size), int(id_calib.resize)
     else:
-        images = id_calib.images if isinstance(id_calib, ArrayDataset) else (
+        images = id_calib.images if sets is not None and isinstance(id_calib, sets[0]) else (
             id_calib if isinstance(id_calib, Tensor) else id_calib[0])
         size = set_resize = int(images.shape[-1])
     names = classes or getattr(id_fit, "classes", None) or getattr(id_calib, "classes", None)
@@ -381,8 +379,6 @@ def fit_detector(source, scorer: str = "energy", scorer_params: dict | None = No
     if built.needs_fit:
         if id_fit is None:
             raise DetectorError(f"scorer {scorer!r} fits statistics on ID-train features: pass id_fit")
-        from ood.scorers import extract
-
         model = build_from_spec(spec)
         model.load_state_dict(state)
         model = model.to(device).eval()
@@ -423,7 +419,7 @@ def ood_rates(det: Detector, ood_sets: dict, batch_size: int = 256) -> dict[str,
 
 
 # ----------------------------------------------------------------------------------------------
-# Run folders and profiles
+# A run folder's checkpoint
 # ----------------------------------------------------------------------------------------------
 
 def run_info(run_dir) -> dict[str, Any]:
@@ -454,170 +450,3 @@ def run_info(run_dir) -> dict[str, Any]:
     return {"checkpoint": ckpt, "sha256": hashlib.sha256(data).hexdigest(), "spec": spec, "state_dict": state,
             "meta": meta, "method": meta.get("method") or method_dir.name, "seed": seed,
             "profile_in_path": method_dir.parent.name}
-
-
-def _normal(v):
-    return json.loads(json.dumps(v, sort_keys=True, default=str))
-
-
-def check_run_profile(params: dict, info: dict, profile: str | None = None) -> str:
-    """The profile a run belongs to, checked: ``profile`` (``--profile``) if given, else the one its path names.
-    DetectorError when the two disagree, when neither names a known profile, or when the checkpoint's model spec is
-    not the one the profile builds for its method (``ood.config.model_spec``)."""
-    from ood import config
-
-    known = config.profiles(params)
-    in_path = info["profile_in_path"] if info["profile_in_path"] in known else None
-    run = info["checkpoint"].parent
-    if profile is not None:
-        config.profile_params(params, profile)   # an unknown profile: ParamError naming the allowed ones
-        if in_path is not None and in_path != profile:
-            raise DetectorError(f"--run {run} is a run of profile {in_path!r} (its path), but --profile is "
-                                f"{profile!r}; pass --profile {in_path} or leave --profile out")
-    elif in_path is None:
-        raise DetectorError(f"cannot tell the profile of {run}: its path is not runs/<profile>/<method>/seeds/<seed> "
-                            f"of a known profile; pass --profile (one of {', '.join(known)})")
-    profile = profile or in_path
-    block = config.profile_params(params, profile)
-    method = info["method"] if info["method"] in (block.get("method") or {}) else None
-    expected = config.model_spec(params, profile, method)
-    got = info["spec"]
-    for key in ("name", "num_classes", "mean", "std", "kwargs"):
-        if _normal(got.get(key, {} if key == "kwargs" else None)) != _normal(expected.get(key)):
-            raise DetectorError(f"the checkpoint {info['checkpoint']} does not match profile {profile!r}: its model "
-                                f"{key} is {got.get(key)!r}, the profile's{f' (method {method})' if method else ''} "
-                                f"is {expected.get(key)!r}; pass the run's own profile")
-    return profile
-
-
-def fit_from_run(params: dict, run_dir, scorer: str = "energy", scorer_params: dict | None = None, *,
-                 profile: str | None = None, tpr: float = 0.95, seed: int = 0, device="cpu",
-                 batch_size: int | None = None, bench=None):
-    """:func:`fit_detector` on a run folder of a profile: the scorer fits on the profile's ID-train fit set
-    (``ood.benchmark.fit_set``, as the evaluate stage) and calibrates on its ID test set; the scorer's parameters
-    are the profile's ``evaluate.params`` for it, overridden by ``scorer_params``. Returns ``(detector, bench)``
-    (``bench``: the ``ood.benchmark.Benchmark`` loaded, or the one passed)."""
-    from ood import config
-    from ood.benchmark import fit_set, load_benchmark
-
-    sparams = dict(scorer_params or {})
-    build_scorer(scorer, **sparams)   # unknown scorer or parameter: fail before loading anything
-    info = run_info(run_dir)
-    profile = check_run_profile(params, info, profile)
-    block = config.profile_params(params, profile)
-    ev = block["evaluate"]
-    sparams = {**((ev.get("params") or {}).get(scorer) or {}), **sparams}
-    if bench is None:
-        bench = load_benchmark(params, profile, with_aux=False)
-    det = fit_detector(Path(run_dir), scorer, sparams, fit_set(bench.id_train, ev, block["benchmark"].get(
-                       "data_seed", 0)), bench.id_test, tpr=tpr, seed=seed, device=device,
-                       batch_size=batch_size or ev.get("batch_size", 256), profile=profile,
-                       resize=block["benchmark"].get("resize") if block["benchmark"].get("image_size", 32) != 32
-                       else None)
-    return det, bench
-
-
-# ----------------------------------------------------------------------------------------------
-# Image files
-# ----------------------------------------------------------------------------------------------
-
-def list_images(inputs: Sequence) -> list[Path]:
-    """The image files of ``inputs``: a file is taken as it is; a folder gives its files with an image suffix
-    (:data:`IMAGE_SUFFIXES`, any case), recursively, sorted, hidden files skipped. DetectorError for a path that
-    does not exist, a folder with no image file, or no input at all."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            if not found:
-                raise DetectorError(f"the folder {p} holds no image file (looked for {', '.join(IMAGE_SUFFIXES)}, "
-                                    "in subfolders too)")
-            out += found
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise DetectorError(f"{p} does not exist; name image files or folders of images")
-    if not out:
-        raise DetectorError("no images given; name image files or folders of images")
-    return out
-
-
-def read_images(paths: Sequence, input_spec: dict) -> tuple[Tensor, list[dict[str, Any]]]:
-    """The files ``paths`` as a uint8 tensor ``(N, 3, size, size)`` prepared as the module docstring says, and per
-    file what was done: ``{"path", "mode", "size": (w, h), "converted": bool, "resized": bool}``. A file PIL cannot
-    decode (unknown format, truncated, corrupt) raises DetectorError naming it."""
-    import torchvision.transforms.functional as TF
-    from PIL import Image
-
-    size = int(input_spec.get("image_size", 32))
-    resize = int(input_spec.get("resize", size))
-    arrays, notes = [], []
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                mode, wh = im.mode, im.size
-                rgb = im.convert("RGB") if mode != "RGB" else im.copy()
-        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
-            raise DetectorError(f"{p} cannot be read as an image ({type(e).__name__}: {msg}); remove it or "
-                                "replace it with a valid image file") from None
-        resized = not (resize == size and wh == (size, size))
-        if resized:
-            rgb = TF.center_crop(TF.resize(rgb, resize, interpolation=TF.InterpolationMode.BILINEAR), size)
-        arrays.append(np.asarray(rgb, dtype=np.uint8))
-        notes.append({"path": str(p), "mode": mode, "size": wh, "converted": mode != "RGB", "resized": resized})
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return x, notes
-
-
-def conversion_note(notes: list[dict[str, Any]], input_spec: dict) -> str:
-    """One line saying every conversion :func:`read_images` made, each kind once, e.g. ``5 images read; 1
-    converted from L to RGB; 2 resized from 64x64 and 1 from 48x40 to 32x32 (shorter side to 32 px, bilinear,
-    then centre crop)``; ``none needed converting`` when the files were RGB at the input size."""
-    from collections import Counter
-
-    size = int(input_spec.get("image_size", 32))
-    resize = int(input_spec.get("resize", size))
-    parts = []
-    for mode, k in sorted(Counter(n["mode"] for n in notes if n["converted"]).items()):
-        extra = " (alpha dropped)" if "A" in mode or mode == "P" else ""
-        parts.append(f"{k} converted from {mode} to RGB{extra}")
-    sizes = Counter(n["size"] for n in notes if n["resized"])
-    if sizes:
-        groups = [f"{k} from {w}x{h}" for (w, h), k in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))]
-        groups[0] = groups[0].replace(" from ", " resized from ", 1)
-        parts.append(f"{' and '.join(groups)} to {size}x{size} (shorter side to {resize} px, bilinear, then centre "
-                     "crop)")
-    head = f"{len(notes)} image{'s' if len(notes) != 1 else ''} read"
-    return f"{head}; {'; '.join(parts)}" if parts else f"{head}; none needed converting"
-
-
-ROW_COLUMNS = ("path", "score", "threshold", "decision", "predicted_class", "probability")
-
-
-def write_rows(rows: list[dict[str, Any]], out, as_json: bool = False) -> None:
-    """Write per-image rows as CSV (:data:`ROW_COLUMNS`) or a JSON list to ``out``: a path (a temporary file in
-    the same folder, renamed at the end, so a failure leaves no partial file) or a text stream."""
-    def dump(f):
-        if as_json:
-            json.dump([{k: r[k] for k in ROW_COLUMNS} for r in rows], f, indent=1)
-            f.write("\n")
-        else:
-            w = csv.DictWriter(f, fieldnames=ROW_COLUMNS, extrasaction="ignore", lineterminator="\n")
-            w.writeheader()
-            w.writerows(rows)
-
-    if hasattr(out, "write"):
-        dump(out)
-        return
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            dump(f)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)

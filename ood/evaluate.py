@@ -75,8 +75,8 @@ def evaluate(model: OODNet, *, id_train: ArrayDataset, id_test: ArrayDataset, oo
         raise ValueError(f"average_over {avg_sets!r}: unknown or empty; allowed: a non-empty subset of "
                          f"{list(ood_sets)}")
     w, device = setup(torch.device(device))   # torchrun: every rank scores its share of each set (ood.distributed)
-    # channels_last: forward-only passes run 1.7-2.4x faster on CPU (SmallNet, 10,000 images: 1.9 s at batch 128
-    # vs 4.5 s NCHW at batch 500) and use the tensor-core layout on CUDA; the model is left in eval mode and this format
+    # channels_last: forward-only passes run faster on CPU (the times: benchmarks/README.md, "Timings behind the
+    # code's choices") and use the tensor-core layout on CUDA; the model is left in eval mode and this format
     model = model.to(device).eval().to(memory_format=torch.channels_last)
     built = {name: build_scorer(name, **(p or {})) for name, p in scorers.items()}
     def shared(ds, fn):

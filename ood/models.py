@@ -3,7 +3,10 @@
 Every model is an :class:`OODNet`:
 
 * ``normalize(x)`` maps images in [0, 1] to the normalized input ``(x - mean) / std``
-  (ID statistics; OOD sets use the same, see DESIGN.md "Conventions").
+  (ID statistics; OOD sets use the same, see DESIGN.md "Conventions"). Input contract: a **floating-point** tensor
+  ``(B, C, H, W)`` with values in [0, 1]; any other dtype (``uint8`` images in [0, 255], integer labels passed by
+  mistake) is refused with a ``TypeError`` that names the expected range, never converted: a silent ``/ 255`` would
+  hide an image already scaled to [0, 1] in an integer tensor.
 * ``body(xn)`` maps a normalized input to the **last convolutional feature map**
   (post-activation, before global pooling), shape ``(B, C, H, W)``.
 * ``features(x) = body(normalize(x))``.
@@ -43,6 +46,9 @@ class OODNet(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():
+            raise TypeError(f"{type(self).__name__} takes float images in [0, 1], got a {x.dtype} tensor; convert "
+                            "uint8 images in [0, 255] with x.float() / 255")
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def body(self, xn: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -75,8 +81,8 @@ def _conv_bn(cin: int, cout: int) -> nn.Sequential:
 
 
 class SmallNet(OODNet):
-    """A small CNN for the CPU profiles (our choice, not from either paper; 24,266 parameters at width 16,
-    measured about 5,000 training images/s on a 2-core CPU with channels_last).
+    """A small CNN for the CPU profiles (our choice, not from either paper; 24,266 parameters at width 16; its
+    training speed on a CPU: benchmarks/README.md).
 
     32x32 input -> d1 x conv-bn-relu(w), maxpool -> 16x16 -> d2 x conv-bn-relu(2w), maxpool -> 8x8 ->
     d3 x conv-bn-relu(4w) -> last map ``(B, 4w, 8, 8)`` -> GAP -> linear, with ``depth`` = d (the same in every

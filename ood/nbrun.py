@@ -2,15 +2,15 @@
 
 ``python -m ood.nbrun IN.ipynb OUT.ipynb -p name value ...`` takes exactly the arguments of the
 ``papermill`` command and executes the notebook the same way (same kernel, same parameter injection, same
-output notebook). It removes two fixed costs that papermill pays on every stage, measured on a 2-core CPU
-(``python -m cProfile`` of ``papermill notebooks/04_tables.ipynb``):
+output notebook). It removes two fixed costs that papermill pays on every stage (how long each takes, and how to
+measure it: benchmarks/README.md, "Timings behind the code's choices"):
 
-* **Start, about 1.8 s.** ``papermill`` imports ``nbformat``, which imports ``jsonschema``, whose format
+* **Start.** ``papermill`` imports ``nbformat``, which imports ``jsonschema``, whose format
   checkers import ``rfc3987_syntax`` when it is installed (JupyterLab's ``jsonschema[format-nongpl]`` installs
   it), and that module compiles 39 Lark grammars at import time (python-jsonschema/jsonschema#1392). Notebook
   validation never checks the ``iri`` format it serves, so it is hidden from the import: ``jsonschema`` then skips
   that one checker, as it does when the package is absent.
-* **Stop, about 2.5 s.** papermill shuts the kernel down gracefully, which waits for the kernel process to
+* **Stop.** papermill shuts the kernel down gracefully, which waits for the kernel process to
   finish tearing down PyTorch. By then every cell has finished and its outputs are in the notebook, so the
   kernel is stopped at once instead (nbclient's ``shutdown_kernel="immediate"``).
 

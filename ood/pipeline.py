@@ -7,7 +7,11 @@ The stages' own glue is in one module each, so that a stage imports only the cod
 Paths (relative to the repository root; ``<p>`` is the profile, ``<m>`` the method):
 
 * ``runs/<p>/<m>/``: the executed notebooks of the method's stages, and ``seeds/<s>/`` per seed ``s`` of
-  params.yaml ``seeds``: ``checkpoint.pt`` (each epoch), ``model.pt``, ``history.csv`` (DVC outputs, not in git);
+  params.yaml ``seeds``: ``model.pt`` (the weights and model spec, no optimizer state) and ``history.csv``; the
+  per-epoch ``checkpoint.pt`` (weights and optimizer state, for resuming) is removed once a seed has finished
+  (``ood.run_train.drop_resume_state``). DVC outputs: in the DVC cache (the synthetic profile and the paper
+  profiles) or committed to git (``cifar10-cpu``: its ``dvc.yaml`` marks them ``cache: false``), so that a clone
+  resumes that profile where its last commit stopped;
 * ``cache/<p>/<m>/seed<s>.npz``: every scorer's scores on every set, per seed (DVC output, not in git);
 * ``results/<p>/``: ``data.csv`` (what the data stage checked), ``runs/<m>.csv`` (one method's
   metrics, one row per seed, scorer and set), ``history/<m>.csv`` (per seed, no wall-clock column),

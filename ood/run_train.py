@@ -16,7 +16,7 @@ from ood.distributed import world
 from ood.pipeline import map_seeds, paths, seed_dir, seed_workers, seeds_of
 from ood.train import TrainingError, train
 
-__all__ = ["train_method", "distributed_procs", "launch_train", "LAUNCH_OPTIONS"]
+__all__ = ["train_method", "drop_resume_state", "distributed_procs", "launch_train", "LAUNCH_OPTIONS"]
 
 _TRAIN_FIELDS = [f.name for f in fields(config.TrainConfig)]
 
@@ -69,7 +69,19 @@ def train_method(params: dict, profile: str, cfg: config.TrainConfig, *, device:
     if run_dir is None and world().main:  # the pipeline's run: publish the histories beside the results
         p["history"].parent.mkdir(parents=True, exist_ok=True)
         history.to_csv(p["history"], index=False, float_format="%.6g")
+        for s in seeds:
+            drop_resume_state(seed_dir(base, s))
     return history
+
+
+def drop_resume_state(run_dir: Path) -> None:
+    """Remove ``checkpoint.pt`` (the weights with the optimizer's state, written each epoch so that an interrupted
+    call resumes) from a finished run folder, leaving ``model.pt`` and ``history.csv``: what a stage publishes (the
+    real-data profile's run folders are committed to git, and a fine-tune reads only ``model.pt``). A folder whose
+    ``model.pt`` is missing (an unfinished run) keeps it."""
+    run_dir = Path(run_dir)
+    if (run_dir / "model.pt").is_file():
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
 
 
 def distributed_procs(params: dict, profile: str) -> int:

@@ -31,7 +31,7 @@ Sets (``SETS``; ``generate(set_name, n, seed)`` returns ``(uint8 images (n, 32, 
 
 Every image except ``noise`` gets the same mild gaussian sensor noise (sigma uniform in [0, 0.025]), so that
 noise-free smoothness does not tell sets apart. Default sizes (``ood.data.SYNTHETIC_SIZES``): train 10,000,
-test 2,000, each OOD set 2,000, aux 10,000; generating all of them takes about 6 s on one CPU core.
+test 2,000, each OOD set 2,000, aux 10,000 (how long generating them takes: benchmarks/README.md).
 
 Reproducibility [our design]: every set/split has its own random stream, derived from ``(seed,
 zlib.crc32(set_name), chunk)``; images are made in chunks of ``CHUNK`` images, each with its own stream, so

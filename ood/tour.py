@@ -150,7 +150,7 @@ def tour_models(params: dict, methods: Sequence[str], profile: str = "synthetic"
 
 def tour_detector(params: dict, run, profile: str = "synthetic", *, scorer: str = "energy", per_set: int = 4,
                   tpr: float = 0.95, seed: int = 0, bench=None, device="cpu") -> pd.DataFrame:
-    """Fit a deployable detector on one of the tour's runs (``ood.detector.fit_from_run``: the scorer fitted on
+    """Fit a deployable detector on one of the tour's runs (``ood.detector_runs.fit_from_run``: the scorer fitted on
     ID-train, the threshold set on half the ID test set) and flag ``per_set`` images of each set with it.
 
     ``run``: a :class:`TourRun` or a run folder. The ID images are the first ``per_set`` of the **held** half (none
@@ -160,7 +160,7 @@ def tour_detector(params: dict, run, profile: str = "synthetic", *, scorer: str 
     ``df.attrs["detector"]`` is the :class:`ood.detector.Detector` (its ``summary()`` gives the achieved rates).
     """
     from ood.data import take_rows
-    from ood.detector import fit_from_run
+    from ood.detector_runs import fit_from_run
 
     run_dir = run.run_dir if isinstance(run, TourRun) else Path(run)
     det, bench = fit_from_run(params, run_dir, scorer, profile=profile, tpr=tpr, seed=seed, device=device,

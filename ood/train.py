@@ -228,8 +228,8 @@ def train_step(run: Training, x_id: torch.Tensor, y: torch.Tensor, *, epoch: int
         if sampler is not None:
             pool = pool_size(sampler, n_id * w.size, len(aux), id_train_size)
             cand = _draw_outliers(aux, pool, generator, augment, x_id.device, w)
-            # channels_last for the candidates' no-grad forward even when the model trains in NCHW: measured 0.30 s
-            # vs 0.51 s for 768 images through SmallNet on a 2-core CPU (convolutions follow the input's format)
+            # channels_last for the candidates' no-grad forward even when the model trains in NCHW: faster on the CPU
+            # (convolutions follow the input's format; the times: benchmarks/README.md)
             cand = cand.contiguous(memory_format=torch.channels_last)
             rows = shard_slice(out_batch_size, w, "outlier batch") if w.distributed else slice(0, out_batch_size)
             n_pick = rows.stop - rows.start

@@ -37,6 +37,7 @@ def _table_rows(text: str, header_start: str) -> list[list[str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_tiny_cpu_run_prints_a_row_per_method_with_speeds_and_ratio(tmp_path, capsys):
     """The tiny CPU run (in-process, 1 thread, 2 DataLoader workers) prints one row per method with positive finite
     images/s of both loops and their ratio, the GReg+ sampling shares, and writes the same rows to JSON."""
@@ -112,3 +113,19 @@ def test_unknown_method_fails_listing_the_allowed_ones(capsys):
     err = capsys.readouterr().err
     assert "unknown method 'gregg'" in err
     assert all(m in err for m in ts.METHODS)
+
+
+def test_the_model_measured_is_the_profiles_model_as_its_yaml_writes_it():
+    """The benchmark read ``params.get("synthetic")`` where the profiles live under ``params["profiles"]``, so it
+    always fell back to SmallNet's defaults. Oracle: the model block of profiles/<profile>.yaml read with yaml here."""
+    import yaml
+
+    from ood.config import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    for profile, name in (("synthetic", "smallnet"), (ts.PROFILE, "wrn40_2")):
+        block = dict(yaml.safe_load((ROOT / "profiles" / f"{profile}.yaml").read_text())[profile]["model"])
+        assert block.pop("name") == name
+        spec = ts.model_spec(params, name)
+        assert (spec["name"], spec["mean"], spec["std"]) == (name, block.pop("mean"), block.pop("std"))
+        assert spec["kwargs"] == block, profile  # e.g. synthetic's width and depth, not SmallNet's defaults

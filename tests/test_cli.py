@@ -23,6 +23,7 @@ def test_help_names_both_commands_and_their_options():
         assert opt in t.stdout, opt
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_a_run_folder(tmp_path):
     run = tmp_path / "greg"
     init = ood("train", "--profile", "synthetic", "--method", "ce", "--epochs", "1", "--steps-per-epoch", "2",

@@ -390,6 +390,7 @@ def real_cifar(tmp_path_factory):
     return dest
 
 
+@pytest.mark.slow
 def test_real_cifar10_through_torchvision_integrity_check(real_cifar):
     ds = data.load("cifar10", "test", real_cifar)            # download=False: offline, torchvision checks the md5s
     assert ds.images.shape == (10000, 3, 32, 32) and ds.images.dtype == torch.uint8

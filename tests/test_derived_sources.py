@@ -29,7 +29,7 @@ from PIL import Image
 from test_mirrors import files_under, server  # noqa: F401  (the loopback server fixture)
 
 from ood import benchmark, config
-from ood.data import ChecksumError, DataMissingError, describe, fetching, folders, load, registry
+from ood.data import ChecksumError, DataMissingError, derive, describe, fetching, load, registry
 
 DTD, TINY = "dtd-r1.0.1.tar.gz", "tiny-imagenet-200.zip"
 
@@ -134,7 +134,7 @@ def test_dtd10_derives_from_the_official_url_and_equals_the_pillow_oracle(hooked
     want = np.stack([oracle_dtd(members[k[:-len(".png")]]) for k in pngs])
     assert torch.equal(ds.images, torch.from_numpy(want).permute(0, 3, 1, 2))
     assert ds.labels.tolist() == [-1] * 20
-    man = json.loads((folder / folders.DERIVED_MANIFEST).read_text())
+    man = json.loads((folder / derive.DERIVED_MANIFEST).read_text())
     assert man["source"]["file"] == DTD and man["source"]["checksum"] == md5(toys["dtd"].read_bytes())
     assert man["count"] == 20 and man["pillow"] == PIL.__version__
     assert man["transform"] == registry.DATASETS["dtd10"].derivation
@@ -164,8 +164,8 @@ def test_tinyimagenet32_derives_from_a_mirror_and_equals_the_pillow_oracle(hooke
 
 def test_two_derivations_of_one_archive_are_byte_identical(hooked, toys, tmp_path):
     for name, archive, sub in (("dtd10", toys["dtd"], "dtd10-32"), ("tinyimagenet32", toys["tiny"], "tinyimagenet32")):
-        a = folders.derive_set(name, archive, tmp_path / "a" / sub)
-        b = folders.derive_set(name, archive, tmp_path / "b" / sub)
+        a = derive.derive_set(name, archive, tmp_path / "a" / sub)
+        b = derive.derive_set(name, archive, tmp_path / "b" / sub)
         ta, tb = tree(a), tree(b)
         assert len(ta) > 9 and ta == tb, name
 
@@ -191,7 +191,7 @@ def test_a_tampered_official_archive_is_a_checksum_error_and_leaves_nothing(hook
 
 def test_an_interrupted_derivation_leaves_no_folder_taken_for_the_set(hooked, tmp_path, monkeypatch):
     saved = []
-    real = folders._save_png
+    real = derive._save_png
 
     def dies_at_the_fifth(img, path):
         if len(saved) == 4:
@@ -199,7 +199,7 @@ def test_an_interrupted_derivation_leaves_no_folder_taken_for_the_set(hooked, tm
         saved.append(path)
         real(img, path)
 
-    monkeypatch.setattr(folders, "_save_png", dies_at_the_fifth)
+    monkeypatch.setattr(derive, "_save_png", dies_at_the_fifth)
     root = tmp_path / "data"
     with pytest.raises(KeyboardInterrupt):
         load("dtd10", "test", root, download=True)
@@ -209,9 +209,9 @@ def test_an_interrupted_derivation_leaves_no_folder_taken_for_the_set(hooked, tm
     dead = root / ".dtd10-32.derive-killed" / "banded"
     dead.mkdir(parents=True)
     Image.new("RGB", (32, 32)).save(dead / "banded_0001.png")
-    monkeypatch.setattr(folders, "_save_png", real)
+    monkeypatch.setattr(derive, "_save_png", real)
     ds = load("dtd10", "test", root, download=True)
-    assert len(ds) == 20 and (root / "dtd10-32" / folders.DERIVED_MANIFEST).is_file()
+    assert len(ds) == 20 and (root / "dtd10-32" / derive.DERIVED_MANIFEST).is_file()
     assert hooked["log"] == [f"/official/{DTD}"]                      # the archive was fetched once
 
 

@@ -17,12 +17,11 @@ from PIL import Image
 
 from ood import config
 from ood.__main__ import main
+from ood.cli_detect import conversion_note, read_images
 from ood.detector import (
     Detector,
     DetectorError,
-    conversion_note,
     fit_detector,
-    read_images,
     split_halves,
     wilson_interval,
 )
@@ -334,7 +333,7 @@ def test_read_images_converts_and_resizes_as_stated(tmp_path):
 
 
 def test_a_failed_write_leaves_no_file(tmp_path, energy_det, monkeypatch):
-    from ood.detector import write_rows
+    from ood.cli_detect import write_rows
 
     good = {"path": "a.png", "score": 1.0, "threshold": 0.5, "decision": "in", "predicted_class": "0",
             "probability": 0.5}

@@ -149,3 +149,41 @@ def test_readme_and_docs_links_point_to_existing_files_and_headings():
                 assert anchor in {_slug(h) for h in headings}, f"{page.relative_to(ROOT)}: no heading for {target!r}"
             checked += 1
     assert checked > 0
+
+
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty".split())}
+
+
+def test_counts_of_scorers_and_methods_in_prose_are_the_registries():
+    """'N (post-hoc) scores/scorers' and 'N (training) methods' in the README, docs/, ARCHITECTURE.md,
+    benchmarks/README.md, profiles/README.md and the notebooks (N >= 6: smaller counts are parts, such as 'two
+    methods') must be the registries' counts (ood.scorers.SCORERS, ood.methods.METHODS, counted here), unless the
+    text around it dates it (a YYYY-MM-DD: a measurement of its day) or says it is a part ('14 of the 20')."""
+    import re
+
+    from ood.methods import METHODS
+    from ood.scorers import SCORERS
+
+    want = {"score": len(SCORERS), "method": len(METHODS)}
+    pages = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", ROOT / "benchmarks/README.md", ROOT / "profiles/README.md",
+             *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    pattern = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r"|\d+) (?:post-hoc |training )?(score|method)(?:r)?s\b",
+                         re.I)
+    wrong = []
+    for page in pages:
+        text = page.read_text()
+        for m in pattern.finditer(text):
+            word, kind = m.group(1).lower(), m.group(2).lower()
+            n = int(word) if word.isdigit() else _NUMBER_WORDS[word]
+            if n < 6 or n == want[kind]:
+                continue
+            around = text[max(0, m.start() - 300):m.end() + 300]
+            total = want[kind]
+            words = [str(total)] + [w for w, i in _NUMBER_WORDS.items() if i == total]
+            if re.search(r"\b20\d\d-\d\d-\d\d\b", around) or any(f"of the {w}" in around or f"of {w} " in around
+                                                                for w in words):
+                continue
+            wrong.append(f"{page.relative_to(ROOT)}: {m.group(0)!r} (registered: {total})")
+    assert not wrong, wrong

@@ -74,6 +74,19 @@ def test_normalize_uses_given_statistics():
     torch.testing.assert_close(model.normalize(x), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+def test_a_model_refuses_non_float_images_with_the_expected_range(dtype):
+    """A uint8 image tensor gave NaN logits without a word (the statistics cast to uint8 are 0); now one line says
+    what the models take. Every architecture shares OODNet.normalize, so SmallNet stands for them."""
+    model = build_model("smallnet", 10, MEAN, STD).eval()
+    x = (torch.rand(2, 3, 32, 32) * 255).to(dtype)
+    for call in (model, model.features, model.normalize):
+        with pytest.raises(TypeError, match=r"float images in \[0, 1\].*x\.float\(\) / 255"):
+            call(x)
+    logits = model(x.float() / 255)  # the conversion the message names gives finite logits
+    assert torch.isfinite(logits).all()
+
+
 def test_wideresnet_dropout_and_bad_depth():
     from ood.models import WideResNet
 

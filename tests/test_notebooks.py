@@ -65,6 +65,7 @@ def test_the_committed_executed_notebooks_are_the_pipelines():
 
 
 @pytest.mark.pipeline
+@pytest.mark.full_pipeline
 @pytest.mark.parametrize("name", NAMES)
 def test_the_pipeline_writes_the_committed_executed_notebook(pipeline_root, name):
     rerun, committed = pipeline_root / "notebooks" / "executed" / PROFILE / name, EXECUTED / name

@@ -192,7 +192,7 @@ _PCT_CASES = {
 def test_private_percentile_equals_numpy_linear(case, q):
     x = _PCT_CASES[case]
     expected = float(np.percentile(x, q, method="linear"))
-    got = scorers._percentile(torch.from_numpy(x), q)
+    got = scorers.percentile_of(torch.from_numpy(x), q)
     assert got == pytest.approx(expected, rel=1e-12, abs=1e-12)
     if q == 0.0:
         assert got == x.min()
@@ -203,8 +203,8 @@ def test_private_percentile_equals_numpy_linear(case, q):
 def test_private_percentile_interpolates_between_order_statistics():
     # [0, 10, 20, 40]: position q/100 * 3; q = 50 -> 1.5 -> 15; q = 90 -> 2.7 -> 20 + 0.7 * 20 = 34
     x = torch.tensor([40.0, 0.0, 20.0, 10.0], dtype=torch.float64)
-    assert scorers._percentile(x, 50) == pytest.approx(15.0, abs=1e-12)
-    assert scorers._percentile(x, 90) == pytest.approx(34.0, abs=1e-12)
+    assert scorers.percentile_of(x, 50) == pytest.approx(15.0, abs=1e-12)
+    assert scorers.percentile_of(x, 90) == pytest.approx(34.0, abs=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------

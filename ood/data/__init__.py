@@ -5,6 +5,7 @@ Its modules, in dependency order (each imports only modules above it, by public 
     registry.py   DATASETS: one DatasetInfo per set (files, checksums, preprocessing, citation); describe(name)
     fetching.py   data roots, checksums, DataMissingError / ChecksumError, downloads, mirrors, archives, shared copies
     arrays.py     ArrayDataset, augment_batch (crop + flip on the device), Loader
+    derive.py     derived sets (dtd10, TinyImageNet-32): our copy, else derive_set from the official archive
     folders.py    image folders: 32x32 sets decoded once, FolderDataset (streamed), load_folder / locate_folder
     readers.py    load(name, split) -> ArrayDataset: synthetic, CIFAR-10/100, SVHN, 300K (image folders via folders.py)
 

@@ -17,7 +17,7 @@ a ``ChecksumError`` naming it. ``extract`` refuses archive members that would la
 
 The data root is ``$OOD_DATA_ROOT`` or ``<repo>/data`` (git-ignored). ``SHARED_DATA`` is the folder
 ``<repo>/../shared/data`` that may sit beside the checkout (official CIFAR files; an offline mirror of our derived
-copies of TinyImageNet-32 and DTD-10, which otherwise derive from their official archives, ``folders.derive_set``).
+copies of TinyImageNet-32 and DTD-10, which otherwise derive from their official archives, ``derive.derive_set``).
 """
 from __future__ import annotations
 
@@ -536,12 +536,6 @@ def _unpack_shared(fi: FileInfo, root: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def first_corrupt(root: Path, files: list[FileInfo]) -> None:
-    """ChecksumError for the first of ``files`` under ``root`` that fails its checksum (``verify``)."""
-    for f in files:
-        verify(root / f.path, f)
 
 
 def archive_candidates(info: DatasetInfo, root: Path) -> list[Path]:

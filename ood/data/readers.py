@@ -31,7 +31,7 @@ from ood.data.fetching import (
     verify,
 )
 from ood.data.folders import load_image_folder
-from ood.data.registry import SYNTHETIC_SIZES, DatasetInfo, check_split, dataset_info
+from ood.data.registry import SYNTHETIC_SIZES, DatasetInfo, FileInfo, check_split, dataset_info
 
 
 def load(name: str, split: str = "test", root=None, *, seed: int = 0, n: int | None = None, image_size: int = 32,
@@ -167,20 +167,28 @@ def _load_cifar100(info: DatasetInfo, root: Path, split: str, download: bool) ->
 
 # --- SVHN, 300K random images ----------------------------------------------------------------------------------
 
+def _one_file(name: str, info: DatasetInfo, root: Path, download: bool) -> tuple[Path, FileInfo]:
+    """The path of a one-file set's file (``info.files[0]``) under ``root`` and its entry, checksum-checked
+    (``verify``): the file there, else from the mirrors, else with ``download`` from its official URL
+    (``download_file``); neither: the one-line DataMissingError (``missing_error``)."""
+    fi = info.files[0]
+    path = root / fi.path
+    if not path.is_file() and from_mirrors(name, fi, root, download) is None:
+        if not download:
+            raise missing_error(name, path, fi, root)
+        download_file(name, fi, root)
+    verify(path, fi)
+    return path, fi
+
+
 def _load_svhn(info: DatasetInfo, root: Path, split: str, download: bool) -> ArrayDataset:
     """SVHN's ``test_32x32.mat`` (MATLAB v5: ``X`` (32, 32, 3, N) uint8, ``y`` (N, 1), labels 1-10 with 10 for the
     digit 0), read with scipy.io.loadmat after its checksum passed, as torchvision.datasets.SVHN reads it (the
     images to (N, 3, 32, 32)); the labels are dropped (an OOD set). Absent: the mirrors, then with ``download`` its
-    official URL (``download_file``)."""
+    official URL (``_one_file``)."""
     import scipy.io
 
-    fi = info.files[0]
-    path = root / fi.path
-    if not path.is_file() and from_mirrors("svhn", fi, root, download) is None:
-        if not download:
-            raise missing_error("svhn", path, fi, root)
-        download_file("svhn", fi, root)
-    verify(path, fi)
+    path, fi = _one_file("svhn", info, root, download)
     try:
         x = scipy.io.loadmat(str(path), variable_names=["X"])["X"]
     except Exception as e:
@@ -194,13 +202,7 @@ def _load_svhn(info: DatasetInfo, root: Path, split: str, download: bool) -> Arr
 
 
 def _load_300k(info: DatasetInfo, root: Path, split: str, download: bool) -> ArrayDataset:
-    fi = info.files[0]
-    path = root / fi.path
-    if not path.is_file() and from_mirrors("300k-random", fi, root, download) is None:
-        if not download:
-            raise missing_error("300k-random", path, fi, root)
-        download_file("300k-random", fi, root)
-    verify(path, fi)
+    path, fi = _one_file("300k-random", info, root, download)
     try:
         arr = np.load(path, mmap_mode="c")  # copy-on-write map: a writable view without reading the file
     except Exception as e:

@@ -59,7 +59,7 @@ class DatasetInfo:
     resolution: str = "32"             # "32": load() gives an ArrayDataset; "full": load_folder() only
     decode_size: int | None = None     # image-folder sets decoded at this size whatever image_size load() is given
     derivation: str = ""               # derived sets: files[1] is the official archive and this the stated transform
-                                       # that ood.data.folders.derive_set applies to it (files[0]: our derived copy)
+                                       # that ood.data.derive.derive_set applies to it (files[0]: our derived copy)
 
 
 _TV = "torchvision 0.29 source (torchvision/datasets/{})"
@@ -82,7 +82,7 @@ _TINY_ARCHIVE = FileInfo("tiny-imagenet-200.zip", "http://cs231n.stanford.edu/ti
                          "URL: the official CS231n download; md5: Avalanche source (github.com/ContinualAI/avalanche, "
                          "avalanche/benchmarks/datasets/tiny_imagenet/tiny_imagenet.py) and other public TinyImageNet "
                          "downloaders, not recomputed by us")
-#: The stated transforms of the derived sets (``DatasetInfo.derivation``; code: ood.data.folders.derive_set).
+#: The stated transforms of the derived sets (``DatasetInfo.derivation``; code: ood.data.derive.derive_set).
 _DTD10_DERIVATION = (
     "from dtd-r1.0.1.tar.gz: every member dtd/images/<category>/<name>.jpg (suffix .jpg in any case; other files "
     "ignored) of the first 10 categories in sorted (code-point) order; each decoded by Pillow, convert('RGB'), resized "
