@@ -83,16 +83,19 @@ STATES = {
     "done": "ran on the current code, parameters and inputs; its outputs are here",
     "stale": "ran, but its code, parameters or inputs have changed since: its outputs are not what the current code "
              "makes",
-    "outputs elsewhere": "ran on the current code, parameters and inputs, but its outputs are in the DVC cache of the "
-                         "machine that ran it, not in this clone",
+    "cached": "ran on the current code, parameters and inputs; its outputs are in the DVC cache of the machine that "
+              "ran it (`dvc push` to a remote publishes them), not in git",
     "not run": "has no lock entry",
 }
 
 
 def stage_states(dvc_yaml: Path) -> dict[str, str]:
     """Each stage of ``dvc_yaml`` (in dependency order) and its state, one of :data:`STATES`, from DVC's own status
-    of the stage against its lock entry: a changed command, dependency (code, inputs) or parameter makes it
-    ``stale``; outputs that are only missing make it ``outputs elsewhere``."""
+    of the stage against its lock entry: a changed command, dependency (code, inputs) or parameter, or a committed
+    output that differs from its lock entry, makes it ``stale``. Whether this clone holds the DVC-cached outputs does
+    not matter (a fresh clone does not): a missing cached output, or a missing input that another stage writes, is
+    no change; a stage with cached outputs is ``cached``, one whose outputs are all committed ``done``. So the states
+    are the same in the clone that ran the stages and in a fresh clone of its commit."""
     import networkx as nx
     import yaml
     from dvc.repo import Repo
@@ -104,6 +107,7 @@ def stage_states(dvc_yaml: Path) -> dict[str, str]:
         stages = [st for st in repo.index.stages if Path(st.path).resolve() == dvc_yaml]
         graph = repo.index.graph.subgraph(stages)
         order = list(reversed(list(nx.lexicographical_topological_sort(graph, key=lambda st: st.name))))
+        made = {str(o.def_path) for s in stages for o in s.outs}
         states = {}
         with repo.lock:
             for st in order:
@@ -111,13 +115,17 @@ def stage_states(dvc_yaml: Path) -> dict[str, str]:
                     states[st.name] = "not run"
                     continue
                 changes = st.status().get(st.addressing, [])
-                kinds = {k for c in changes for k in (c if isinstance(c, dict) else {c: None})}
-                if kinds - {"changed outs"}:
-                    states[st.name] = "stale"
-                elif kinds:
-                    states[st.name] = "outputs elsewhere"
-                else:
-                    states[st.name] = "done"
+                cached = {str(o.def_path) for o in st.outs if o.use_cache}
+                kinds = set()
+                for c in changes:
+                    for kind, what in (c.items() if isinstance(c, dict) else [(c, None)]):
+                        gone = isinstance(what, dict) and all(v in ("deleted", "not in cache") for v in what.values())
+                        if kind == "changed deps" and gone and set(what) <= made:
+                            continue   # an input another stage writes, DVC-cached and not in this clone
+                        if kind == "changed outs" and gone and set(what) <= cached:
+                            continue   # its own DVC-cached outputs, not in this clone
+                        kinds.add(kind)
+                states[st.name] = "stale" if kinds else "cached" if cached else "done"
         return states
 
 
@@ -229,7 +237,7 @@ def advance(dvc_yaml: Path, minutes: float, *, unknown_minutes: float = 30.0, dr
           file=out)
     if todo:
         rest = sum(e.seconds for _, e in todo)
-        print(f"left {len(todo)} stage(s), estimated {_fmt(rest)} on this CPU:", file=out)
+        print(f"left {len(todo)} stage(s), estimated {_fmt(rest)}:", file=out)
         for s, e in todo:
             print(f"  {s}: {_fmt(e.seconds)} ({e.basis})", file=out)
         if not dry and status == 0:
