@@ -19,7 +19,8 @@ given: what the README's test command does), else from the end of collection - a
   test marked ``pipeline``, and every notebook under nbval (they read the pipeline's checkpoints and scores);
 * every other test runs first, meanwhile, with one torch thread and at the lowest CPU priority (Linux's
   ``SCHED_IDLE``, else ``nice 19``): the pipeline keeps both cores when it computes, and the unit tests fill the
-  gaps when it does not. Thread count and priority are restored once the pipeline has finished.
+  gaps when it does not. Thread count and priority are restored as soon as the pipeline has finished (checked
+  before each test).
 
 The pipeline runs through the entry point a newcomer uses: the README's Quickstart command (its ```` ```bash
 quickstart```` block) after its install part, which the test command has already done, run by ``bash`` in the copy
@@ -303,6 +304,12 @@ def pipeline_root(repro) -> Path:
 def pytest_runtest_setup(item):
     if needs_pipeline(item) and "repro" not in getattr(item, "fixturenames", ()):
         wait_for_pipeline()
+    elif "proc" in _bg and "result" not in _bg and _bg["proc"].poll() is not None:
+        # the pipeline finished while unit tests remain: they get both cores and the usual priority back now
+        try:
+            wait_for_pipeline()
+        except AssertionError:
+            pass  # its failure is reported by the tests that need it
 
 
 def pytest_sessionfinish(session, exitstatus):

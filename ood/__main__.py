@@ -19,6 +19,13 @@ half and each OOD set's FPR; ``detect`` scores image files with the saved detect
     python -m ood fit-detector --run runs/synthetic/ce/seeds/0 --scorer energy --tpr 0.95 --out det.pt
     python -m ood detect det.pt photos/ extra.png [--json] [--out rows.csv]
 
+The authors' published networks (``ood.checkpoints``; ``python -m ood checkpoints`` lists them) stand in for a
+trained method or run: ``--checkpoint NAME`` fetches one (the data root, the mirrors, its URL; SHA-256 checked) and
+scores it without training, into ``runs/published/<profile>/<name>/`` (or ``--run-dir``)::
+
+    python -m ood evaluate --profile cifar10 --checkpoint energy_cifar10_wrn_pretrained --device cpu
+    python -m ood fit-detector --checkpoint oe_cifar10_wrn_oe_tune --profile cifar10 --scorer energy --out det.pt
+
 Bad input (an unknown profile, method or scorer, a wrong value, missing data, a NaN loss) ends with one line
 ``error: ...`` naming what is wrong and how to fix it, and exit status 2; nothing written before is lost.
 """
@@ -67,14 +74,20 @@ def _override(name: str):
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ood", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,evaluate,fit-detector,detect}")
+    sub = p.add_subparsers(dest="command", required=True,
+                           metavar="{train,evaluate,fit-detector,detect,checkpoints}")
 
-    def common(sp):
+    def common(sp, published: bool = False):
         sp.add_argument("--profile", required=True, help="a profile: profiles/<name>.yaml")
-        sp.add_argument("--method", required=True, help="a training method of the profile (e.g. ce, greg)")
+        method = sp.add_mutually_exclusive_group(required=True) if published else sp
+        method.add_argument("--method", required=not published, help="a training method of the profile (e.g. ce, greg)")
+        if published:
+            method.add_argument("--checkpoint", help=CHECKPOINT_HELP + " in place of a trained method (no training)")
         sp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
         sp.add_argument("--run-dir", type=Path, default=None,
-                        help="folder of the run (default: the pipeline's, runs/<profile>/<method>)")
+                        help="folder of the run (default: the pipeline's, runs/<profile>/<method>)" + (
+                            "; with --checkpoint, where its scores go (default: runs/published/<profile>/<name>)"
+                            if published else ""))
         sp.add_argument("--seed", type=_int_at_least(0), default=None,
                         help="one seed (default: the params file's seeds)")
         sp.add_argument("--params", type=Path, default=None,
@@ -87,12 +100,14 @@ def parser() -> argparse.ArgumentParser:
                        help=config.override_help(name))
     t.add_argument("--init-dir", type=Path, default=None,
                    help="run folder of the method a fine-tune starts from (default: the pipeline's)")
-    e = sub.add_parser("evaluate", help="score a trained method with the profile's scorers")
-    common(e)
+    e = sub.add_parser("evaluate", help="score a trained method (or a published checkpoint) with the profile's scorers")
+    common(e, published=True)
     e.add_argument("--scorers", default=None, help="comma-separated scorers (default: the profile's list)")
 
     f = sub.add_parser("fit-detector", help="fit a deployable detector (scorer + threshold) on a seed's run")
-    f.add_argument("--run", type=Path, required=True, help="a seed's run folder, e.g. runs/synthetic/ce/seeds/0")
+    source = f.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="a seed's run folder, e.g. runs/synthetic/ce/seeds/0")
+    source.add_argument("--checkpoint", help=CHECKPOINT_HELP + " in place of --run (needs --profile)")
     f.add_argument("--scorer", default="energy", help="a registered scorer (default: energy)")
     f.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a scorer parameter (repeatable; default: the profile's evaluate.params)")
@@ -114,7 +129,13 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=None, help="write the rows to this file (default: standard output)")
     d.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     d.add_argument("--batch-size", type=_int_at_least(1), default=256, help="images per batch (default: 256)")
+
+    sub.add_parser("checkpoints", help="list the authors' published checkpoints (ood.checkpoints): name, file, "
+                   "SHA-256, source")
     return p
+
+
+CHECKPOINT_HELP = "a published checkpoint of the authors (python -m ood checkpoints lists them)"
 
 
 def _scorer_params(items: list[str]) -> dict:
@@ -132,12 +153,19 @@ def _scorer_params(items: list[str]) -> dict:
 
 def _fit_detector(args) -> None:
     from ood.detector import ood_rates
-    from ood.detector_runs import fit_from_run
+    from ood.detector_runs import fit_from_checkpoint, fit_from_run
 
     params = config.load_params(args.params)
-    det, bench = fit_from_run(params, args.run, args.scorer, _scorer_params(args.param), profile=args.profile,
-                              tpr=args.tpr, seed=args.seed, device=config.resolve_device(args.device),
-                              batch_size=args.batch_size)
+    common = dict(tpr=args.tpr, seed=args.seed, device=config.resolve_device(args.device), batch_size=args.batch_size)
+    if args.checkpoint is not None:
+        if args.profile is None:
+            raise config.ParamError(f"--checkpoint {args.checkpoint} needs --profile (one of "
+                                    f"{', '.join(config.profiles(params))}): the sets to fit and calibrate on")
+        det, bench = fit_from_checkpoint(params, args.checkpoint, args.scorer, _scorer_params(args.param),
+                                         profile=args.profile, **common)
+    else:
+        det, bench = fit_from_run(params, args.run, args.scorer, _scorer_params(args.param), profile=args.profile,
+                                  **common)
     rates = ood_rates(det, bench.ood, batch_size=args.batch_size or 256)
     det.save(args.out)
     print(det.summary())
@@ -172,8 +200,34 @@ def _detector_command(args) -> int:
     return 0
 
 
+def _list_checkpoints() -> int:
+    from ood.checkpoints import CHECKPOINTS, describe_checkpoint
+
+    print("\n".join(describe_checkpoint(name) for name in CHECKPOINTS))
+    return 0
+
+
+def _evaluate_checkpoint(args, params: dict) -> None:
+    from ood.distributed import world
+    from ood.run_checkpoint import evaluate_checkpoint, published_dir
+
+    if args.seed is not None:
+        raise config.ParamError(f"--seed {args.seed}: a published checkpoint is one network; leave --seed out")
+    scorers = [s for s in args.scorers.split(",") if s] if args.scorers else None
+    res = evaluate_checkpoint(params, args.checkpoint, args.profile, device=args.device, out_dir=args.run_dir,
+                              scorers=scorers, progress=world().main)
+    if world().main:
+        avg = res.metrics[res.metrics.ood_set == "average"]
+        print(f"{args.checkpoint} (the authors' weights): ID accuracy {res.id_accuracy:.2f}%")
+        for _, r in avg.iterrows():
+            print(f"{args.checkpoint} {r['scorer']}: FPR95 {r['fpr95']:.2f}  AUROC {r['auroc']:.2f}")
+        print(f"wrote {args.run_dir or published_dir(args.profile, args.checkpoint)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "checkpoints":
+        return _list_checkpoints()
     if args.command in ("fit-detector", "detect"):
         return _detector_command(args)
     from ood import run_evaluate, run_train
@@ -194,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             for _, r in last.iterrows() if world().main else ():
                 print(f"{args.method} seed {int(r['seed'])}: {int(r['epoch'])} epochs, test accuracy "
                       f"{r['test_accuracy']:.2f}%")
+        elif args.checkpoint is not None:
+            _evaluate_checkpoint(args, params)
         else:
             scorers = [s for s in args.scorers.split(",") if s] if args.scorers else None
             res = run_evaluate.evaluate_method(params, args.method, args.profile, device=args.device,

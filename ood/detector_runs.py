@@ -3,7 +3,8 @@ the profile's ID-train fit set and calibrated on its ID test set, as the evaluat
 
 This is the glue between :mod:`ood.detector` (the detector alone, which imports no pipeline code) and the pipeline
 (``params.yaml`` and its profiles through :mod:`ood.config`, the data sets through :mod:`ood.benchmark`);
-``python -m ood fit-detector`` and the tour call :func:`fit_from_run`.
+``python -m ood fit-detector`` and the tour call :func:`fit_from_run`. :func:`fit_from_checkpoint` does the same with
+one of the authors' published networks (:mod:`ood.checkpoints`) in place of a run.
 """
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from pathlib import Path
 
 from ood import config
 from ood.benchmark import fit_set, load_benchmark
+from ood.checkpoints import check_benchmark, load_checkpoint, model_spec
+from ood.data.registry import profile_mirrors
 from ood.detector import DetectorError, fit_detector, run_info
 from ood.scorers import build_scorer
 
-__all__ = ["check_run_profile", "fit_from_run"]
+__all__ = ["check_run_profile", "fit_from_run", "fit_from_checkpoint"]
 
 
 def _normal(v):
@@ -71,4 +74,30 @@ def fit_from_run(params: dict, run_dir, scorer: str = "energy", scorer_params: d
                        batch_size=batch_size or ev.get("batch_size", 256), profile=profile,
                        resize=block["benchmark"].get("resize") if block["benchmark"].get("image_size", 32) != 32
                        else None)
+    return det, bench
+
+
+def fit_from_checkpoint(params: dict, name: str, scorer: str = "energy", scorer_params: dict | None = None, *,
+                        profile: str, tpr: float = 0.95, seed: int = 0, device="cpu", batch_size: int | None = None,
+                        bench=None, data_root=None):
+    """:func:`fit_from_run` with the authors' published network ``name`` (``ood.checkpoints.load_checkpoint``:
+    fetched and checked like data, looked up at the profile's mirrors too) in place of a run folder; ``profile`` is
+    required and its ID set must be the one the network was trained on. The detector's provenance names the file's
+    URL and SHA-256, and its method is ``name``. Returns ``(detector, bench)``."""
+    sparams = dict(scorer_params or {})
+    build_scorer(scorer, **sparams)
+    block = config.profile_params(params, profile)
+    entry = check_benchmark(name, block["benchmark"], profile)
+    ev = block["evaluate"]
+    sparams = {**((ev.get("params") or {}).get(scorer) or {}), **sparams}
+    with profile_mirrors(block["benchmark"].get("mirrors")):
+        model = load_checkpoint(name, device, data_root)
+    if bench is None:
+        bench = load_benchmark(params, profile, with_aux=False)
+    det = fit_detector(model, scorer, sparams, fit_set(bench.id_train, ev, block["benchmark"].get("data_seed", 0)),
+                       bench.id_test, tpr=tpr, seed=seed, device=device,
+                       batch_size=batch_size or ev.get("batch_size", 256), model_spec=model_spec(name),
+                       profile=profile, method=name,
+                       provenance={"checkpoint": entry.file.url, "checkpoint_sha256": entry.file.checksum.split(":")[1],
+                                   "weights": "published by the authors"})
     return det, bench

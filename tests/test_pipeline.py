@@ -48,7 +48,8 @@ def test_the_quickstart_ran_as_written(repro):
     env = conftest._bg["env"]
     assert "VIRTUAL_ENV" not in env and "OOD_PYTHON" not in env
     assert all(Path(d).resolve() != BIN.resolve() for d in env["PATH"].split(":") if d)
-    assert "Running stage 'data'" in repro.stdout and "Running stage 'train@ce'" in repro.stdout
+    # the data stage's outputs are committed, so DVC reruns it only when its code or parameters changed
+    assert "Running stage 'train@ce'" in repro.stdout and "Running stage 'evaluate@ce'" in repro.stdout
 
 
 def test_the_stage_interpreter_is_the_install_whatever_the_path(tmp_path):
@@ -194,16 +195,17 @@ def test_the_one_seed_run_has_the_bytes_of_the_golden_lock(pipeline_root, params
     same run on the committed code. A change of bits in any stage or notebook fails here. When the numbers move on
     purpose, rerun the full pipeline (`dvc repro`, commit), then write the golden anew:
     `OOD_WRITE_GOLDEN=1 .venv/bin/python -m pytest tests/test_pipeline.py -k golden` (docs/maintainers.md)."""
-    import conftest
     import yaml
+
+    import conftest
 
     if conftest._bg["full"]:
         pytest.skip("the full pipeline ran (every seed); its outputs are compared with the committed ones instead")
     got = _outs_of(pipeline_root / "dvc.lock")
     if os.environ.get("OOD_WRITE_GOLDEN"):
         GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text("# The md5 of every output of the synthetic pipeline run with seed 0 alone (params.yaml seeds: "
-                          "[0]),\n# per stage, as its dvc.lock records them: what the suite's one-seed run must "
+        GOLDEN.write_text("# The md5 of every output of the synthetic pipeline run with seed 0 alone (params.yaml "
+                          "seeds: [0]),\n# per stage, as its dvc.lock records them: what the suite's one-seed run must "
                           "reproduce\n# (tests/test_pipeline.py; rewrite with OOD_WRITE_GOLDEN=1).\n"
                           + yaml.safe_dump(got, sort_keys=True))
         pytest.skip(f"wrote {GOLDEN.relative_to(ROOT)}")
