@@ -120,13 +120,20 @@ def stage_states(dvc_yaml: Path) -> dict[str, str]:
                 for c in changes:
                     for kind, what in (c.items() if isinstance(c, dict) else [(c, None)]):
                         gone = isinstance(what, dict) and all(v in ("deleted", "not in cache") for v in what.values())
-                        if kind == "changed deps" and gone and set(what) <= made:
+                        if kind == "changed deps" and gone and all(_made_by_stages(k, made) for k in what):
                             continue   # an input another stage writes, DVC-cached and not in this clone
                         if kind == "changed outs" and gone and set(what) <= cached:
                             continue   # its own DVC-cached outputs, not in this clone
                         kinds.add(kind)
                 states[st.name] = "stale" if kinds else "cached" if cached else "done"
         return states
+
+
+def _made_by_stages(path: str, outs: set[str]) -> bool:
+    """Whether ``path`` is a stage's output, lies inside one, or is a folder that holds some (``cache/<profile>``,
+    which the tables stage reads, holds each evaluate stage's ``cache/<profile>/<method>``)."""
+    p = path.rstrip("/")
+    return any(p == o or p.startswith(o + "/") or o.startswith(p + "/") for o in outs)
 
 
 def status_markdown(dvc_yaml: Path) -> str:

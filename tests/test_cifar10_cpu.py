@@ -421,8 +421,10 @@ def _dvc_states() -> dict[str, str]:
         for c in changed.get(st, []):
             for kind, what in (c.items() if isinstance(c, dict) else [(c, None)]):
                 gone = isinstance(what, dict) and all(v in ("deleted", "not in cache") for v in what.values())
-                if gone and all(k in committed and not committed[k] for k in what):
-                    continue   # not in git: missing in a fresh clone, present where it ran
+                # not in git: missing in a fresh clone, present where it ran (a lock output, or a folder of them)
+                if gone and all(not in_git(k) and any(o == k or o.startswith(k.rstrip("/") + "/") for o in committed)
+                                for k in what):
+                    continue
                 kinds.add(kind)
         outs_in_git = [committed[o["path"]] for o in lock[st].get("outs", [])]
         states[st] = "stale" if kinds else "done" if all(outs_in_git) else "cached"
