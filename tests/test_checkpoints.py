@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import io
 import json
 import socket
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ import pytest
 import torch
 from pytorch_ood.model import WideResNet as AuthorsWideResNet
 
+from loopback import folder_handler, serving
 from ood import checkpoints
 from ood.__main__ import main
 from ood.data import fetching, load, registry
@@ -77,11 +76,6 @@ def files_under(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """A loopback HTTP server serving ``tmp_path/www`` (a request budget of MAX_REQUESTS); no proxies, no mirrors
@@ -95,31 +89,9 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setattr(fetching, "DATA_ROOT", tmp_path / "root")
     state = {"folder": tmp_path / "www", "log": []}
     state["folder"].mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **k):
-            super().__init__(*a, directory=str(state["folder"]), **k)
-
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            state["log"].append(self.path)
-            if len(state["log"]) > MAX_REQUESTS:
-                self.send_error(503, "request budget of the test server spent")
-                return
-            super().do_GET()
-
-    srv = _Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state["url"] = f"http://127.0.0.1:{srv.server_address[1]}"
-    try:
+    with serving(folder_handler(state, MAX_REQUESTS)) as url:
+        state["url"] = url
         yield state
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
 
 
 def closed_port_url() -> str:

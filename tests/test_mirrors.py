@@ -8,7 +8,6 @@ are put into ``DATASETS`` with ``monkeypatch.setitem`` and removed after each te
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import signal
 import tarfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from loopback import folder_handler, serving
 from ood.data import fetching, registry
 
 PAYLOAD = bytes(range(256)) * 64                 # 16 KiB of toy "dataset"
@@ -32,43 +32,28 @@ def md5(b: bytes) -> str:
     return hashlib.md5(b).hexdigest()
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 def make_handler(state):
-    """The request handler: serves ``state["folder"]``; ``/slow/...`` waits past the client's timeout, ``/trunc/<file>``
-    announces the whole file but sends half of it and closes. Every request path is logged in ``state["log"]``."""
+    """The request handler (tests/loopback.py): serves ``state["folder"]``; ``/slow/...`` waits past the client's
+    timeout, ``/trunc/<file>`` announces the whole file but sends half of it and closes. Every request path is logged
+    in ``state["log"]``."""
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **k):
-            super().__init__(*a, directory=str(state["folder"]), **k)
+    def special(h) -> bool:
+        if h.path.startswith("/slow/"):
+            state["release"].wait(5 * TIMEOUT_S + 2)    # past the client's timeout; released at teardown
+            h.send_error(404)
+            return True
+        if h.path.startswith("/trunc/"):
+            body = (state["folder"] / h.path[len("/trunc/"):]).read_bytes()
+            h.send_response(200)
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body[: len(body) // 2])
+            h.wfile.flush()
+            h.close_connection = True
+            return True
+        return False
 
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            state["log"].append(self.path)
-            if len(state["log"]) > MAX_REQUESTS:
-                self.send_error(503, "request budget of the test server spent")
-                return
-            if self.path.startswith("/slow/"):
-                state["release"].wait(5 * TIMEOUT_S + 2)    # past the client's timeout; released at teardown
-                self.send_error(404)
-                return
-            if self.path.startswith("/trunc/"):
-                body = (state["folder"] / self.path[len("/trunc/"):]).read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-                return
-            super().do_GET()
-
-    return Handler
+    return folder_handler(state, MAX_REQUESTS, special)
 
 
 @pytest.fixture
@@ -83,25 +68,20 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setattr(fetching, "SHARED_DATA", tmp_path / "no-shared")
     state = {"folder": tmp_path / "www", "log": [], "release": threading.Event()}
     state["folder"].mkdir()
-    srv = _Server(("127.0.0.1", 0), make_handler(state))
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
 
     def alarm(*_):
         pytest.fail(f"test ran past its {TIME_LIMIT_S} s limit")
 
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(TIME_LIMIT_S)
-    state["url"] = f"http://127.0.0.1:{srv.server_address[1]}"
-    try:
-        yield state
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-        state["release"].set()
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
+    with serving(make_handler(state)) as url:
+        old = signal.signal(signal.SIGALRM, alarm)
+        signal.alarm(TIME_LIMIT_S)
+        state["url"] = url
+        try:
+            yield state
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+            state["release"].set()   # before the server shuts down: a /slow/ request waits on it
 
 
 def toy(monkeypatch, official: str | None, payload: bytes = PAYLOAD, path: str = f"toy/{FNAME}",
