@@ -25,7 +25,7 @@ import pandas as pd
 from ood import config
 
 __all__ = ["collect", "collect_seeds", "paired_sweep", "knob_default", "plot_sweep", "read_sweep", "sweep_path",
-           "sweep_summary", "main"]
+           "sweep_summary", "pipeline_studies", "main"]
 
 #: The columns of a sweep table.
 COLUMNS = ["knob", "experiment", "value", "method", "fpr95", "fpr95_std", "auroc", "auroc_std", "id_accuracy",
@@ -194,6 +194,22 @@ def paired_sweep(seeds: pd.DataFrame, pairs: list[tuple[str, str]], *, metric: s
                 rows.append({"value": value, **paired(per_seed, a, b, scorer=per_seed["scorer"].iloc[0],
                                                       ood_set=o, metric=metric)})
     return pd.DataFrame(rows)
+
+
+def pipeline_studies(profile: str, sweeps, root: Path | None = None) -> dict[str, str]:
+    """The sweeps of ``sweeps`` that run as a pipeline of their own rather than as DVC experiments: ``sweep ->
+    pipelines/<profile>-<sweep>`` where that folder has a ``params.yaml`` with a ``length`` block (a fine-tune-length
+    study, ``ood.length_study``, which exports its own table)."""
+    import yaml
+
+    root = root or config.repo_root()
+    out = {}
+    for sweep in sweeps:
+        folder = f"pipelines/{profile}-{sweep}"
+        f = root / folder / "params.yaml"
+        if f.is_file() and "length" in (yaml.safe_load(f.read_text()) or {}):
+            out[sweep] = folder
+    return out
 
 
 def sweep_path(profile: str, sweep: str, root: Path | None = None) -> Path:
