@@ -69,7 +69,7 @@ PIPELINE_ROOT: Path | None = None
 _bg: dict = {}
 
 #: The notebooks the pipeline's stages execute (inputs without outputs; dvc.yaml).
-STAGE_NOTEBOOKS = ("01_data", "02_train", "03_evaluate", "04_tables", "05_figures")
+STAGE_NOTEBOOKS = ("01_data", "02_published", "02_train", "03_evaluate", "04_tables", "05_figures")
 
 # The stage notebooks run once, in the pipeline, which writes their executed copies to notebooks/executed/<profile>/;
 # tests/test_notebooks.py compares those with the committed copies. nbval executes only the notebooks the pipeline

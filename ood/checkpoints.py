@@ -28,6 +28,11 @@ energy_ood ``CIFAR/models/wrn.py``, the same as pytorch-ood's ``WideResNet``) on
 
 with a ``DataParallel`` ``module.`` prefix stripped where every key has one. A key left over or missing (other than
 BatchNorm's ``num_batches_tracked``, which files from PyTorch < 0.4.1 lack) is an error naming it.
+
+Test only: ``$OOD_TEST_CHECKPOINT_CHECKSUMS`` (:data:`TEST_CHECKSUMS_ENV`) may name a JSON file ``{checkpoint name:
+"sha256:<hex>"}`` whose digests replace the published ones when this module is imported
+(:func:`apply_test_checksums`), so that the rehearsal of a paper profile (tests/test_rehearsal.py) can serve a toy
+network under a registry name to the DVC stages' subprocesses. Never set it for a real run.
 """
 from __future__ import annotations
 
@@ -45,7 +50,8 @@ from ood.data.registry import MIRRORS_ENV, FileInfo, mirror_list
 from ood.models import OODNet, build_from_spec
 
 __all__ = ["Checkpoint", "CHECKPOINTS", "CHECKPOINT_DIR", "checkpoint_info", "check_benchmark", "describe_checkpoint",
-           "fetch_checkpoint", "from_authors_layout", "load_checkpoint", "model_spec"]
+           "fetch_checkpoint", "from_authors_layout", "load_checkpoint", "model_spec", "apply_test_checksums",
+           "TEST_CHECKSUMS_ENV"]
 
 #: Where the files go under the data root (``<data root>/checkpoints/<file name>``) and under ``../shared/data``.
 CHECKPOINT_DIR = "checkpoints"
@@ -129,6 +135,35 @@ CHECKPOINTS: dict[str, Checkpoint] = {c.name: c for c in (
            "1d4dd53f7605d66f64bcdf146ed9327ecbebbd5da42a9f7d70b9d6a28ee9bb51", "wrn-40-2/cifar100/oe",
            method="oe", dataset="cifar100", num_classes=100, training=_OE_TRAINING),
 )}
+
+
+#: TESTS ONLY: a JSON file of digests that replace the published ones (module docstring).
+TEST_CHECKSUMS_ENV = "OOD_TEST_CHECKPOINT_CHECKSUMS"
+
+
+def apply_test_checksums(path=None) -> None:
+    """TESTS ONLY: replace the SHA-256 of each entry named in the JSON file ``path`` (default
+    ``$OOD_TEST_CHECKPOINT_CHECKSUMS``; unset or empty: nothing changes). Runs at import. An unknown name or a
+    malformed digest is a ValueError naming it."""
+    import dataclasses
+    import json
+    import os
+
+    path = os.environ.get(TEST_CHECKSUMS_ENV, "") if path is None else str(path)
+    if not path:
+        return
+    with open(path) as f:
+        table = json.load(f)
+    for name, digest in table.items():
+        if name not in CHECKPOINTS or not re.fullmatch(r"sha256:[0-9a-f]{64}", str(digest)):
+            raise ValueError(f"{TEST_CHECKSUMS_ENV}={path}: entry {name!r}: {digest!r} must map a registered "
+                             f"checkpoint to 'sha256:<64 hex digits>'; registered: {', '.join(CHECKPOINTS)}")
+        c = CHECKPOINTS[name]
+        CHECKPOINTS[name] = dataclasses.replace(c, file=dataclasses.replace(c.file, checksum=digest,
+                                                                            source="a test's digest"))
+
+
+apply_test_checksums()
 
 
 def checkpoint_info(name: str) -> Checkpoint:

@@ -39,7 +39,7 @@ from ood.ablations import COLUMNS, SEED_COLUMNS
 from ood.screen import SCREEN_NOTE, interval_table, paired
 
 __all__ = ["study_runs", "collect", "summary", "intervals", "screens", "screen_summary", "export", "plot_length",
-           "save_figure", "PAIRS", "SCORER", "OUTPUTS"]
+           "save_figure", "readme_table", "PAIRS", "SCORER", "OUTPUTS"]
 
 #: The comparisons of the study [GReg, Table 4: the penalty on Energy-OE; Table 5: the sampler]: (a, b, what a - b is).
 PAIRS = [("greg", "energy_oe", "the gradient penalty (GReg - Energy-OE)"),
@@ -304,3 +304,26 @@ def screen_summary(paired_t: pd.DataFrame, ood_sets=("average", "ID test")) -> p
                          "mean ± std": [f"{m:+.2f} ± {d:.2f}" for m, d in zip(t["mean_diff"], t["std_diff"])],
                          "seeds": [f"{a} of {n}" for a, n in zip(t["agree"], t["n_seeds"])],
                          "verdict": t["verdict"]}).reset_index(drop=True)
+
+
+def readme_table(paired_t: pd.DataFrame) -> str:
+    """The README's block of the study: on the average FPR95, each pair at each length (``greg vs energy_oe`` |
+    ``160``), each pair's growth (``growth: greg vs energy_oe`` | ``640 vs 40``), and each method over the span on
+    FPR95 and on the ID accuracy (``greg: FPR95`` / ``greg: ID accuracy`` | ``640 vs 40``): mean ± std of the per-seed
+    differences, the seeds agreeing, the verdict."""
+    t = paired_t[paired_t["ood_set"].isin(["average", "ID test"])]
+    lines = ["| comparison | steps | a - b (mean ± std over seeds) | seeds agreeing | verdict |",
+             "| --- | --- | ---: | ---: | --- |"]
+    for r in t.itertuples():
+        if r.kind == "pair" and r.metric == "fpr95":
+            comp, steps = f"{r.a} vs {r.b}", f"{r.steps}"
+        elif r.kind == "growth" and r.metric == "fpr95":
+            comp, steps = f"growth: {r.a} vs {r.b}", f"{r.steps} vs {r.steps_b}"
+        elif r.kind == "length":
+            comp = f"{r.a}: {'ID accuracy' if r.metric == 'id_accuracy' else 'FPR95'}"
+            steps = f"{r.steps} vs {r.steps_b}"
+        else:
+            continue
+        lines.append(f"| {comp} | {steps} | {r.mean_diff:+.2f} ± {r.std_diff:.2f} | {r.agree} of {r.n_seeds} | "
+                     f"{r.verdict} |")
+    return "\n".join(lines) + "\n"

@@ -18,6 +18,11 @@ Steps, in order; each one is timed, and a failed step is recorded and does not s
    mirror). The step counts come from a timing of CE steps on this machine: CE gets half the budget, the two
    fine-tunes a fifth each (a GReg step costs about three Energy-OE steps), evaluation the rest. Not the paper's
    numbers: the CE run is far shorter than the papers' 100 epochs, and the outliers and OOD sets are stand-ins.
+   **With the authors' CE** (``--ce auto``, the default, when the Energy code's published WRN-40-2 of CIFAR-10 is
+   reachable without a download: under the data root, in ``<--shared>/checkpoints/`` or a mirror; ``--ce
+   published`` insists on it, ``--ce train`` never uses it): CE is not trained; its run is that network
+   (``ood.run_checkpoint.install_checkpoint``, the paper pipelines' ``published`` stage), and the two fine-tunes
+   share CE's half of the budget, so the GPU's minutes go to fine-tunes from the network the papers started from.
 
 Writes into ``--out``: ``provenance.json`` (GPU name, torch and CUDA versions, commit, Python, the command),
 ``steps.json`` (per step: status ``ok`` / ``skipped`` / ``failed``, wall seconds, details), ``cuda_tests.txt``,
@@ -42,6 +47,10 @@ sys.path.insert(0, str(ROOT))
 
 #: The part of the budget each training run of the profile step gets (the rest: evaluation).
 SHARES = {"ce": 0.5, "energy_oe": 0.2, "greg": 0.2}
+#: The shares when CE is the authors' published network (nothing to train for it).
+SHARES_PUBLISHED = {"ce": 0.0, "energy_oe": 0.45, "greg": 0.45}
+#: The published CE of the profile's ID set (ood.checkpoints).
+PUBLISHED_CE = "energy_cifar10_wrn_pretrained"
 #: GReg's step against CE's: one double backward through the training forward (measured on the synthetic profile's
 #: CPU runs, ood/config.py uses_channels_last: 11.3 s vs 4.0 s per 20-step fine-tune); Energy-OE: two forward halves.
 STEP_COST = {"ce": 1.0, "energy_oe": 2.0, "greg": 6.0}
@@ -140,7 +149,29 @@ def _timed_ce_steps(params: dict, profile: str, bench, device: str, n: int = 12)
     return sorted(times)[len(times) // 2]
 
 
+def published_ce(args) -> str | None:
+    """The registry name of the authors' CE when the profile step uses it (module docstring, ``--ce``): its file
+    reachable without a download (the data root, ``<--shared>/checkpoints``, the mirrors; checked against its
+    SHA-256). None for ``--ce train``, or for ``auto`` when it is not there. ``--ce published`` without it: the
+    ``DataMissingError`` saying where to put it."""
+    from ood.checkpoints import fetch_checkpoint
+    from ood.data.fetching import DataMissingError
+
+    if args.ce == "train":
+        return None
+    try:
+        fetch_checkpoint(PUBLISHED_CE, mirrors=[str(Path(args.shared) / "checkpoints"), str(args.shared)],
+                         download=False)
+    except DataMissingError:
+        if args.ce == "published":
+            raise
+        return None
+    return PUBLISHED_CE
+
+
 def step_profile(args, out: Path) -> dict:
+    import dataclasses
+
     import pandas as pd
 
     from ood import config, run_evaluate, run_train
@@ -156,6 +187,8 @@ def step_profile(args, out: Path) -> dict:
     # one process runs every training and evaluation here: they share the sets loaded once (a stage of the pipeline
     # loads its own; the sets are read-only)
     run_train.load_benchmark = run_evaluate.load_benchmark = lambda *a, **k: bench
+    published = published_ce(args)
+    shares = SHARES_PUBLISHED if published else SHARES
     steps, overrides = {}, {}
     if args.toy:
         overrides = {m: {"epochs": 1, "steps_per_epoch": 2, "batch_size": 16} for m in SHARES}
@@ -165,7 +198,9 @@ def step_profile(args, out: Path) -> dict:
     else:
         step_s = _timed_ce_steps(params, profile, bench, device)
         budget_s = args.budget_min * 60
-        for m, share in SHARES.items():
+        for m, share in shares.items():
+            if share == 0:
+                continue
             cfg = config.method_config(params, m, profile)
             per_epoch = len(bench.id_train) // cfg.batch_size
             n = max(1, int(share * budget_s / (step_s * STEP_COST[m])))
@@ -174,10 +209,16 @@ def step_profile(args, out: Path) -> dict:
     runs = out / "profile" / "runs"
     metrics = []
     for m in SHARES:
-        cfg = config.method_config(params, m, profile, **overrides[m])
+        cfg = config.method_config(params, m, profile, **overrides.get(m, {}))
         t = time.perf_counter()
-        train_method(params, profile, cfg, device=device, run_dir=runs / m, progress=False,
-                     init_dir=runs / cfg.init if cfg.init else None)
+        if m == "ce" and published:   # the authors' network is CE's run: nothing is trained for it
+            from ood.run_checkpoint import install_checkpoint
+
+            install_checkpoint(params, profile, "ce", published, seeds=[0], run_dir=runs / m)
+            cfg = dataclasses.replace(cfg, epochs=0, steps_per_epoch=None)
+        else:
+            train_method(params, profile, cfg, device=device, run_dir=runs / m, progress=False,
+                         init_dir=runs / cfg.init if cfg.init else None)
         t_train = time.perf_counter() - t
         scorers = args.scorers.split(",") if args.scorers else None
         t = time.perf_counter()
@@ -188,7 +229,8 @@ def step_profile(args, out: Path) -> dict:
     mdf = pd.concat(metrics, ignore_index=True)
     mdf.to_csv(out / "profile" / "metrics.csv", index=False)
     mdf[["method", "seed", "id_accuracy"]].drop_duplicates().to_csv(out / "profile" / "accuracy.csv", index=False)
-    return {"status": "ok", "ce_step_s": step_s, "runs": steps, "scorers": sorted(mdf["scorer"].unique()),
+    return {"status": "ok", "ce": f"published: {published}" if published else "trained here", "ce_step_s": step_s,
+            "runs": steps, "scorers": sorted(mdf["scorer"].unique()),
             "ood_sets": sorted(mdf["ood_set"].unique()), "rows": len(mdf)}
 
 
@@ -202,6 +244,8 @@ def summary(prov: dict, results: dict) -> str:
     for name, r in results.items():
         note = r.get("why") or r.get("summary") or r.get("error", "")[:120] or ""
         lines.append(f"| {name} | {r['status']} | {r['wall_s']:.1f} | {note} |")
+    if results.get("profile", {}).get("ce"):
+        lines += ["", f"CE of the profile step: {results['profile']['ce']}."]
     if results.get("profile", {}).get("runs"):
         lines += ["", "| method | epochs x steps | batch | train s | evaluate s |", "|---|---|---|---|---|"]
         for m, r in results["profile"]["runs"].items():
@@ -221,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scorers", default=None, help="comma-separated scorers of the profile step (default: all; "
                    "--toy: energy,msp,knn,vim)")
     p.add_argument("--step-timeout", type=int, default=900, help="seconds a subprocess step may take")
+    p.add_argument("--ce", choices=("auto", "published", "train"), default="auto",
+                   help="CE of the profile step: the authors' published network when its file is here (auto), "
+                        "always it (published), or trained here (train)")
     return p
 
 

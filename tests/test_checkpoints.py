@@ -282,7 +282,9 @@ def test_evaluate_scores_a_published_checkpoint_without_training(server, monkeyp
     assert len(scores["energy/id"]) == 40 and len(scores["odin/noise"]) == 30
     info = json.loads((out / "checkpoint.json").read_text())
     assert info["checksum"] == f"sha256:{hashlib.sha256(payload).hexdigest()}" and info["name"] == NAME
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.json", "metrics.csv", "scores.npz"]   # no model.pt
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.json", "metrics.csv", "reference.csv", "reference.md",
+                                                     "scores.npz"]   # no model.pt
+    assert "the authors' weights, our evaluation" in (out / "reference.md").read_text()
 
     test = load("synthetic", "test", tmp_path / "synthetic-root", seed=0, n=40)   # the profile's ID test set
     x = test.images.float().div(255)
@@ -331,3 +333,105 @@ def test_fit_detector_from_a_published_checkpoint(server, monkeypatch, tmp_path,
     assert det.provenance["checkpoint_sha256"] == hashlib.sha256(payload).hexdigest()
     assert det.model_spec == checkpoints.model_spec(NAME) and det.model_spec["kwargs"] == {"drop": 0.3}
     assert server["log"] == [f"/{FILE}"]
+
+
+# ---------------------------------------------------------------------------------------------- as a method's run
+
+def test_install_makes_every_seeds_run_folder_the_published_network(server, monkeypatch, tmp_path):
+    """The ``published`` stage's function: each seed's ``model.pt`` loads (``ood.models.load_model``, as the evaluate
+    stage and a fine-tune read it) into a network with pytorch-ood's logits, under the profile's model spec of the
+    method (CE's dropout 0.3; GReg's 0: dropout has no weights), with the entry's provenance beside it."""
+    from ood import config, run_checkpoint
+    from ood.models import load_model
+
+    net = authors_network()
+    payload = authors_file(net, prefix=True)
+    (server["folder"] / FILE).write_bytes(payload)
+    register(monkeypatch, payload, f"{server['url']}/{FILE}")
+    params = config.load_params()
+    written = run_checkpoint.install_checkpoint(params, "cifar10", "ce", NAME, seeds=[0, 2], run_dir=tmp_path / "ce")
+    assert [p.relative_to(tmp_path).as_posix() for p in written] == ["ce/seeds/0/model.pt", "ce/seeds/2/model.pt"]
+    assert server["log"] == [f"/{FILE}"]   # fetched once, then read from the data root
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    mean, std = torch.tensor(checkpoints.OE_CIFAR_MEAN).float(), torch.tensor(checkpoints.OE_CIFAR_STD).float()
+    with torch.no_grad():
+        theirs = net((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))
+    for seed in (0, 2):
+        d = tmp_path / "ce" / "seeds" / str(seed)
+        model = load_model(d)
+        assert all(b.drop == 0.3 for b in model.blocks)      # profiles/cifar10.yaml: ce: {model: {drop: 0.3}}
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), theirs, rtol=1e-4, atol=1e-4)
+        info = json.loads((d / "checkpoint.json").read_text())
+        assert info["checksum"] == checkpoints.CHECKPOINTS[NAME].file.checksum and "not trained here" in info["weights"]
+        assert not (d / "history.csv").exists()
+    greg = run_checkpoint.install_checkpoint(params, "cifar10", "greg", NAME, seeds=[0], run_dir=tmp_path / "greg")
+    assert all(b.drop == 0.0 for b in load_model(greg[0].parent).blocks)
+
+
+def test_install_refuses_a_profile_whose_network_or_id_set_differs(server, monkeypatch, tmp_path):
+    from ood import config, run_checkpoint
+
+    payload = authors_file(authors_network())
+    register(monkeypatch, payload, f"{server['url']}/{FILE}")
+    params = config.load_params()
+    with pytest.raises(config.ParamError, match=r"set the profile's model block to the authors' network"):
+        run_checkpoint.install_checkpoint(params, "cifar10-cpu", "ce", NAME, seeds=[0], run_dir=tmp_path / "a")
+    with pytest.raises(ValueError, match="trained on cifar10 .* but profile 'cifar100' has benchmark id 'cifar100'"):
+        run_checkpoint.install_checkpoint(params, "cifar100", "ce", NAME, seeds=[0], run_dir=tmp_path / "b")
+    assert server["log"] == [] and not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_published_notebooks_parameters_are_checked():
+    from ood import config, run_checkpoint
+
+    ns = {"profile": "cifar10", "method": "ce", "checkpoint": "energy_cifar10_wrn_pretrained", "seeds": None}
+    assert run_checkpoint.check_install_params(ns, before=set())["checkpoint"] == "energy_cifar10_wrn_pretrained"
+    for bad, msg in (({"chekpoint": "x"}, "unknown parameter 'chekpoint'"),
+                     ({"method": "nope"}, "invalid value 'nope' for parameter 'method'"),
+                     ({"checkpoint": "nope"}, "unknown published checkpoint 'nope'"),
+                     ({"seeds": [0, 0]}, "invalid value \\[0, 0\\] for parameter 'seeds'")):
+        with pytest.raises(config.ParamError, match=msg):
+            run_checkpoint.check_install_params({**ns, **bad}, before=set())
+
+
+def test_test_digests_replace_only_named_entries_and_reject_unknown_ones(tmp_path, monkeypatch):
+    digest = "sha256:" + "ab" * 32
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"oe_cifar10_wrn_oe_tune": digest}))
+    monkeypatch.setattr(checkpoints, "CHECKPOINTS", dict(checkpoints.CHECKPOINTS))
+    before = dict(checkpoints.CHECKPOINTS)
+    checkpoints.apply_test_checksums(good)
+    assert checkpoints.CHECKPOINTS["oe_cifar10_wrn_oe_tune"].file.checksum == digest
+    assert all(checkpoints.CHECKPOINTS[n] == before[n] for n in before if n != "oe_cifar10_wrn_oe_tune")
+    for table in ({"nope": digest}, {"oe_cifar10_wrn_oe_tune": "md5:00"}):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(table))
+        with pytest.raises(ValueError, match="must map a registered checkpoint"):
+            checkpoints.apply_test_checksums(bad)
+
+
+def test_the_reference_table_puts_our_evaluation_beside_the_papers_numbers_for_that_network():
+    """Every ood/reference.csv row of the network (CIFAR-10, WRN-40-2, CE; the six-set average) gets our number and
+    the difference, labelled with the weights, the evaluation and both protocols; an unreported network gets none."""
+    from ood import config, run_checkpoint
+    from ood.reference import load_reference
+
+    params = config.load_params()
+    ours = pd.DataFrame([{"benchmark": "cifar10", "method": "energy_cifar10_wrn_pretrained", "seed": 0,
+                          "scorer": s, "ood_set": o, "fpr95": v, "auroc": 90.0}
+                         for s, v in (("msp", 50.0), ("energy", 30.0), ("odin", 36.0), ("mahalanobis", 40.0))
+                         for o in ("svhn", "average")])
+    t = run_checkpoint.reference_table(ours, params, "cifar10", "energy_cifar10_wrn_pretrained")
+    ref = load_reference()
+    want = ref[(ref.benchmark == "cifar10") & (ref.model == "wrn40_2") & (ref.train_method == "ce")
+               & (ref.ood_set == "average")]
+    assert len(t) == len(want) > 0
+    e = t[(t.scorer == "energy") & (t.metric == "fpr95")].iloc[0]
+    paper = want[(want.scorer == "energy") & (want.metric == "fpr95")]["value"].item()
+    assert e.ours == 30.0 and e.paper == paper and e["diff"] == pytest.approx(30.0 - paper)
+    assert e.weights == "the authors' (energy_cifar10_wrn_pretrained)" and e.evaluation.startswith("ours (cifar10")
+    assert e.protocol == want[(want.scorer == "energy") & (want.metric == "fpr95")]["protocol"].item()
+    none = run_checkpoint.reference_table(ours.assign(benchmark="cifar100"), params, "cifar100",
+                                          "oe_cifar100_wrn_oe_tune")
+    assert list(none.columns)[:3] == ["weights", "evaluation", "train_method"]

@@ -222,9 +222,12 @@ def test_the_docs_notebook_table_lists_each_notebooks_parameters():
     text = (config.repo_root() / "docs" / "pipeline.md").read_text()
     rows = {m.group(1): re.findall(r"`(\w+)`", m.group(2))
             for m in re.finditer(r"^\| `notebooks/(\d\d_\w+)\.ipynb` \|.*\| ([^|]*) \|$", text, flags=re.M)}
-    assert set(rows) == set(names)
+    from ood.run_checkpoint import INSTALL_PARAMS
+
+    assert set(rows) == set(names) | {"02_published"}
     for nb, schema in names.items():
         assert rows[nb] == list(config.NOTEBOOK_SCHEMAS[schema]), nb
+    assert rows["02_published"] == list(INSTALL_PARAMS)   # its own check (ood.run_checkpoint.check_install_params)
     # and the schema's overrides are TrainConfig's overridable fields
     train = list(config.NOTEBOOK_SCHEMAS["train"])
     assert train[train.index("method") + 1:train.index("seeds")] == list(config.OVERRIDES)

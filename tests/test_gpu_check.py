@@ -39,6 +39,7 @@ def test_the_gpu_script_runs_every_step_at_toy_size(tmp_path):
     assert set(m.scorer) == {"energy", "msp", "knn", "vim"}
     assert {"CIFAR-100 test (near-OOD)", "Textures (DTD, 10 categories)"} <= set(m.ood_set)
     assert m[["fpr95", "auroc"]].notna().all().all()
+    assert steps["profile"]["ce"] == "trained here"   # --ce auto, and no published CE under ../shared/data
     runs = steps["profile"]["runs"]
     assert runs["greg"]["steps_per_epoch"] == 2 and all(r["train_s"] > 0 for r in runs.values())
     assert "| profile | ok |" in (out / "summary.md").read_text()
@@ -49,3 +50,39 @@ def test_a_bad_step_name_is_one_line(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "gpu_check: unknown step(s) bench; allowed: cuda_tests, train_speed, profile"
+
+
+def test_the_profile_step_takes_the_authors_ce_where_its_file_is(tmp_path, monkeypatch):
+    """``--ce auto`` uses the published CE when its file (checked against the registry's SHA-256) is in
+    ``<--shared>/checkpoints``, never downloads it, and falls back to training without it; ``--ce published``
+    without it is the registry's one-line error; ``--ce train`` never looks."""
+    import dataclasses
+    import hashlib
+    import importlib.util
+
+    from ood import checkpoints
+    from ood.data.fetching import DataMissingError
+    from ood.data.registry import FileInfo
+
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    monkeypatch.setattr(fetching, "DATA_ROOT", tmp_path / "root")
+    monkeypatch.setattr(fetching, "SHARED_DATA", tmp_path / "no-shared")
+    monkeypatch.delenv("OOD_MIRRORS", raising=False)
+    payload = b"stand-in for the authors' file"
+    entry = checkpoints.CHECKPOINTS[gpu_check.PUBLISHED_CE]
+    closed = "http://127.0.0.1:9/nothing"    # were it downloaded, the test would fail at once
+    monkeypatch.setitem(checkpoints.CHECKPOINTS, gpu_check.PUBLISHED_CE, dataclasses.replace(
+        entry, file=FileInfo(entry.file.path, closed, "sha256:" + hashlib.sha256(payload).hexdigest(), "a test")))
+    shared = tmp_path / "shared"
+    args = gpu_check.build_parser().parse_args(["--out", str(tmp_path / "o"), "--shared", str(shared)])
+    assert args.ce == "auto" and gpu_check.published_ce(args) is None
+    args.ce = "published"
+    with pytest.raises(DataMissingError, match="published checkpoint"):
+        gpu_check.published_ce(args)
+    (shared / "checkpoints").mkdir(parents=True)
+    (shared / "checkpoints" / entry.file.path.split("/")[-1]).write_bytes(payload)
+    for mode, want in (("auto", gpu_check.PUBLISHED_CE), ("published", gpu_check.PUBLISHED_CE), ("train", None)):
+        args.ce = mode
+        assert gpu_check.published_ce(args) == want, mode

@@ -214,8 +214,7 @@ def test_each_run_fine_tuned_its_seed_for_its_length_and_kept_no_optimizer_state
             assert (cfg["epochs"], cfg["steps_per_epoch"]) == (r.epochs, r.steps_per_epoch), key
             hist = pd.read_csv(ROOT / base / str(s) / "history.csv")
             assert len(hist) == r.epochs, key
-            weights.append(blob["state_dict"]["head.weight"] if "head.weight" in blob["state_dict"]
-                           else next(iter(blob["state_dict"].values())))
+            weights.append(next(v for k, v in blob["state_dict"].items() if k.endswith("weight") and v.dim() == 4))
             profile_run = torch.load(ROOT / f"runs/{PROFILE}/{r.method}/seeds/{s}/model.pt", map_location="cpu",
                                      weights_only=True)["state_dict"]
             assert any(not torch.equal(v, profile_run[k]) for k, v in blob["state_dict"].items()

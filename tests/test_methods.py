@@ -11,7 +11,8 @@ from ood.methods import METHODS, Method, method
 from ood.sampling import SAMPLERS
 from ood.scorers import SCORERS, profile_scorers
 
-PIPELINES = ["params.yaml", "pipelines/cifar10-cpu/params.yaml"]
+PIPELINES = ["params.yaml", "pipelines/cifar10-cpu/params.yaml", "pipelines/cifar10/params.yaml",
+             "pipelines/cifar100/params.yaml"]
 
 
 @pytest.fixture(scope="module", params=PIPELINES)
@@ -40,9 +41,10 @@ def test_unknown_method_names_the_catalogue():
 def test_pipelines_wire_the_catalogue(pipeline_params):
     """dvc.yaml iterates over params.yaml's `pipeline` lists; they must say what the catalogue says."""
     pipe = pipeline_params["pipeline"]
-    run = list(pipe["scratch"]) + list(pipe["finetune"])
+    # a method's run comes from one stage: trained (scratch, finetune) or a published network (published)
+    run = list(pipe.get("published") or {}) + list(pipe["scratch"]) + list(pipe["finetune"])
     assert len(set(run)) == len(run) and set(run) <= set(METHODS) and sorted(pipe["evaluate"]) == sorted(run)
-    for m in pipe["scratch"]:
+    for m in list(pipe.get("published") or {}) + list(pipe["scratch"]):
         assert METHODS[m].init is None, f"{m} fine-tunes from {METHODS[m].init} (ood.methods) but is listed as scratch"
     for m, src in pipe["finetune"].items():
         assert src == METHODS[m].init, f"pipeline.finetune: {m} starts from {src}; ood.methods: {METHODS[m].init}"
@@ -53,7 +55,7 @@ def test_every_profile_keys_every_pipeline_method(pipeline_params):
     pipe = pipeline_params["pipeline"]
     for profile in config.profiles(pipeline_params):
         block = pipeline_params["profiles"][profile]["method"]
-        missing = [m for m in list(pipe["scratch"]) + list(pipe["finetune"]) if m not in block]
+        missing = [m for m in [*(pipe.get("published") or {}), *pipe["scratch"], *pipe["finetune"]] if m not in block]
         assert not missing, f"profiles/{profile}.yaml lacks method key(s) {missing}"
 
 

@@ -8,6 +8,11 @@ empty data root (ImageNet, which cannot be downloaded, is laid out there as a fo
 is shrunk (one epoch of two steps, small batches, a 36 px ImageNet input) and the pipeline trains ``ce`` from
 scratch and fine-tunes ``greg`` (outliers and the gradient penalty) from it; every stage and every registered scorer
 runs. Official URLs are never reached: every proxy variable points at a closed loopback port.
+
+CIFAR-10 runs its own pipeline (``pipelines/cifar10/dvc.yaml``), which takes ``ce`` from the authors' published
+network (issue 39): the toy server also serves a WRN-40-2 with random weights in the authors' layout (pytorch-ood's
+``WideResNet``, saved under ``nn.DataParallel`` as a multi-GPU run would), under the registry's file name, its digest
+injected for the test (``$OOD_TEST_CHECKPOINT_CHECKSUMS``); ``greg`` then fine-tunes from it.
 """
 from __future__ import annotations
 
@@ -38,8 +43,10 @@ PROFILES = ("cifar10", "cifar100", "imagenet")
 REPRO_TIMEOUT_S = 1200
 #: Requests the toy server answers before it refuses (a profile asks for at most 10 files).
 MAX_REQUESTS = 100
-METHODS = {"scratch": ["ce"], "finetune": {"greg": "ce"}, "evaluate": ["ce", "greg"],
+METHODS = {"published": {}, "scratch": ["ce"], "finetune": {"greg": "ce"}, "evaluate": ["ce", "greg"],
            "figures": {"scores": ["ce", "greg"], "feature_norms": ["ce"], "grad_norms": ["ce", "greg"]}}
+#: The profiles rehearsed through their own pipeline, from the authors' CE (pipelines/<profile>/params.yaml).
+PUBLISHED = {"cifar10": "energy_cifar10_wrn_pretrained"}
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -80,9 +87,36 @@ def _serve(www: Path):
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """The toy archives (one folder, ``www``) and their checksum file."""
+    import hashlib
+    import json
+
+    from ood import checkpoints
+
     base = tmp_path_factory.mktemp("toy-mirror")
     table = toy_archives.build(base / "www")
+    digests = {}
+    for i, name in enumerate(PUBLISHED.values()):
+        entry = checkpoints.CHECKPOINTS[name]
+        path = base / "www" / Path(entry.file.path).name
+        path.write_bytes(_authors_file(entry.num_classes, seed=i))
+        digests[name] = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    (base / "checkpoint-checksums.json").write_text(json.dumps(digests))
     return base / "www", toy_archives.write_checksums(table, base / "checksums.json")
+
+
+def _authors_file(num_classes: int, seed: int) -> bytes:
+    """The bytes of a WRN-40-2 state dict in the authors' layout (pytorch-ood's ``WideResNet``, under
+    ``nn.DataParallel``: every key prefixed ``module.``), random weights."""
+    import io
+
+    import torch
+    from pytorch_ood.model import WideResNet
+
+    torch.manual_seed(seed)
+    net = torch.nn.DataParallel(WideResNet(num_classes=num_classes, depth=40, widen_factor=2, drop_rate=0.3))
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +132,11 @@ def rehearsals(toy, tmp_path_factory):
             url, log, stop = _serve(www)
             stops.append(stop)
             out = open(copy.parent / "dvc-repro.log", "w+")
-            proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=copy, env=_env(url, checks, copy),
+            target = [f"pipelines/{profile}/dvc.yaml"] if profile in PUBLISHED else []
+            proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *target], cwd=copy,
+                                    env=_env(url, checks, copy),
                                     stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-            runs[profile] = {"copy": copy, "log": log, "proc": proc, "out": out, "start": time.monotonic()}
+            runs[profile] = {"copy": copy, "log": log, "proc": proc, "out": out, "start": time.monotonic(), "www": www}
         yield runs
     finally:
         for r in runs.values():
@@ -146,18 +182,22 @@ def _prepare(copy: Path, profile: str) -> None:
     prof = copy / "profiles" / f"{profile}.yaml"
     block = yaml.safe_load(prof.read_text())
     prof.write_text(yaml.safe_dump({profile: _toy_profile(block[profile], profile)}, sort_keys=False))
-    params = yaml.safe_load((copy / "params.yaml").read_text())
-    params.update(profile=profile, seeds=[0], seed_workers=1, device="cpu", pipeline=METHODS)
-    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    own = profile in PUBLISHED   # its own pipeline: CE is the authors' network
+    params_file = copy / "pipelines" / profile / "params.yaml" if own else copy / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    methods = {**METHODS, "published": {"ce": PUBLISHED[profile]}, "scratch": []} if own else METHODS
+    params.update(profile=profile, seeds=[0], seed_workers=1, device="cpu", pipeline=methods)
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     # dvc.yaml names the figures stage's run folders (it cannot loop in deps): those of the reduced figure lists
-    dvc = (copy / "dvc.yaml").read_text()
+    dvc_file = params_file.parent / "dvc.yaml"
+    dvc = dvc_file.read_text()
     head, tail = dvc.split("  figures:\n", 1)
     shown = sorted({m for ms in METHODS["figures"].values() for m in ms})
     lines = [ln for ln in tail.split("\n") if not (ln.strip().startswith("- runs/${profile}/")
                                                  and ln.strip().endswith("/seeds"))]
     at = next(i for i, ln in enumerate(lines) if ln.strip() == "- results/${profile}/metrics.csv")
     lines[at:at] = [f"      - runs/${{profile}}/{m}/seeds" for m in shown]
-    (copy / "dvc.yaml").write_text(head + "  figures:\n" + "\n".join(lines))
+    dvc_file.write_text(head + "  figures:\n" + "\n".join(lines))
     if profile == "imagenet":
         toy_archives.imagenet_tree(copy / "data")
 
@@ -169,6 +209,7 @@ def _env(url: str, checks: Path, copy: Path) -> dict:
     env.update({"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                 "OOD_ROOT": str(copy), registry.MIRRORS_ENV: url,
                 registry.TEST_CHECKSUMS_ENV: str(checks), "OOD_DOWNLOAD_TIMEOUT": "10",
+                "OOD_TEST_CHECKPOINT_CHECKSUMS": str(checks.parent / "checkpoint-checksums.json"),
                 "OOD_THREADS": "1",   # three pipelines share the cores: one thread each, no oversubscription
                 "http_proxy": closed, "https_proxy": closed, "HTTP_PROXY": closed, "HTTPS_PROXY": closed,
                 "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"})
@@ -216,9 +257,38 @@ def test_paper_profile_runs_every_stage_from_its_official_formats(profile, rehea
     for name in ("samples", "heatmap_fpr95", "histograms", "roc", "training_curves", "feature_norms",
                  "feature_norm_hist", "grad_norms"):
         assert (figs / f"{name}.png").stat().st_size > 10_000, name
-    for stage in ("01_data", "02_train-ce", "02_train-greg", "03_evaluate-ce", "03_evaluate-greg", "04_tables",
+    ce_stage = "02_published-ce" if profile in PUBLISHED else "02_train-ce"
+    for stage in ("01_data", ce_stage, "02_train-greg", "03_evaluate-ce", "03_evaluate-greg", "04_tables",
                   "05_figures"):
         assert (copy / "notebooks" / "executed" / profile / f"{stage}.ipynb").is_file(), stage
+    if profile in PUBLISHED:
+        _check_started_from_the_published_network(copy, profile, www=run["www"], served=served)
+
+
+def _check_started_from_the_published_network(copy: Path, profile: str, *, www: Path, served: set) -> None:
+    """CE's run is the served network (fetched from the toy mirror, every weight the file's, in our layout), nothing
+    trained it, and GReg fine-tuned from it."""
+    import torch
+
+    from ood import checkpoints
+
+    entry = checkpoints.CHECKPOINTS[PUBLISHED[profile]]
+    fname = Path(entry.file.path).name
+    assert f"checkpoints/{fname}" in served or fname in served, f"{fname} was not fetched from the mirror: {served}"
+    theirs = torch.load(www / fname, map_location="cpu", weights_only=True)
+    ours = torch.load(copy / "runs" / profile / "ce" / "seeds" / "0" / "model.pt", map_location="cpu",
+                      weights_only=True)
+    assert ours["meta"]["published"] == PUBLISHED[profile]
+    assert torch.equal(ours["state_dict"]["fc.weight"], theirs["module.fc.weight"])
+    # the key map of ood.checkpoints: block{g}.layer.{i} -> blocks.{6(g-1)+i}, convShortcut -> shortcut, bn1 -> bn
+    assert torch.equal(ours["state_dict"]["blocks.6.shortcut.weight"],
+                       theirs["module.block2.layer.0.convShortcut.weight"])
+    assert torch.equal(ours["state_dict"]["bn.running_var"], theirs["module.bn1.running_var"])
+    assert not (copy / "results" / profile / "history" / "ce.csv").exists(), "CE was trained, not taken"
+    greg = torch.load(copy / "runs" / profile / "greg" / "seeds" / "0" / "model.pt", map_location="cpu",
+                      weights_only=True)
+    assert greg["meta"]["config"]["init"] == "ce"
+    assert (copy / "results" / profile / "history" / "greg.csv").is_file()
 
 
 def test_the_official_checksum_refuses_a_toy_file(toy, tmp_path):
