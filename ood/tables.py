@@ -238,15 +238,32 @@ def write_findings(found: pd.DataFrame, out_dir: str | Path, *, label: str = "")
 def write_reference(metrics: pd.DataFrame, params: dict, profile: str, out_dir: str | Path) -> pd.DataFrame:
     """``reference.md``: our mean average FPR95 beside the papers' numbers of the same benchmark, network and
     evaluation protocol (:func:`ood.reference.for_profile`; the synthetic profile, which no paper reports, shows the
-    CIFAR-10 profile's references with no number of ours). Returns the side-by-side table."""
+    CIFAR-10 profile's references with no number of ours). A method whose run is a published network (the params'
+    ``pipeline.published``: a paper profile's own pipeline takes CE from the authors) gets a ``weights`` column saying
+    so: its numbers are the authors' weights under our evaluation. Returns the side-by-side table."""
     from ood import reference
 
     ref_profile, protocol, same_protocol = reference.for_profile(params, profile, "fpr95")
     ours = select_stat(metrics, "mean") if profile == ref_profile else metrics.iloc[0:0]
     side = reference.side_by_side(ours, same_protocol, metric="fpr95", protocol=protocol)
+    published = (params.get("pipeline") or {}).get("published") or {}
+    note = ""
+    if published and profile == ref_profile:
+        from ood import config
+        from ood.methods import METHODS
+
+        def weights(m: str) -> str:
+            if m in published:
+                return f"the authors' ({published[m]}), our evaluation"
+            init = config.method_config(params, m, profile).init if m in METHODS else None
+            return f"fine-tuned here from the authors' ({published[init]})" if init in published else "trained here"
+
+        side.insert(side.columns.get_loc("train_method") + 1, "weights", [weights(m) for m in side["train_method"]])
+        note = (" Rows whose `weights` name a published network are the authors' weights scored by this project: "
+                "the difference to the paper is then the evaluation's, not the training's.")
     _write(Path(out_dir) / "reference.md",
            f"Average FPR95 (%) of the {ref_profile} profile's network: ours ({profile} profile) beside the papers' "
-           f"numbers measured with our protocol ({reference.PROTOCOLS[protocol]}).\n\n"
+           f"numbers measured with our protocol ({reference.PROTOCOLS[protocol]}).{note}\n\n"
            + reference.to_markdown(side) + "\n")
     return side
 

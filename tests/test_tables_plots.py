@@ -261,3 +261,23 @@ def test_write_reference_pairs_our_mean_with_the_papers_number_of_the_profile(tm
     # the synthetic profile has no paper numbers of its own: the CIFAR-10 references, none of ours beside them
     side = tables.write_reference(ours, params, "synthetic", tmp_path)
     assert (side["ours"] == "not run").all() and "ours (synthetic profile)" in (tmp_path / "reference.md").read_text()
+    assert "weights" not in side.columns           # nothing published: the table keeps its columns
+
+
+def test_write_reference_labels_the_rows_of_a_published_network(tmp_path):
+    """In a paper profile's own pipeline CE's run is the authors' network: the fine-tunes from it say so; a method
+    whose own run is published (here Energy-OE, as the authors' fine-tune) is labelled the authors' weights."""
+    from ood import config
+
+    params = config.load_params(config.repo_root() / "pipelines" / "cifar10" / "params.yaml")
+    ours = pd.DataFrame([{"benchmark": "cifar10", "method": m, "seed": "mean", "scorer": "energy",
+                          "ood_set": "average", "fpr95": v, "auroc": 90.0, "aupr_in": 90.0, "aupr_out": 90.0,
+                          "fpr95_ood_pos": 90.0} for m, v in (("greg", 12.34), ("energy_oe", 30.0))])
+    side = tables.write_reference(ours, params, "cifar10", tmp_path)
+    assert set(side.loc[side.train_method == "greg", "weights"]) == {
+        "fine-tuned here from the authors' (energy_cifar10_wrn_pretrained)"}
+    params["pipeline"]["published"]["energy_oe"] = "energy_cifar10_wrn_s1_energy_ft"
+    side = tables.write_reference(ours, params, "cifar10", tmp_path)
+    assert set(side.loc[side.train_method == "energy_oe", "weights"]) == {
+        "the authors' (energy_cifar10_wrn_s1_energy_ft), our evaluation"}
+    assert "the authors' weights scored by this project" in (tmp_path / "reference.md").read_text()
