@@ -307,23 +307,22 @@ def screen_summary(paired_t: pd.DataFrame, ood_sets=("average", "ID test")) -> p
 
 
 def readme_table(paired_t: pd.DataFrame) -> str:
-    """The README's block of the study: on the average FPR95, each pair at each length (``greg vs energy_oe`` |
-    ``160``), each pair's growth (``growth: greg vs energy_oe`` | ``640 vs 40``), and each method over the span on
-    FPR95 and on the ID accuracy (``greg: FPR95`` / ``greg: ID accuracy`` | ``640 vs 40``): mean ± std of the per-seed
-    differences, the seeds agreeing, the verdict."""
-    t = paired_t[paired_t["ood_set"].isin(["average", "ID test"])]
-    lines = ["| comparison | steps | a - b (mean ± std over seeds) | seeds agreeing | verdict |",
-             "| --- | --- | ---: | ---: | --- |"]
-    for r in t.itertuples():
-        if r.kind == "pair" and r.metric == "fpr95":
+    """The README's block of the study, over the span of lengths (the longest against the shortest): each pair at the
+    longest length (``greg vs energy_oe`` | ``640``) and its growth (``growth: greg vs energy_oe`` | ``640 vs 40``) on
+    every OOD set and the average (FPR95), and each method's ID accuracy (``greg: ID accuracy`` | ``640 vs 40``):
+    mean ± std of the per-seed differences, the seeds agreeing, the verdict. Every length: ``length.md``."""
+    hi = int(paired_t["steps"].max())
+    lines = ["| comparison | OOD set | steps | a - b (mean ± std over seeds) | seeds agreeing | verdict |",
+             "| --- | --- | --- | ---: | ---: | --- |"]
+    for r in paired_t.itertuples():
+        if r.kind == "pair" and r.metric == "fpr95" and r.steps == hi:
             comp, steps = f"{r.a} vs {r.b}", f"{r.steps}"
         elif r.kind == "growth" and r.metric == "fpr95":
             comp, steps = f"growth: {r.a} vs {r.b}", f"{r.steps} vs {r.steps_b}"
-        elif r.kind == "length":
-            comp = f"{r.a}: {'ID accuracy' if r.metric == 'id_accuracy' else 'FPR95'}"
-            steps = f"{r.steps} vs {r.steps_b}"
+        elif r.kind == "length" and r.metric == "id_accuracy":
+            comp, steps = f"{r.a}: ID accuracy", f"{r.steps} vs {r.steps_b}"
         else:
             continue
-        lines.append(f"| {comp} | {steps} | {r.mean_diff:+.2f} ± {r.std_diff:.2f} | {r.agree} of {r.n_seeds} | "
-                     f"{r.verdict} |")
+        lines.append(f"| {comp} | {r.ood_set} | {steps} | {r.mean_diff:+.2f} ± {r.std_diff:.2f} | "
+                     f"{r.agree} of {r.n_seeds} | {r.verdict} |")
     return "\n".join(lines) + "\n"

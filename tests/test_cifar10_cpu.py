@@ -383,22 +383,23 @@ def test_cifar_files_are_unpacked_from_the_shared_folder_and_a_corrupt_copy_leav
 
 # --- how complete the run is (consistency, not completeness: the profile lands in pieces) ----------------------
 
-def _dvc_states() -> dict[str, str]:
-    """Each stage of the profile's dvc.yaml and its state, from `dvc status --json` (the DVC command line, not
-    ood.budget), the lock and git: not in the lock -> "not run"; a changed command, dependency or parameter, or a
-    changed committed output -> "stale"; else "cached" when an output is not in git (DVC-cached), "done" when all
-    are. Outputs missing here because they are not in git, and inputs missing because a stage writes them and they
-    are not in git, are no change: a fresh clone has neither, the clone that ran the stages has both."""
+def _dvc_states(pipe: Path = PIPE) -> dict[str, str]:
+    """Each stage of a pipeline's dvc.yaml (default: the profile's) and its state, from `dvc status --json` (the DVC
+    command line, not ood.budget), the lock and git: not in the lock -> "not run"; a changed command, dependency or
+    parameter, or a changed committed output -> "stale"; else "cached" when an output is not in git (DVC-cached),
+    "done" when all are. Outputs missing here because they are not in git, and inputs missing because a stage writes
+    them and they are not in git, are no change: a fresh clone has neither, the clone that ran the stages has both."""
     import json
     import subprocess
     import sys
 
-    p = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", "pipelines/cifar10-cpu/dvc.yaml"], cwd=ROOT,
+    rel = pipe.relative_to(ROOT).as_posix()
+    p = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", f"{rel}/dvc.yaml"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     changed = {k.split(":", 1)[-1]: v for k, v in json.loads(p.stdout or "{}").items()}
-    spec = yaml.safe_load((PIPE / "dvc.yaml").read_text())["stages"]
-    params = config.load_params(PIPE / "params.yaml")
+    spec = yaml.safe_load((pipe / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((pipe / "params.yaml").read_text())
     stages = []
     for n, st in spec.items():   # foreach stages by their items, as DVC names them
         if "foreach" in st:
@@ -408,7 +409,7 @@ def _dvc_states() -> dict[str, str]:
             stages += [f"{n}@{i}" for i in items]
         else:
             stages.append(n)
-    lock = _lock()
+    lock = _lock() if pipe == PIPE else yaml.safe_load((pipe / "dvc.lock").read_text())["stages"]
     in_git = lambda path: bool(subprocess.run(["git", "ls-files", path], cwd=ROOT, capture_output=True, text=True,
                                               check=True).stdout.strip())
     committed = {o["path"]: in_git(o["path"]) for s in lock.values() for o in s.get("outs", [])}

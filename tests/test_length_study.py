@@ -248,29 +248,45 @@ def _rule(d: np.ndarray):
 
 def test_the_readme_length_screens_are_the_per_seed_differences():
     """Each row of the README's length block, recomputed from length-seeds.csv with numpy: a pair at one length
-    (``greg vs energy_oe`` at ``160``), the growth of a pair's difference (``growth: ...`` at ``640 vs 40``), and a
-    method against itself (``energy_oe: FPR95`` / ``energy_oe: ID accuracy`` at ``640 vs 40``)."""
+    (``greg vs energy_oe`` at ``640``), the growth of a pair's difference (``growth: ...`` at ``640 vs 40``) on an OOD
+    set, and a method against itself (``greg: ID accuracy`` / ``greg: FPR95`` at ``640 vs 40``)."""
     if not (SWEEPS / "length-seeds.csv").is_file():
         pytest.skip("the length study is not exported yet")
     seeds = pd.read_csv(SWEEPS / "length-seeds.csv")
     rows = _readme_rows("length:cifar10-cpu")
     assert len(rows) >= 10
-    for comp, steps, diff, agree, verdict in rows:
+    for comp, ood_set, steps, diff, agree, verdict in rows:
         m = re.fullmatch(r"([+-]?[\d.]+) ± ([\d.]+)", diff)
+        o = "average" if ood_set == "ID test" else ood_set
         if comp.startswith("growth: "):
             a, b = comp[len("growth: "):].split(" vs ")
             hi, lo = (int(x) for x in steps.split(" vs "))
-            t = seeds[(seeds.scorer == "energy") & (seeds.ood_set == "average")]
+            t = seeds[(seeds.scorer == "energy") & (seeds.ood_set == o)]
             d = {L: (t[(t.method == a) & (t.value == L)].set_index("seed")["fpr95"]
                      - t[(t.method == b) & (t.value == L)].set_index("seed")["fpr95"]) for L in (hi, lo)}
             got = _rule((d[hi] - d[lo]).dropna().to_numpy())
         elif ": " in comp:
             method, what = comp.split(": ")
             hi, lo = (int(x) for x in steps.split(" vs "))
-            got = _by_hand(seeds, method, hi, method, lo, "id_accuracy" if what == "ID accuracy" else "fpr95")
+            got = _by_hand(seeds, method, hi, method, lo, "id_accuracy" if what == "ID accuracy" else "fpr95", o)
         else:
             a, b = comp.split(" vs ")
-            got = _by_hand(seeds, a, int(steps), b, int(steps), "fpr95")
-        assert float(m.group(1)) == pytest.approx(got[0], abs=0.006), (comp, steps)
-        assert float(m.group(2)) == pytest.approx(got[1], abs=0.006), (comp, steps)
-        assert agree == f"{got[2]} of {got[3]}" and verdict == got[4], (comp, steps)
+            got = _by_hand(seeds, a, int(steps), b, int(steps), "fpr95", o)
+        assert float(m.group(1)) == pytest.approx(got[0], abs=0.006), (comp, ood_set, steps)
+        assert float(m.group(2)) == pytest.approx(got[1], abs=0.006), (comp, ood_set, steps)
+        assert agree == f"{got[2]} of {got[3]}" and verdict == got[4], (comp, ood_set, steps)
+
+
+def test_the_readme_says_which_stages_of_the_study_are_done():
+    """The README's status block of the study lists each of its stages under the state DVC gives it (the classifier
+    of tests/test_cifar10_cpu.py, on this pipeline): what ran, what is cached, what is stale or not run."""
+    from test_cifar10_cpu import _dvc_states
+
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- status:cifar10-cpu-length -->\n(.*?)<!-- /status -->", text, re.S)
+    assert m, "README.md has no status block of the length study"
+    rows = dict(re.findall(r"^\| ([a-z ]+) \| (.+) \|$", m.group(1), re.M))
+    rows.pop("state", None)
+    listed = {name: state for state, names in rows.items() for name in re.findall(r"`([^`]+)`", names)}
+    assert listed == _dvc_states(STUDY), "the README's status block of the study is out of date: python -m " \
+                                         "ood.budget --status pipelines/cifar10-cpu-length/dvc.yaml prints it"
