@@ -290,3 +290,43 @@ def test_the_readme_says_which_stages_of_the_study_are_done():
     listed = {name: state for state, names in rows.items() for name in re.findall(r"`([^`]+)`", names)}
     assert listed == _dvc_states(STUDY), "the README's status block of the study is out of date: python -m " \
                                          "ood.budget --status pipelines/cifar10-cpu-length/dvc.yaml prints it"
+
+
+def test_the_readme_answers_on_the_length_hold():
+    """The bootstrap-interval claims of the README's three answers, recomputed from length-intervals.csv, and the
+    numbers they quote, found in length-paired.csv and length.csv."""
+    if not (SWEEPS / "length-intervals.csv").is_file():
+        pytest.skip("the length study is not exported yet")
+    iv = pd.read_csv(SWEEPS / "length-intervals.csv")
+    iv = iv[(iv.scorer == "energy") & (iv.steps == 640)]
+    tex, c100 = "Textures (DTD, 10 categories)", "CIFAR-100 test (near-OOD)"
+
+    def disjoint(a, b, ood_set):
+        ta = iv[(iv.method == a) & (iv.ood_set == ood_set)].set_index("seed")
+        tb = iv[(iv.method == b) & (iv.ood_set == ood_set)].set_index("seed")
+        return sum(int(ta.fpr95_hi[s] < tb.fpr95_lo[s] or tb.fpr95_hi[s] < ta.fpr95_lo[s]) for s in ta.index)
+
+    assert disjoint("greg", "energy_oe", tex) == 3 and disjoint("greg", "energy_oe", c100) == 2
+    assert disjoint("greg_plus", "greg", tex) == 0 and disjoint("greg_plus", "greg", c100) == 0
+    span = lambda m, o: (iv[(iv.method == m) & (iv.ood_set == o)].fpr95.min(),
+                         iv[(iv.method == m) & (iv.ood_set == o)].fpr95.max())
+    assert [round(x, 1) for x in span("greg", tex)] == [38.5, 41.9]
+    assert [round(x, 1) for x in span("energy_oe", tex)] == [45.6, 48.1]
+    # every "x ± y" the answers quote is a screen of length-paired.csv
+    text = (ROOT / "README.md").read_text()
+    answers = text[text.index("- **Does the penalty's effect grow with length?"):
+                   text.index("![FPR95 and ID accuracy against")]
+    paired = pd.read_csv(SWEEPS / "length-paired.csv")
+    known = {(f"{r.mean_diff:+.2f}".lstrip("+"), f"{r.std_diff:.2f}") for r in paired.itertuples()}
+    quoted = re.findall(r"([+-]?\d+\.\d\d) ± (\d+\.\d\d)", answers)
+    assert quoted and all((m.lstrip("+"), s) in known for m, s in quoted), [q for q in quoted
+                                                                           if (q[0].lstrip("+"), q[1]) not in known]
+    summ = pd.read_csv(SWEEPS / "length.csv").set_index(["method", "value"])
+    assert [round(summ.loc[(m, 640), "id_accuracy"], 1) for m in ("energy_oe", "greg", "greg_plus")] == [77.1, 76.0,
+                                                                                                         75.8]
+    lengths = paired[(paired.kind == "length") & (paired.metric == "fpr95")].set_index(["a", "ood_set"])
+    assert sorted(round(lengths.loc[(m, tex), "mean_diff"]) for m in ("energy_oe", "greg", "greg_plus")) == [-29, -26,
+                                                                                                            -15]
+    assert all(lengths.loc[(m, tex), "agree"] == 3 for m in ("energy_oe", "greg", "greg_plus"))
+    assert sorted(round(lengths.loc[(m, "Noise (synthetic)"), "mean_diff"]) for m in ("energy_oe", "greg",
+                                                                                      "greg_plus")) == [29, 37, 48]
