@@ -71,14 +71,19 @@ def evaluate_checkpoint(params: dict, name: str, profile: str | None = None, *, 
         metrics["id_accuracy"] = res.id_accuracy
         metrics.to_csv(out / "metrics.csv", index=False, float_format="%.4f")
         save_scores(res.scores, out / "scores.npz")
-        info = {k: v for k, v in dataclasses.asdict(entry).items() if k != "file"}
-        info.update(url=entry.file.url, checksum=entry.file.checksum, checksum_source=entry.file.source,
-                    weights="published by the authors; evaluated by this project")
-        (out / "checkpoint.json").write_text(json.dumps(info, indent=1, default=list) + "\n")
+        _write_provenance(out, entry, "published by the authors; evaluated by this project")
         ref = reference_table(metrics, params, profile, name)
         ref.to_csv(out / "reference.csv", index=False, float_format="%.2f")
         (out / "reference.md").write_text(_reference_markdown(ref, params, profile, name))
     return res
+
+
+def _write_provenance(folder: Path, entry, weights: str) -> None:
+    """``<folder>/checkpoint.json``: the registry entry (URL, SHA-256, where the digest is from, training, licence
+    note) and what the folder's weights are (``weights``)."""
+    info = {k: v for k, v in dataclasses.asdict(entry).items() if k != "file"}
+    info.update(url=entry.file.url, checksum=entry.file.checksum, checksum_source=entry.file.source, weights=weights)
+    (folder / "checkpoint.json").write_text(json.dumps(info, indent=1, default=list) + "\n")
 
 
 def reference_table(metrics, params: dict, profile: str, name: str):
@@ -191,9 +196,6 @@ def install_checkpoint(params: dict, profile: str, method: str, name: str, *, se
     # the spec keeps the authors' exact statistics (the profile writes them to 4 places); a fine-tune from this run
     # takes its own normalization from the profile, as from any starting checkpoint (ood.train)
     spec = {**spec, "mean": list(entry.mean), "std": list(entry.std)}
-    info = {k: v for k, v in dataclasses.asdict(entry).items() if k != "file"}
-    info.update(url=entry.file.url, checksum=entry.file.checksum, checksum_source=entry.file.source,
-                weights="published by the authors; not trained here")
     base = Path(run_dir) if run_dir is not None else paths(profile, method)["method_runs"]
     written = []
     for s in seeds_of(params, seeds):
@@ -201,6 +203,6 @@ def install_checkpoint(params: dict, profile: str, method: str, name: str, *, se
         d.mkdir(parents=True, exist_ok=True)
         save_atomic({"state_dict": state, "model": spec,
                      "meta": {"method": method, "published": name, "sha256": entry.file.checksum}}, d / "model.pt")
-        (d / "checkpoint.json").write_text(json.dumps(info, indent=1, default=list) + "\n")
+        _write_provenance(d, entry, "published by the authors; not trained here")
         written.append(d / "model.pt")
     return written
