@@ -14,8 +14,9 @@ by the profile's evaluate stage code (every registered scorer), so the lengths d
 * ``length.csv``: the energy score's average FPR95 and AUROC and the ID accuracy, mean and std over the seeds per
   length and method (``ood.ablations.COLUMNS``: what ``ood.ablations.plot_sweep`` and ``sweep_summary`` read);
 * ``length-intervals.csv``: every seed's FPR95 with its percentile-bootstrap interval over the images
-  (``ood.screen.interval_table``, 1,000 replicates), per scorer and set; the profile's length is copied from its
-  ``fpr95_intervals.csv``, which the tables stage computed with the same function;
+  (``ood.screen.run_intervals``, 1,000 replicates), per scorer and set, as each run's evaluate stage computed them
+  (``runs/<profile>/length/<key>/intervals.csv``); the profile's length is copied from its ``fpr95_intervals.csv``,
+  which the tables stage gathered from the profile's evaluate stages;
 * ``length-paired.csv``: the paired screens (``ood.screen.paired``: mean and std of the per-seed differences, the
   seeds agreeing in sign, the verdict) of the energy score's FPR95 and of the ID accuracy, in three kinds:
   ``pair`` (``a`` against ``b`` at one length: the penalty, GReg - Energy-OE; the sampler, GReg+ - GReg), ``growth``
@@ -36,7 +37,7 @@ import yaml
 
 from ood import config
 from ood.ablations import COLUMNS, SEED_COLUMNS
-from ood.screen import SCREEN_NOTE, interval_table, paired
+from ood.screen import SCREEN_NOTE, load_intervals, paired
 
 __all__ = ["study_runs", "collect", "summary", "intervals", "screens", "screen_summary", "export", "plot_length",
            "save_figure", "readme_table", "PAIRS", "SCORER", "OUTPUTS"]
@@ -132,23 +133,22 @@ def summary(seeds: pd.DataFrame, scorer: str = SCORER, ood_set: str = "average")
 def intervals(params: dict, profile: str, study: str | Path, ood_sets: list[str], *,
               average_over: list[str] | None = None, seeds: list[int], root: Path | None = None) -> pd.DataFrame:
     """Every seed's FPR95 with its bootstrap interval (``ood.screen.INTERVAL_COLUMNS`` plus ``steps``), per scorer and
-    set, for the profile's fine-tunes (from ``results/<profile>/fpr95_intervals.csv``) and the study's runs (computed
-    here from ``runs/<profile>/length/<key>/scores/seed<s>.npz`` with ``ood.screen.interval_table``, each run drawing
-    from its own generator: its method is named ``<key>`` there)."""
+    set, for the profile's fine-tunes (from ``results/<profile>/fpr95_intervals.csv``) and the study's runs (from
+    ``runs/<profile>/length/<key>/intervals.csv``, which the study's evaluate stage computed with
+    ``ood.screen.run_intervals``, each run drawing from its own generator: its method is named ``<key>`` there)."""
     root = _root(root)
     runs = study_runs(study, root)
     base = pd.read_csv(root / "results" / profile / "fpr95_intervals.csv")
     base = base[base["method"].isin(set(runs["method"]))]
     base = base.assign(steps=[_profile_steps(params, profile, m) for m in base["method"]])
-    files = {}
+    files = []
     for r in runs.itertuples():
-        for s in seeds:
-            f = _run_dir(profile, r.key, root) / "scores" / f"seed{s}.npz"
-            if not f.is_file():
-                raise FileNotFoundError(f"no {f}: rerun stage evaluate@{r.key} of {study}/dvc.yaml (its scores are "
-                                        "kept in the DVC cache, not in git)")
-            files[(r.key, s)] = f
-    new = interval_table(files, ood_sets, average_over=average_over)
+        f = _run_dir(profile, r.key, root) / "intervals.csv"
+        if not f.is_file():
+            raise FileNotFoundError(f"no {f}: run stage evaluate@{r.key} of {study}/dvc.yaml")
+        files.append(f)
+    new = load_intervals(files)
+    new = new[new["seed"].isin(seeds)].reset_index(drop=True)
     key_to = runs.set_index("key")
     new = new.assign(steps=key_to.loc[new["method"], "steps"].to_numpy(),
                      method=key_to.loc[new["method"], "method"].to_numpy())

@@ -1,5 +1,5 @@
 """What the tables and figures stages read: the methods, scorers, OOD sets and seeds of a profile's pipeline, the
-per-method metric files, the score caches and the trained models."""
+per-method metric, interval and figure-score files that the evaluate stage commits, and the trained models."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,12 +9,13 @@ import pandas as pd
 
 from ood import config
 from ood.aggregate import METRIC_COLUMNS
-from ood.artifacts import load_scores
+from ood.artifacts import evaluate_outputs, seed_scores
 from ood.methods import METHODS
 from ood.models import load_model
 from ood.numerics import check_choice
 from ood.pipeline import paths, seeds_of
 from ood.scorers import profile_scorers
+from ood.screen import load_intervals
 
 __all__ = ["FIGURES", "StageInputs", "stage_inputs", "collect"]
 
@@ -59,13 +60,21 @@ class StageInputs:
         averages them."""
         return self.params["profiles"][self.profile]["benchmark"].get("average_over")
 
-    def score_files(self) -> dict[tuple[str, int], Path]:
-        """Every (method, seed)'s score cache (``cache/<profile>/<method>/seed<s>.npz``, the evaluate stage's)."""
-        return {(m, s): paths(self.profile, m, seed=s)["scores"] for m in self.methods for s in self.seeds}
+    def intervals(self) -> pd.DataFrame:
+        """Every (method, seed, scorer, set)'s FPR95 with its bootstrap interval, as each method's evaluate stage
+        computed them (``results/<profile>/intervals/<method>.csv``, ``ood.screen.run_intervals``), in the order of
+        the methods; the seeds are those of params.yaml."""
+        t = load_intervals([evaluate_outputs(self.out["results"], m)["intervals"] for m in self.methods])
+        missing = sorted(set(self.seeds) - set(t["seed"]))
+        if missing:
+            raise ValueError(f"the bootstrap intervals under results/{self.profile}/intervals/ have no seed(s) "
+                             f"{missing}: rerun the evaluate stages (dvc repro)")
+        return t[t["seed"].isin(self.seeds)].reset_index(drop=True)
 
     def scores(self, methods: list[str], seed: int) -> dict:
-        """Every scorer's scores on every set (``ood.artifacts.load_scores``) of one seed's run, by method."""
-        return {m: load_scores(paths(self.profile, m, seed=seed)["scores"]) for m in methods}
+        """The figure scorers' per-image scores on every set (``"<scorer>/<set>"``, ``ood.artifacts.seed_scores``) of
+        one seed's run, by method, from ``results/<profile>/scores/<method>.npz``."""
+        return {m: seed_scores(evaluate_outputs(self.out["results"], m)["scores"], seed) for m in methods}
 
     def models(self, methods: list[str], seed: int) -> dict:
         """The trained models of one seed (``ood.models.load_model``, eval mode, CPU), by method."""

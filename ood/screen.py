@@ -23,7 +23,9 @@ inverting that distribution over the distinct ID scores; the number of a resampl
 ``t*`` is ``Binomial(n_ood, p(t*))``, ``p`` the share of the set's scores at or above ``t*``. That is the same
 distribution as resampling the images one by one (``tests/test_screen_paired.py`` checks it against a brute-force
 resampler), in O(n log n + n_boot) instead of O(n_boot n). It matters most for small sets (the 1,200-image Textures
-subset of ``cifar10-cpu``); the ``tables`` stage writes every seed's interval (``fpr95_intervals.csv``).
+subset of ``cifar10-cpu``). The ``evaluate`` stage computes each run's intervals where it makes the scores
+(``results/<profile>/intervals/<method>.csv``, :func:`run_intervals`), so that the tables need no per-image scores;
+the ``tables`` stage gathers them into ``fpr95_intervals.csv``.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ import pandas as pd
 from ood.methods import METHODS
 
 __all__ = ["shares_start", "paired", "unpaired", "paired_findings", "fpr95_bootstrap", "fpr95_interval",
-           "interval_table", "interval_section", "INTERVAL_COLUMNS", "PAIRED_COLUMNS"]
+           "run_intervals", "interval_table", "save_intervals", "load_intervals", "interval_section",
+           "INTERVAL_COLUMNS", "PAIRED_COLUMNS"]
 
 PAIRED_COLUMNS = ["claim", "a", "b", "scorer", "ood_set", "metric", "n_seeds", "mean_diff", "std_diff", "agree",
                   "verdict"]
@@ -139,35 +142,62 @@ def fpr95_interval(id_scores, ood_scores, *, tpr: float = 0.95, n_boot: int = 10
 INTERVAL_COLUMNS = ["method", "seed", "scorer", "ood_set", "fpr95", "fpr95_lo", "fpr95_hi", "n_ood"]
 
 
-def interval_table(score_files: dict[tuple[str, int], str | Path], ood_sets: list[str], *,
-                   average_over: list[str] | None = None, n_boot: int = 1000, level: float = 0.95) -> pd.DataFrame:
-    """Every seed's FPR95 (the full-set rule of :func:`ood.metrics.fpr_at_tpr`) with its bootstrap interval
-    (:func:`fpr95_bootstrap`), per scorer and OOD set and for the average over ``average_over``: one row per
-    (method, seed, scorer, set), columns :data:`INTERVAL_COLUMNS`. ``score_files`` maps (method, seed) to its score
-    cache (``ood.artifacts.save_scores``: ``"<scorer>/<set>"`` arrays, ``"<scorer>/id"`` the ID test scores). Each
-    (method, seed, scorer) draws from its own generator, seeded by the CRC-32 of ``"<method>/<seed>/<scorer>"``."""
+def run_intervals(scores: dict[str, np.ndarray], method: str, seed: int, ood_sets: list[str], *,
+                  average_over: list[str] | None = None, n_boot: int = 1000, level: float = 0.95) -> pd.DataFrame:
+    """One run's FPR95 (the full-set rule of :func:`ood.metrics.fpr_at_tpr`) with its bootstrap interval
+    (:func:`fpr95_bootstrap`), per scorer and OOD set and for the average over ``average_over`` (default: every set):
+    one row per (scorer, set), columns :data:`INTERVAL_COLUMNS`. ``scores`` is a score cache
+    (``ood.artifacts.save_scores``: ``"<scorer>/<set>"`` arrays, ``"<scorer>/id"`` the ID test scores); its scorers
+    keep their order. Each (method, seed, scorer) draws from its own generator, seeded by the CRC-32 of
+    ``"<method>/<seed>/<scorer>"``, so a run's rows do not depend on which other runs are computed with it."""
     import zlib
 
-    from ood.artifacts import load_scores
     from ood.metrics import fpr_at_tpr
 
     avg = list(ood_sets) if average_over is None else list(average_over)
     rows = []
-    for (method, seed), path in score_files.items():
-        scores = load_scores(path)
-        scorers = list(dict.fromkeys(key.split("/", 1)[0] for key in scores))
-        for scorer in scorers:
-            sid = scores[f"{scorer}/id"]
-            sets = {o: scores[f"{scorer}/{o}"] for o in ood_sets}
-            ci = fpr95_bootstrap(sid, sets, average_over=avg, n_boot=n_boot, level=level,
-                                 seed=zlib.crc32(f"{method}/{seed}/{scorer}".encode()))
-            point = {o: fpr_at_tpr(sid, v) for o, v in sets.items()}
-            point["average"] = float(np.mean([point[o] for o in avg]))
-            for o in [*ood_sets, "average"]:
-                rows.append({"method": method, "seed": seed, "scorer": scorer, "ood_set": o, "fpr95": point[o],
-                             "fpr95_lo": ci[o][0], "fpr95_hi": ci[o][1],
-                             "n_ood": int(sum(sets[a].size for a in avg)) if o == "average" else int(sets[o].size)})
+    for scorer in dict.fromkeys(key.split("/", 1)[0] for key in scores):
+        sid = scores[f"{scorer}/id"]
+        sets = {o: scores[f"{scorer}/{o}"] for o in ood_sets}
+        ci = fpr95_bootstrap(sid, sets, average_over=avg, n_boot=n_boot, level=level,
+                             seed=zlib.crc32(f"{method}/{seed}/{scorer}".encode()))
+        point = {o: fpr_at_tpr(sid, v) for o, v in sets.items()}
+        point["average"] = float(np.mean([point[o] for o in avg]))
+        for o in [*ood_sets, "average"]:
+            rows.append({"method": method, "seed": seed, "scorer": scorer, "ood_set": o, "fpr95": point[o],
+                         "fpr95_lo": ci[o][0], "fpr95_hi": ci[o][1],
+                         "n_ood": int(sum(sets[a].size for a in avg)) if o == "average" else int(sets[o].size)})
     return pd.DataFrame(rows, columns=INTERVAL_COLUMNS)
+
+
+def interval_table(score_files: dict[tuple[str, int], str | Path], ood_sets: list[str], *,
+                   average_over: list[str] | None = None, n_boot: int = 1000, level: float = 0.95) -> pd.DataFrame:
+    """:func:`run_intervals` of every (method, seed) of ``score_files`` (which maps it to its score cache file), in
+    that order: one row per (method, seed, scorer, set), columns :data:`INTERVAL_COLUMNS`."""
+    from ood.artifacts import load_scores
+
+    frames = [run_intervals(load_scores(path), method, seed, ood_sets, average_over=average_over, n_boot=n_boot,
+                            level=level) for (method, seed), path in score_files.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=INTERVAL_COLUMNS)
+
+
+def save_intervals(intervals: pd.DataFrame, path: str | Path) -> None:
+    """Write an interval table (:data:`INTERVAL_COLUMNS`) as CSV with every float at full precision, so that
+    :func:`load_intervals` gives back the same numbers."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    intervals[INTERVAL_COLUMNS].to_csv(path, index=False)
+
+
+def load_intervals(paths: list[str | Path]) -> pd.DataFrame:
+    """The interval tables :func:`save_intervals` wrote to ``paths``, one after the other (the evaluate stage writes
+    one per method, ``results/<profile>/intervals/<method>.csv``)."""
+    frames = []
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise FileNotFoundError(f"no bootstrap intervals at {p}; run its evaluate stage first (dvc repro)")
+        frames.append(pd.read_csv(p, float_precision="round_trip"))
+    return pd.concat(frames, ignore_index=True)[INTERVAL_COLUMNS]
 
 
 #: What the screens are and are not: the first paragraph of ``screens.md`` and the note under ``findings.md``.

@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from ood import config, length_study
-from ood.artifacts import save_scores
 
 PROFILE = "cifar10-cpu"
 SETS = ["near", "far"]
@@ -57,17 +56,18 @@ def study(tmp_path):
                 "n_ood": 10} for s in SEEDS for sc in SCORERS for o in [*SETS, "average"]]
     pd.DataFrame(iv).to_csv(root / "results" / PROFILE / "fpr95_intervals.csv", index=False)
     runs = {}
-    rng = np.random.default_rng(0)
     for m in METHODS:
         for L in LENGTHS[m]:
             key = f"{m}-{L}"
             runs[key] = {"method": m, "epochs": L // 160, "steps_per_epoch": 160}
             d = root / "runs" / PROFILE / "length" / key
-            (d / "scores").mkdir(parents=True)
+            d.mkdir(parents=True)
             _metrics(m, L).to_csv(d / "metrics.csv", index=False)
-            for s in SEEDS:
-                save_scores({f"{sc}/{o}": rng.normal(size=50 if o == "id" else 30).astype(np.float32)
-                             for sc in SCORERS for o in ["id", *SETS]}, d / "scores" / f"seed{s}.npz")
+            # what the run's evaluate stage writes beside its metrics: its rows named by the run folder
+            pd.DataFrame([{"method": key, "seed": s, "scorer": sc, "ood_set": o, "fpr95": _fpr(m, L, s, o, sc),
+                           "fpr95_lo": _fpr(m, L, s, o, sc) - 1.5, "fpr95_hi": _fpr(m, L, s, o, sc) + 2.5,
+                           "n_ood": 30} for s in SEEDS for sc in SCORERS for o in [*SETS, "average"]]
+                         ).to_csv(d / "intervals.csv", index=False)
     (root / "pipelines" / "study").mkdir(parents=True)
     (root / "pipelines" / "study" / "params.yaml").write_text(yaml.safe_dump({"length": runs}))
     return root
@@ -129,7 +129,10 @@ def test_export_writes_every_output_and_the_intervals_of_every_run(study, monkey
     assert set(iv["steps"]) == {40, 160, 640}
     new = iv[iv.steps == 640]
     assert len(new) == len(METHODS) * len(SEEDS) * len(SCORERS) * (len(SETS) + 1)
-    assert ((new.fpr95_lo <= new.fpr95) & (new.fpr95 <= new.fpr95_hi)).all()
+    assert set(new["method"]) == set(METHODS)   # the run folders' names mapped back to their methods
+    for r in new.itertuples():   # each row is its own run's, seed's, scorer's and set's
+        want = _fpr(r.method, 640, r.seed, r.ood_set, r.scorer)
+        assert (r.fpr95, r.fpr95_lo, r.fpr95_hi) == pytest.approx((want, want - 1.5, want + 2.5))
     assert "## Does the effect grow?" in (out / "length.md").read_text()
 
 
@@ -145,6 +148,9 @@ def test_a_misnamed_run_and_a_missing_evaluation_say_what_is_wrong(study):
     (study / "runs" / PROFILE / "length" / "greg-640" / "metrics.csv").unlink()
     with pytest.raises(FileNotFoundError, match="evaluate@greg-640"):
         length_study.collect(config.load_params(), PROFILE, "pipelines/study", study)
+    (study / "runs" / PROFILE / "length" / "greg-160" / "intervals.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="evaluate@greg-160"):
+        length_study.intervals(config.load_params(), PROFILE, "pipelines/study", [*SETS], seeds=SEEDS, root=study)
 
 
 # --- the committed study of cifar10-cpu (pipelines/cifar10-cpu-length/): consistency, not completeness ----------
@@ -178,7 +184,7 @@ def test_the_studys_committed_outputs_are_the_bytes_its_lock_recorded():
             tracked = subprocess.run(["git", "ls-files", o["path"]], cwd=ROOT, capture_output=True, text=True,
                                      check=True).stdout.split()
             if not tracked:
-                continue    # DVC-cached (the score caches)
+                continue    # DVC-cached
             if path.is_file():
                 assert _md5(path) == o["md5"], f"{o['path']} is not what {name} wrote"
             else:

@@ -139,6 +139,39 @@ def test_pipeline_writes_the_tables_with_every_method_seed_and_scorer(pipeline_r
         assert (pipeline_root / "figures" / prof / f"{fig}.png").stat().st_size > 5000
 
 
+def test_evaluate_commits_its_intervals_and_figure_scores_beside_its_metrics(pipeline_root, params):
+    """Each evaluate stage writes, beside its metrics, every seed's FPR95 with its bootstrap interval per scorer and
+    set, and the energy scores of every image; the tables and figures read those, never the score caches, which are
+    a by-product outside DVC. Checked here against the metrics (ood.metrics through ood.evaluate, 4 decimals), the
+    score caches (the same arrays) and the tables' gathered intervals."""
+    import numpy as np
+
+    prof = params["profile"]
+    res = pipeline_root / "results" / prof
+    sets = list(params["profiles"][prof]["benchmark"]["ood"])
+    seeds = _run_seeds(pipeline_root)
+    gathered = []
+    for m in params["pipeline"]["evaluate"]:
+        iv = pd.read_csv(res / "intervals" / f"{m}.csv", float_precision="round_trip")
+        gathered.append(iv)
+        met = pd.read_csv(res / "runs" / f"{m}.csv")
+        both = iv.merge(met, on=["method", "seed", "scorer", "ood_set"], suffixes=("", "_metrics"))
+        assert len(both) == len(iv) == len(met) == len(seeds) * len(SCORERS) * (len(sets) + 1)
+        assert ((both.fpr95 - both.fpr95_metrics).abs() <= 0.00005 + 1e-9).all(), m
+        assert ((both.fpr95_lo <= both.fpr95 + 1e-9) & (both.fpr95 <= both.fpr95_hi + 1e-9)).all(), m
+        with np.load(res / "scores" / f"{m}.npz") as fig:
+            assert sorted(fig.files) == sorted(f"{s}/energy/{o}" for s in seeds for o in ["id", *sets])
+            for s in seeds:
+                with np.load(pipeline_root / "cache" / prof / m / f"seed{s}.npz") as cache:
+                    for o in ["id", *sets]:
+                        assert np.array_equal(fig[f"{s}/energy/{o}"], cache[f"energy/{o}"]), (m, s, o)
+    tables = pd.read_csv(res / "fpr95_intervals.csv")
+    want = pd.concat(gathered, ignore_index=True).to_csv(index=False, float_format="%.2f")
+    assert (res / "fpr95_intervals.csv").read_text() == want and len(tables) == sum(map(len, gathered))
+    lock = (pipeline_root / "dvc.lock").read_text()
+    assert f"cache/{prof}" not in lock   # no stage declares (or reads) the score caches
+
+
 # The published results that must come out bit for bit on any x86-64 CPU with AVX2 (ood/repro.py); figures are
 # left out (their PNG/PDF bytes depend on matplotlib's version, not on the numbers).
 REPRODUCED = ["metrics.csv", "accuracy.csv", "summary.json", "findings.csv", "data.csv", "runs", "history"]
@@ -188,10 +221,24 @@ def _outs_of(lock: Path) -> dict[str, dict[str, str]]:
     return {name: {o["path"]: o["md5"] for o in st.get("outs", [])} for name, st in stages.items()}
 
 
+#: The golden's entry for what the stages write outside DVC: every scorer's per-image scores (the evaluate stage's
+#: score caches, ood/run_evaluate.py), so that a change of bits in any scorer fails even where the committed
+#: outputs (metrics to 4 decimals, intervals, the energy scores) would not show it.
+BY_PRODUCTS = "(by-products) score caches"
+
+
+def _by_products(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {f.relative_to(root).as_posix(): hashlib.md5(f.read_bytes()).hexdigest()
+            for f in sorted((root / "cache").rglob("*.npz"))}
+
+
 def test_the_one_seed_run_has_the_bytes_of_the_golden_lock(pipeline_root, params):
     """The suite's default pipeline run trains, fine-tunes, evaluates, tabulates and draws seed 0 alone, from the
-    Quickstart's command in a fresh copy: every output of every stage (data, weights, score caches, results,
-    figures, executed notebooks) must have the md5 that tests/golden/synthetic-seed0.yaml records for it, from the
+    Quickstart's command in a fresh copy: every output of every stage (data, weights, results, figures, executed
+    notebooks), and every score cache the evaluate stages write beside them, must have the md5 that
+    tests/golden/synthetic-seed0.yaml records for it, from the
     same run on the committed code. A change of bits in any stage or notebook fails here. When the numbers move on
     purpose, rerun the full pipeline (`dvc repro`, commit), then write the golden anew:
     `OOD_WRITE_GOLDEN=1 .venv/bin/python -m pytest tests/test_pipeline.py -k golden` (docs/maintainers.md)."""
@@ -202,6 +249,7 @@ def test_the_one_seed_run_has_the_bytes_of_the_golden_lock(pipeline_root, params
     if conftest._bg["full"]:
         pytest.skip("the full pipeline ran (every seed); its outputs are compared with the committed ones instead")
     got = _outs_of(pipeline_root / "dvc.lock")
+    got[BY_PRODUCTS] = _by_products(pipeline_root)
     if os.environ.get("OOD_WRITE_GOLDEN"):
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text("# The md5 of every output of the synthetic pipeline run with seed 0 alone (params.yaml "

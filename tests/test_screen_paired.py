@@ -178,3 +178,29 @@ def test_interval_table_and_its_section(tmp_path):
     md = screen.interval_section(t)
     assert md.count("\n| ") == 1 + 4 and "near 150, far 50 images" in md
     assert f"{row.fpr95:.1f} [" in screen.interval_section(t, scorer="msp")
+
+
+def test_a_runs_intervals_are_its_own_and_survive_the_csv_exactly(tmp_path):
+    """The evaluate stage computes each run's intervals alone (ood.screen.run_intervals) and the tables stage reads
+    them back from CSV: the rows must be those the whole table gives that run, and the CSV must give back the very
+    same floats."""
+    rng = np.random.default_rng(11)
+    runs = {(m, s): {f"{sc}/{o}": rng.normal(mu, 1, n).astype(np.float32)
+                     for sc in ("energy", "msp") for o, mu, n in (("id", 1.5, 300), ("near", 0, 120), ("far", -1, 7))}
+            for m in ("ce", "greg") for s in (0, 2)}
+    from ood.artifacts import save_scores
+
+    files = {}
+    for k, v in runs.items():
+        files[k] = tmp_path / f"{k[0]}-{k[1]}.npz"
+        save_scores(v, files[k])
+    whole = screen.interval_table(files, ["near", "far"], average_over=["near"], n_boot=200)
+    one = screen.run_intervals(runs[("greg", 2)], "greg", 2, ["near", "far"], average_over=["near"], n_boot=200)
+    mine = whole[(whole.method == "greg") & (whole.seed == 2)].reset_index(drop=True)
+    assert one.equals(mine)
+    screen.save_intervals(one, tmp_path / "iv" / "greg.csv")
+    back = screen.load_intervals([tmp_path / "iv" / "greg.csv"])
+    assert back.equals(one)   # bit for bit, not to 2 decimals
+    assert one.loc[one.ood_set == "far", "n_ood"].tolist() == [7, 7]
+    with pytest.raises(FileNotFoundError, match="evaluate stage"):
+        screen.load_intervals([tmp_path / "iv" / "ce.csv"])
