@@ -130,8 +130,8 @@ def summary(seeds: pd.DataFrame, scorer: str = SCORER, ood_set: str = "average")
     return out[COLUMNS].sort_values(["method", "value"], kind="stable").reset_index(drop=True)
 
 
-def intervals(params: dict, profile: str, study: str | Path, ood_sets: list[str], *,
-              average_over: list[str] | None = None, seeds: list[int], root: Path | None = None) -> pd.DataFrame:
+def intervals(params: dict, profile: str, study: str | Path, *, seeds: list[int],
+              root: Path | None = None) -> pd.DataFrame:
     """Every seed's FPR95 with its bootstrap interval (``ood.screen.INTERVAL_COLUMNS`` plus ``steps``), per scorer and
     set, for the profile's fine-tunes (from ``results/<profile>/fpr95_intervals.csv``) and the study's runs (from
     ``runs/<profile>/length/<key>/intervals.csv``, which the study's evaluate stage computed with
@@ -240,9 +240,7 @@ def export(params: dict, profile: str, study: str | Path, root: Path | None = No
     bench = block["benchmark"]
     seeds_t = collect(params, profile, study, root)
     summary_t = summary(seeds_t)
-    ood_sets = list(bench["ood"])
-    ivals = intervals(params, profile, study, ood_sets, average_over=bench.get("average_over"),
-                      seeds=sorted(int(s) for s in seeds_t["seed"].unique()), root=root)
+    ivals = intervals(params, profile, study, seeds=sorted(int(s) for s in seeds_t["seed"].unique()), root=root)
     paired_t = screens(seeds_t)
     out = root / "results" / profile / "sweeps"
     out.mkdir(parents=True, exist_ok=True)

@@ -150,7 +150,7 @@ def test_a_misnamed_run_and_a_missing_evaluation_say_what_is_wrong(study):
         length_study.collect(config.load_params(), PROFILE, "pipelines/study", study)
     (study / "runs" / PROFILE / "length" / "greg-160" / "intervals.csv").unlink()
     with pytest.raises(FileNotFoundError, match="evaluate@greg-160"):
-        length_study.intervals(config.load_params(), PROFILE, "pipelines/study", [*SETS], seeds=SEEDS, root=study)
+        length_study.intervals(config.load_params(), PROFILE, "pipelines/study", seeds=SEEDS, root=study)
 
 
 # --- the committed study of cifar10-cpu (pipelines/cifar10-cpu-length/): consistency, not completeness ----------
