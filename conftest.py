@@ -21,7 +21,10 @@ given: what the README's test command does), else from the end of collection - a
   (Linux's ``SCHED_IDLE``, else ``nice 19``): the cores are split in two, the pipeline's and the unit tests' (with
   two cores, one each; :func:`_split_cpus` says why a priority alone does not do; ``OOD_SUITE_SPLIT_CORES=0`` turns
   the split off). Thread count, cores and priority are restored as soon as the pipeline has finished (checked before
-  each test). The terminal summary says how long the pipeline took.
+  each test). When the unit tests are done first, the pipeline gets every core while the suite waits for it
+  (:func:`_widen_pipeline`). The terminal summary says how long the pipeline took;
+* the copy's data root (``data/``, git-ignored) is a link to the checkout's, so that the unit tests loading real data
+  through ``OOD_ROOT`` unpack ``../shared/data`` once, where every other test finds it.
 
 The pipeline runs through the entry point a newcomer uses: the README's Quickstart command (its ```` ```bash
 quickstart```` block) after its install part, which the test command has already done, run by ``bash`` in the copy
@@ -207,6 +210,11 @@ def _start_pipeline(full: bool = False) -> None:
         if n != 1:
             raise pytest.UsageError("params.yaml: no `seeds: [...]` line for the suite's one-seed run to set")
         params.write_text(text)
+    # The copy's data root (git-ignored, so not copied) is the checkout's: a unit test loading real data under
+    # OOD_ROOT (ood.pipeline.paths) then unpacks ../shared/data once per checkout, not once more in each copy.
+    data = ROOT / "data"
+    data.mkdir(exist_ok=True)
+    (PIPELINE_ROOT / "data").symlink_to(data, target_is_directory=True)
     os.environ["OOD_ROOT"] = ENV["OOD_ROOT"] = str(PIPELINE_ROOT)
     env = {**newcomer_env(), "OOD_ROOT": str(PIPELINE_ROOT)}
     venv = BIN.parent
@@ -267,13 +275,18 @@ def wait_for_pipeline() -> subprocess.CompletedProcess:
         if "proc" not in _bg:  # collection starts it when a selected test needs it; any other caller, here
             _start_pipeline(full=True)
         proc, log = _bg["proc"], _bg["log"]
-        left = PIPELINE_TIMEOUT_S - (time.monotonic() - _bg["start"])
         timed_out = False
-        try:
-            proc.wait(timeout=max(left, 1))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _stop(proc)
+        while proc.poll() is None:   # nothing else runs now: the pipeline gets every core (again: new processes)
+            _widen_pipeline()
+            left = PIPELINE_TIMEOUT_S - (time.monotonic() - _bg["start"])
+            if left <= 0:
+                timed_out = True
+                _stop(proc)
+                break
+            try:
+                proc.wait(timeout=min(left, 5))
+            except subprocess.TimeoutExpired:
+                pass
         log.flush()
         log.seek(0)
         out = log.read()
@@ -288,6 +301,38 @@ def wait_for_pipeline() -> subprocess.CompletedProcess:
         raise AssertionError(f"dvc repro exited {res.returncode} in {PIPELINE_ROOT} (run `dvc repro` by hand to see "
                              f"the stage that failed):\n{res.stdout[-3000:]}")
     return res
+
+
+def _widen_pipeline() -> None:
+    """Every core of the session for the pipeline (the ``dvc repro`` process and each of its descendants, each of
+    their threads) while the suite waits for it: once the unit tests have run, the pipeline's core no longer has to
+    be shared. A process started after this call inherits the wider set from its parent; one started during it may
+    be missed, which costs time, not bits (the pinned thread count, not the cores, decides the bits: ood/repro.py)."""
+    if "affinity" in _bg:   # else the cores were not split
+        widen_tree(_bg["proc"].pid, _bg["affinity"])
+
+
+def widen_tree(root: int, cores: set[int]) -> None:
+    """Let process ``root``, each of its descendants and each of their threads run on ``cores`` (Linux)."""
+    parent = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parent[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    tree, grew = {root}, True
+    while grew:
+        new = {p for p, pp in parent.items() if pp in tree and p not in tree}
+        tree |= new
+        grew = bool(new)
+    for pid in tree:
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                os.sched_setaffinity(int(tid), cores)
+        except OSError:   # it ended meanwhile
+            continue
 
 
 def _restore_priority() -> None:

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -347,6 +348,67 @@ def test_pipeline_runs_in_the_background_and_its_tests_run_last(request):
     flags = [conftest.needs_pipeline(i) for i in request.session.items]
     assert flags == sorted(flags), "a test that needs the pipeline is collected before a unit test"
     assert any(flags) == ("proc" in conftest._bg or "result" in conftest._bg)
+
+
+def test_the_pipeline_copy_reads_its_data_where_the_checkout_does(pipeline_root):
+    """conftest.py links the copy's data root (git-ignored) to the checkout's, so the real sets that unit tests load
+    under OOD_ROOT are unpacked once, and the pipeline's copy does not show the link to git or DVC."""
+    assert (pipeline_root / "data").is_symlink()
+    assert (pipeline_root / "data").resolve() == (ROOT / "data").resolve()
+    status = run("git", "status", "--porcelain", "--", "data", cwd=pipeline_root).stdout
+    assert status == "", status
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux's CPU affinity and two cores")
+def test_widen_tree_gives_every_descendant_thread_the_wider_cores():
+    """conftest.widen_tree, which hands the pipeline every core while the suite waits for it: a child and its
+    grandchild started on one core run on every core afterwards; an unrelated process keeps its one core. Oracle:
+    the kernel's own view of each thread (/proc/<pid>/task/<tid>/status, Cpus_allowed_list)."""
+    import conftest
+
+    def allowed(pid: int) -> set[frozenset]:
+        out = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            line = next(ln for ln in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines()
+                        if ln.startswith("Cpus_allowed_list:"))
+            cores = set()
+            for part in line.split(":")[1].strip().split(","):
+                lo, _, hi = part.partition("-")
+                cores |= set(range(int(lo), int(hi or lo) + 1))
+            out.append(frozenset(cores))
+        return set(out)
+
+    every = set(os.sched_getaffinity(0))
+    one = {min(every)}
+    pin = lambda: os.sched_setaffinity(0, one)   # noqa: E731
+    tree = subprocess.Popen(["bash", "-c", "sleep 60 & wait"], preexec_fn=pin)
+    other = subprocess.Popen(["sleep", "60"], preexec_fn=pin)
+    try:
+        for _ in range(100):   # until bash has started its child
+            kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == tree.pid]
+            if kids:
+                break
+            time.sleep(0.05)
+        assert kids, "bash did not start its child"
+        assert allowed(tree.pid) == allowed(kids[0]) == {frozenset(one)}
+        conftest.widen_tree(tree.pid, every)
+        assert allowed(tree.pid) == allowed(kids[0]) == {frozenset(every)}
+        assert allowed(other.pid) == {frozenset(one)}
+    finally:
+        for p in (tree, other):
+            p.kill()
+        subprocess.run(["pkill", "-P", str(tree.pid)], check=False)
+        tree.wait()
+        other.wait()
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                        if ln.startswith("PPid:")).split()[1])
+    except (OSError, StopIteration):
+        return -1
 
 
 def _status_after(pipeline_root, rel, edit) -> set[str]:
