@@ -402,10 +402,10 @@ def test_widen_tree_gives_every_descendant_thread_the_wider_cores():
         conftest.widen_tree(tree.pid, every)
         assert allowed(tree.pid) == allowed(kids[0]) == {frozenset(every)}
         assert allowed(other.pid) == {frozenset(one)}
-    finally:
+    finally:   # bash's child first: once bash is gone, the child is no longer found by its parent
+        subprocess.run(["pkill", "-P", str(tree.pid)], check=False)
         for p in (tree, other):
             p.kill()
-        subprocess.run(["pkill", "-P", str(tree.pid)], check=False)
         tree.wait()
         other.wait()
 
