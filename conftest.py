@@ -5,8 +5,9 @@ and a Jupyter kernel start per stage). When the collected tests include one that
 ``dvc repro`` runs in the background - from the start of the session when pytest runs the whole suite (no paths
 given: what the README's test command does), else from the end of collection - and:
 
-* by default it runs **seed 0 alone**: the copy's ``params.yaml`` says ``seeds: [0]``, which costs about a third of
-  the full run, and ``tests/test_pipeline.py`` checks every output of every stage against the md5 that
+* by default it runs **seed 0 alone**, without the two methods of :data:`ONE_SEED_LEAVES_OUT`: the copy's
+  ``params.yaml`` says ``seeds: [0]`` and leaves them out of ``pipeline`` (:func:`one_seed_params`), and
+  ``tests/test_pipeline.py`` checks every output of every stage against the md5 that
   ``tests/golden/synthetic-seed0.yaml`` records for that run, and seed 0's rows against the committed three-seed
   results. When a selected test is marked ``full_pipeline`` (``pytest -m ""`` selects every test; pyproject.toml's
   ``-m "not full_pipeline"`` leaves them out), it runs every seed, and those tests compare the outputs with the
@@ -67,6 +68,14 @@ DVC = (sys.executable, "-m", "dvc")
 PIPELINE_TIMEOUT_S = int(os.environ.get("OOD_PIPELINE_TIMEOUT_S", "2400"))
 #: The -m expression of pyproject.toml's addopts: the full pipeline's tests are left out unless asked for.
 DEFAULT_MARKEXPR = "not full_pipeline"
+#: The methods the suite's one-seed run leaves out (the full run, ``-m ""``, trains every method). Each combines loss
+#: terms that a method it keeps trains on its own: ``oe_grad`` is OE's term and GReg's gradient penalty, ``bfm_greg``
+#: BFM's background term and GReg's terms. So every stage kind, every notebook, every loss term and the sampler still
+#: run and are compared byte for byte, and every method the figures and the tour show is there. What the run no longer
+#: has: a fine-tune from BFM's checkpoint (``bfm_greg``'s; the others start from CE's, through the same code).
+#: Leaving them out drops four of the run's 21 stages, two fine-tunes and two evaluates (what that saves:
+#: docs/reproducibility.md).
+ONE_SEED_LEAVES_OUT = ("oe_grad", "bfm_greg")
 #: The throw-away copy the pipeline runs in (set when it starts).
 PIPELINE_ROOT: Path | None = None
 
@@ -206,10 +215,7 @@ def _start_pipeline(full: bool = False) -> None:
     _bg["full"] = full
     if not full:  # seed 0 alone: the copy's params.yaml says so (tests/test_pipeline.py checks it against the golden)
         params = PIPELINE_ROOT / "params.yaml"
-        text, n = re.subn(r"^seeds: \[[^\]]*\]", "seeds: [0]", params.read_text(), count=1, flags=re.M)
-        if n != 1:
-            raise pytest.UsageError("params.yaml: no `seeds: [...]` line for the suite's one-seed run to set")
-        params.write_text(text)
+        params.write_text(one_seed_params(params.read_text()))
     # The copy's data root (git-ignored, so not copied) is the checkout's: a unit test loading real data under
     # OOD_ROOT (ood.pipeline.paths) then unpacks ../shared/data once per checkout, not once more in each copy.
     data = ROOT / "data"
@@ -247,6 +253,24 @@ def _start_pipeline(full: bool = False) -> None:
         if hasattr(os, "nice"):
             _bg["nice"] = os.nice(0)
             os.nice(19)
+
+
+def one_seed_params(text: str) -> str:
+    """The text of params.yaml for the suite's one-seed run: ``seeds: [0]``, and the methods of
+    :data:`ONE_SEED_LEAVES_OUT` gone from ``pipeline.finetune`` and ``pipeline.evaluate`` (line edits, so that every
+    other line and comment stays; pytest.UsageError when params.yaml no longer has the lines they edit)."""
+    text, n = re.subn(r"^seeds: \[[^\]]*\]", "seeds: [0]", text, count=1, flags=re.M)
+    if n != 1:
+        raise pytest.UsageError("params.yaml: no `seeds: [...]` line for the suite's one-seed run to set")
+    for m in ONE_SEED_LEAVES_OUT:
+        text, n = re.subn(rf"^    {m}: \w+\n", "", text, count=1, flags=re.M)
+        text, k = re.subn(rf"^(  evaluate: \[.*?)\b{m}, |^(  evaluate: \[.*?), {m}\]",
+                          lambda g: g.group(1) or g.group(2) + "]", text, count=1, flags=re.M)
+        if n != 1 or k != 1:
+            raise pytest.UsageError(f"params.yaml: no `    {m}: <init>` line under pipeline.finetune, or {m} not in "
+                                    "the one-line `  evaluate: [...]` list, for the suite's one-seed run to leave out "
+                                    "(conftest.ONE_SEED_LEAVES_OUT)")
+    return text
 
 
 def _split_cpus() -> tuple[set[int], set[int]] | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import re
 import sys
@@ -74,22 +75,36 @@ def _resolve(names: set[str], mods: dict[str, Path]) -> set[str]:
     return out
 
 
+@functools.lru_cache(maxsize=512)
+def _import_statements(source: str) -> tuple[tuple[int | None, str, tuple[str, ...]], ...]:
+    """The import statements of ``source`` outside ``if TYPE_CHECKING:``: (None, "", names) for ``import names``,
+    (level, module, names) for ``from module import names``. Cached by source text: a check parses each module once
+    however many stages reach it, and an edited file is a new key."""
+    out = []
+    for node in _import_nodes(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out.append((None, "", tuple(a.name for a in node.names)))
+        else:
+            out.append((node.level, node.module or "", tuple(a.name for a in node.names)))
+    return tuple(out)
+
+
 def _imports_of_source(source: str, package: str, mods: dict[str, Path]) -> set[str]:
     """The package modules a piece of code imports (``package``: the package relative imports start from)."""
     names = set()
-    for node in _import_nodes(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
+    for level, module, imported in _import_statements(source):
+        if level is None:
+            names.update(n for n in imported if n.split(".")[0] == PACKAGE)
             continue
-        if node.level:
-            base = package.split(".")[: len(package.split(".")) - node.level + 1]
-            mod = ".".join(base + ([node.module] if node.module else []))
+        if level:
+            base = package.split(".")[: len(package.split(".")) - level + 1]
+            mod = ".".join(base + ([module] if module else []))
         else:
-            mod = node.module or ""
+            mod = module
         if mod.split(".")[0] != PACKAGE:
             continue
         names.add(mod)
-        names.update(f"{mod}.{a.name}" for a in node.names)   # `from ood import plots` loads ood.plots
+        names.update(f"{mod}.{n}" for n in imported)   # `from ood import plots` loads ood.plots
     return _resolve(names, mods)
 
 
@@ -127,9 +142,14 @@ def _data_files(name: str, mods: dict[str, Path]) -> set[Path]:
     """Package data files a module names by a string constant (a file beside it that is not Python)."""
     f = mods[name]
     beside = {p.name: p for p in f.parent.iterdir() if p.is_file() and p.suffix != ".py"}
-    consts = {n.value for n in ast.walk(ast.parse(f.read_text()))
-              if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    return {beside[c] for c in consts if c in beside}
+    return {beside[c] for c in _string_constants(f.read_text()) if c in beside}
+
+
+@functools.lru_cache(maxsize=512)
+def _string_constants(source: str) -> frozenset[str]:
+    """Every string constant of ``source`` (cached by source text, as :func:`_import_statements`)."""
+    return frozenset(n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant)
+                     and isinstance(n.value, str))
 
 
 def notebook_closure(path: Path, root: Path | None = None) -> list[str]:

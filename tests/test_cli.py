@@ -41,22 +41,39 @@ def test_train_then_evaluate_a_run_folder(tmp_path):
     assert not run.exists()
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_INPUT = [
     (["train", "--profile", "synthetic", "--method", "nope", "--device", "cpu"], "unknown method 'nope'; allowed: "),
     (["train", "--profile", "nowhere", "--method", "ce"], "unknown profile 'nowhere'; allowed: "),
     (["evaluate", "--profile", "synthetic", "--method", "ce", "--scorers", "energy,bogus", "--run-dir",
       "/nonexistent/x", "--seed", "0"], ""),
-])
-def test_bad_input_ends_with_one_error_line_and_status_2(args, message):
+]
+
+
+def test_bad_input_ends_with_one_error_line_and_status_2_from_a_shell():
+    """The command as a shell runs it (a fresh interpreter, whatever it prints while starting): one line, status 2."""
+    args, message = BAD_INPUT[0]
     p = ood(*args)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], p.stderr
 
 
-def test_argument_errors_are_argparse_errors():
-    p = ood("train", "--profile", "synthetic", "--method", "ce", "--epochs", "-1")
-    assert p.returncode == 2
-    assert "argument --epochs: invalid value -1 for '--epochs'; allowed: an integer >= 0" in p.stderr
-    p = ood("train", "--profile", "synthetic", "--method", "ce", "--lr", "0")
-    assert p.returncode == 2 and "argument --lr: invalid value 0.0 for '--lr'; allowed: a number > 0" in p.stderr
+@pytest.mark.parametrize("args, message", BAD_INPUT)
+def test_bad_input_ends_with_one_error_line_and_status_2(args, message, capsys):
+    """Every bad input, through ``ood.__main__.main`` in this process (the shell's path is the test above)."""
+    from ood.__main__ import main
+
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_argument_errors_are_argparse_errors(capsys):
+    from ood.__main__ import main
+
+    for args, message in (
+            (["--epochs", "-1"], "argument --epochs: invalid value -1 for '--epochs'; allowed: an integer >= 0"),
+            (["--lr", "0"], "argument --lr: invalid value 0.0 for '--lr'; allowed: a number > 0")):
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--profile", "synthetic", "--method", "ce", *args])
+        assert e.value.code == 2 and message in capsys.readouterr().err

@@ -94,6 +94,73 @@ def _run_seeds(pipeline_root) -> list[int]:
     return load_params(pipeline_root / "params.yaml")["seeds"]
 
 
+def _run_methods(pipeline_root) -> list[str]:
+    """The methods the suite's pipeline evaluated: params.yaml's, or those of the one-seed run (conftest.py's
+    ONE_SEED_LEAVES_OUT gone)."""
+    from ood.config import load_params
+
+    return load_params(pipeline_root / "params.yaml")["pipeline"]["evaluate"]
+
+
+def _run_stages(pipeline_root) -> set[str]:
+    """The stages of the suite's pipeline run, from its params.yaml (its dvc.lock also keeps the committed entries of
+    the stages a one-seed run leaves out: DVC does not drop a lock entry whose stage is gone)."""
+    from ood.config import load_params
+
+    p = load_params(pipeline_root / "params.yaml")["pipeline"]
+    return ({"data", "tables", "figures"} | {f"published@{m}" for m in p.get("published") or {}}
+            | {f"train@{m}" for m in p["scratch"]} | {f"finetune@{m}" for m in p["finetune"]}
+            | {f"evaluate@{m}" for m in p["evaluate"]})
+
+
+def test_the_one_seed_params_keep_every_line_but_the_edited_ones_and_refuse_another_layout():
+    """conftest.one_seed_params: seed 0, the left-out methods gone from the fine-tunes and the evaluated methods,
+    every other line as it was (read back with PyYAML, not with the regular expressions it edits with); a
+    params.yaml without the lines it edits stops the session with what to update."""
+    import yaml
+
+    import conftest
+
+    text = (ROOT / "params.yaml").read_text()
+    new = conftest.one_seed_params(text)
+    want, got = yaml.safe_load(text), yaml.safe_load(new)
+    gone = set(conftest.ONE_SEED_LEAVES_OUT)
+    assert got["seeds"] == [0] and gone and gone <= set(want["pipeline"]["evaluate"])
+    assert got["pipeline"]["evaluate"] == [m for m in want["pipeline"]["evaluate"] if m not in gone]
+    assert got["pipeline"]["finetune"] == {m: i for m, i in want["pipeline"]["finetune"].items() if m not in gone}
+    assert {k: v for k, v in got.items() if k not in ("seeds", "pipeline")} == \
+        {k: v for k, v in want.items() if k not in ("seeds", "pipeline")}
+    assert {k: v for k, v in got["pipeline"].items() if k not in ("evaluate", "finetune")} == \
+        {k: v for k, v in want["pipeline"].items() if k not in ("evaluate", "finetune")}
+    assert len(text.splitlines()) - len(new.splitlines()) == len(gone)   # comments and order kept
+    for bad in (text.replace("seeds: [", "seeds: ["[:-1] + "(", 1),
+                text.replace(f"    {conftest.ONE_SEED_LEAVES_OUT[0]}: ", "    renamed: ", 1)):
+        with pytest.raises(pytest.UsageError, match="params.yaml: no"):
+            conftest.one_seed_params(bad)
+
+
+def test_the_one_seed_run_leaves_out_only_what_conftest_says(repro, pipeline_root, params):
+    """The one-seed run trains and scores every method but conftest.ONE_SEED_LEAVES_OUT; the full run every method.
+    Whatever it leaves out, every stage kind and every method a figure or the tour shows still runs."""
+    import yaml
+
+    import conftest
+
+    ran = _run_methods(pipeline_root)
+    every = params["pipeline"]["evaluate"]
+    gone = () if conftest._bg["full"] else conftest.ONE_SEED_LEAVES_OUT
+    assert ran == [m for m in every if m not in gone] and set(gone) <= set(every)
+    stages = _run_stages(pipeline_root)
+    assert stages <= set(yaml.safe_load((pipeline_root / "dvc.lock").read_text())["stages"])
+    assert {s.split("@")[0] for s in stages} >= {"data", "train", "finetune", "evaluate", "tables", "figures"}
+    assert {f"evaluate@{m}" for m in ran} <= stages and not {f"finetune@{m}" for m in gone} & stages
+    ran_stages = set(re.findall(r"Running stage '([^']+)'", repro.stdout))
+    assert not {s for s in ran_stages if s.partition("@")[2] in gone}, ran_stages
+    shown = {m for ms in params["pipeline"]["figures"].values() for m in ms} | {"ce", "bfm", "energy_oe", "greg",
+                                                                               "greg_plus"}   # the tour's
+    assert shown <= set(ran), f"a figure or the tour shows {sorted(shown - set(ran))}, which the run left out"
+
+
 def test_pipeline_writes_the_tables_with_every_method_seed_and_scorer(pipeline_root, params):
     import conftest
 
@@ -104,7 +171,7 @@ def test_pipeline_writes_the_tables_with_every_method_seed_and_scorer(pipeline_r
     m = pd.read_csv(res / "metrics.csv", dtype={"seed": str})
     assert list(m.columns) == ["benchmark", "method", "seed", "scorer", "ood_set", "fpr95", "auroc", "aupr_in",
                                "aupr_out", "fpr95_ood_pos"]
-    methods = params["pipeline"]["evaluate"]
+    methods = _run_methods(pipeline_root)
     scorers = SCORERS   # every registered scorer (no profile narrows them)
     sets = list(params["profiles"][prof]["benchmark"]["ood"]) + ["average"]
     seeds = [str(s) for s in params["seeds"]]
@@ -152,7 +219,7 @@ def test_evaluate_commits_its_intervals_and_figure_scores_beside_its_metrics(pip
     sets = list(params["profiles"][prof]["benchmark"]["ood"])
     seeds = _run_seeds(pipeline_root)
     gathered = []
-    for m in params["pipeline"]["evaluate"]:
+    for m in _run_methods(pipeline_root):
         iv = pd.read_csv(res / "intervals" / f"{m}.csv", float_precision="round_trip")
         gathered.append(iv)
         met = pd.read_csv(res / "runs" / f"{m}.csv")
@@ -249,13 +316,15 @@ def test_the_one_seed_run_has_the_bytes_of_the_golden_lock(pipeline_root, params
 
     if conftest._bg["full"]:
         pytest.skip("the full pipeline ran (every seed); its outputs are compared with the committed ones instead")
-    got = _outs_of(pipeline_root / "dvc.lock")
+    got = {stage: outs for stage, outs in _outs_of(pipeline_root / "dvc.lock").items()
+           if stage in _run_stages(pipeline_root)}
     got[BY_PRODUCTS] = _by_products(pipeline_root)
     if os.environ.get("OOD_WRITE_GOLDEN"):
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text("# The md5 of every output of the synthetic pipeline run with seed 0 alone (params.yaml "
-                          "seeds: [0]),\n# per stage, as its dvc.lock records them: what the suite's one-seed run must "
-                          "reproduce\n# (tests/test_pipeline.py; rewrite with OOD_WRITE_GOLDEN=1).\n"
+                          "seeds: [0]) and\n# without conftest.ONE_SEED_LEAVES_OUT, per stage, as its dvc.lock records "
+                          "them: what the suite's\n# one-seed run must reproduce (tests/test_pipeline.py; rewrite with "
+                          "OOD_WRITE_GOLDEN=1).\n"
                           + yaml.safe_dump(got, sort_keys=True))
         pytest.skip(f"wrote {GOLDEN.relative_to(ROOT)}")
     want = yaml.safe_load(GOLDEN.read_text())
@@ -268,16 +337,19 @@ def test_the_one_seed_run_has_the_bytes_of_the_golden_lock(pipeline_root, params
 def test_the_one_seed_run_is_seed_0_of_the_committed_results(pipeline_root, params):
     """Seed 0 of a one-seed run is seed 0 of the committed three-seed run: the same rows, byte for byte, in the data
     check, the training histories, the per-method metrics and the tables' per-seed rows (so the golden above cannot
-    drift from the committed results)."""
+    drift from the committed results). The committed rows of the methods the one-seed run leaves out
+    (conftest.ONE_SEED_LEAVES_OUT) are left out of the comparison."""
     prof = params["profile"]
     committed, rerun = ROOT / "results" / prof, pipeline_root / "results" / prof
     assert (rerun / "data.csv").read_bytes() == (committed / "data.csv").read_bytes()
-    files = ["metrics.csv", "accuracy.csv", *(f"history/{m}.csv" for m in params["pipeline"]["evaluate"]),
-             *(f"runs/{m}.csv" for m in params["pipeline"]["evaluate"])]
+    methods = _run_methods(pipeline_root)
+    files = ["metrics.csv", "accuracy.csv", *(f"history/{m}.csv" for m in methods), *(f"runs/{m}.csv" for m in methods)]
     for rel in files:
         mine, theirs = (rerun / rel).read_text().splitlines(), (committed / rel).read_text().splitlines()
-        col = theirs[0].split(",").index("seed")
-        seed0 = [line for line in theirs[1:] if line.split(",")[col] == "0"]
+        head = theirs[0].split(",")
+        col, by = head.index("seed"), head.index("method") if "method" in head else None   # history: one method
+        seed0 = [line for line in theirs[1:] if line.split(",")[col] == "0"
+                 and (by is None or line.split(",")[by] in methods)]
         ran = [line for line in mine[1:] if line.split(",")[col] == "0"]
         assert mine[0] == theirs[0] and seed0 and ran == seed0, f"results/{prof}/{rel}: seed 0 differs"
 
@@ -442,9 +514,9 @@ def _docstring_edit(text: str) -> str:
 def test_editing_a_module_or_a_parameter_names_exactly_the_stages_that_use_it(pipeline_root, params):
     """Every stage depends on its module closure (dvc.yaml, tests/test_stage_deps.py) and on every parameter it reads:
     an edit of one module's docstring names exactly the stages that import it, directly or through other modules."""
-    methods = params["pipeline"]["evaluate"]
+    methods = _run_methods(pipeline_root)
     train = ({f"train@{m}" for m in params["pipeline"]["scratch"]}
-             | {f"finetune@{m}" for m in params["pipeline"]["finetune"]})
+             | {f"finetune@{m}" for m in params["pipeline"]["finetune"] if m in methods})
     evaluate = {f"evaluate@{m}" for m in methods}
     loads_data = {"data", "figures"} | train | evaluate
     assert _status_after(pipeline_root, "ood/plots.py", _docstring_edit) == {"figures"}
