@@ -5,7 +5,7 @@ and a Jupyter kernel start per stage). When the collected tests include one that
 ``dvc repro`` runs in the background - from the start of the session when pytest runs the whole suite (no paths
 given: what the README's test command does), else from the end of collection - and:
 
-* by default it runs **seed 0 alone**, without the two methods of :data:`ONE_SEED_LEAVES_OUT`: the copy's
+* by default it runs **seed 0 alone**, without the three methods of :data:`ONE_SEED_LEAVES_OUT`: the copy's
   ``params.yaml`` says ``seeds: [0]`` and leaves them out of ``pipeline`` (:func:`one_seed_params`), and
   ``tests/test_pipeline.py`` checks every output of every stage against the md5 that
   ``tests/golden/synthetic-seed0.yaml`` records for that run, and seed 0's rows against the committed three-seed
@@ -23,7 +23,9 @@ given: what the README's test command does), else from the end of collection - a
   two cores, one each; :func:`_split_cpus` says why a priority alone does not do; ``OOD_SUITE_SPLIT_CORES=0`` turns
   the split off). Thread count, cores and priority are restored as soon as the pipeline has finished (checked before
   each test). When the unit tests are done first, the pipeline gets every core while the suite waits for it
-  (:func:`_widen_pipeline`). The terminal summary says how long the pipeline took;
+  (:func:`_widen_pipeline`); the other way round, the paper profiles' rehearsal, which runs last among the unit tests
+  and waits on three pipelines of its own, hands them every core once the suite's pipeline is done
+  (:func:`lend_idle_cores`). The terminal summary says how long the pipeline took;
 * the copy's data root (``data/``, git-ignored) is a link to the checkout's, so that the unit tests loading real data
   through ``OOD_ROOT`` unpack ``../shared/data`` once, where every other test finds it.
 
@@ -69,13 +71,13 @@ PIPELINE_TIMEOUT_S = int(os.environ.get("OOD_PIPELINE_TIMEOUT_S", "2400"))
 #: The -m expression of pyproject.toml's addopts: the full pipeline's tests are left out unless asked for.
 DEFAULT_MARKEXPR = "not full_pipeline"
 #: The methods the suite's one-seed run leaves out (the full run, ``-m ""``, trains every method). Each combines loss
-#: terms that a method it keeps trains on its own: ``oe_grad`` is OE's term and GReg's gradient penalty, ``bfm_greg``
-#: BFM's background term and GReg's terms. So every stage kind, every notebook, every loss term and the sampler still
-#: run and are compared byte for byte, and every method the figures and the tour show is there. What the run no longer
-#: has: a fine-tune from BFM's checkpoint (``bfm_greg``'s; the others start from CE's, through the same code).
-#: Leaving them out drops four of the run's 21 stages, two fine-tunes and two evaluates (what that saves:
-#: docs/reproducibility.md).
-ONE_SEED_LEAVES_OUT = ("oe_grad", "bfm_greg")
+#: terms and a sampler that methods it keeps train on their own: ``oe_grad`` is OE's term and GReg's gradient penalty,
+#: ``energy_oe_sampling`` Energy-OE's term and GReg+'s sampler, ``bfm_greg`` BFM's background term and GReg's terms.
+#: So every stage kind, every notebook, every loss term and the sampler still run and are compared byte for byte, and
+#: every method the figures and the tour show is there. What the run no longer has: a fine-tune from BFM's checkpoint
+#: (``bfm_greg``'s; the others start from CE's, through the same code). Leaving them out drops six of the run's 21
+#: stages, three fine-tunes and three evaluates (what that saves: docs/reproducibility.md).
+ONE_SEED_LEAVES_OUT = ("oe_grad", "energy_oe_sampling", "bfm_greg")
 #: The throw-away copy the pipeline runs in (set when it starts).
 PIPELINE_ROOT: Path | None = None
 
@@ -149,17 +151,26 @@ def pytest_itemcollected(item):
         item.add_marker(pytest.mark.pipeline)
 
 
+def lends_idle_cores(item: pytest.Item) -> bool:
+    """A unit test that waits on several processes of its own (the paper profiles' rehearsal: three ``dvc repro`` at
+    once) and hands them the pipeline's core once it is free (:func:`lend_idle_cores`)."""
+    return "rehearsals" in getattr(item, "fixturenames", ())
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
-    """The tests that need the pipeline go last, in their collected order; without DVC they are skipped."""
+    """The tests that need the pipeline go last, in their collected order; without DVC they are skipped. Before them,
+    the tests that lend their processes the idle cores (:func:`lends_idle_cores`): by then the background pipeline
+    is more likely done, and its core can be theirs."""
     later = [i for i in items if needs_pipeline(i)]
     if later and not dvc_available():
         skip = pytest.mark.skip(reason=f"DVC is not importable by {sys.executable}: pip install -e '.[test]' "
                                        "installs it (the pipeline's tests run `python -m dvc`)")
         for i in later:
             i.add_marker(skip)
-    if later:
-        items[:] = [i for i in items if not needs_pipeline(i)] + later
+    lend = [i for i in items if lends_idle_cores(i) and not needs_pipeline(i)]
+    if later or lend:
+        items[:] = [i for i in items if not needs_pipeline(i) and not lends_idle_cores(i)] + lend + later
 
 
 def _wanted(config) -> bool:
@@ -325,6 +336,25 @@ def wait_for_pipeline() -> subprocess.CompletedProcess:
         raise AssertionError(f"dvc repro exited {res.returncode} in {PIPELINE_ROOT} (run `dvc repro` by hand to see "
                              f"the stage that failed):\n{res.stdout[-3000:]}")
     return res
+
+
+def lend_idle_cores(pids) -> bool:
+    """For a test waiting on processes of its own (call it in the wait loop): once the background pipeline has
+    finished (or when none runs), the session gets its cores and priority back (:func:`_restore_priority`) and each
+    of ``pids``, its descendants and their threads may run on all of them (:func:`widen_tree`). False while the
+    pipeline still runs: its core is taken. A failed pipeline is reported by the tests that need it, not here."""
+    if "proc" in _bg and "result" not in _bg:
+        if _bg["proc"].poll() is None:
+            return False
+        try:
+            wait_for_pipeline()   # records the result and restores this process's cores, threads and priority
+        except AssertionError:
+            pass
+    if hasattr(os, "sched_getaffinity"):
+        cores = set(_bg.get("affinity") or os.sched_getaffinity(0))   # the session's cores
+        for pid in pids:
+            widen_tree(pid, cores)
+    return True
 
 
 def _widen_pipeline() -> None:

@@ -413,12 +413,14 @@ def test_nbrun_skips_the_slow_iri_checker_and_stops_kernels_at_once():
 
 
 def test_pipeline_runs_in_the_background_and_its_tests_run_last(request):
-    """conftest.py: the tests that need `dvc repro` come after every other test, and `dvc repro` was started at
-    collection exactly when some collected test needs it."""
+    """conftest.py: the tests that need `dvc repro` come after every other test, those that lend their processes
+    the idle cores (the rehearsal) just before them, and `dvc repro` was started at collection exactly when some
+    collected test needs it."""
     import conftest
 
-    flags = [conftest.needs_pipeline(i) for i in request.session.items]
-    assert flags == sorted(flags), "a test that needs the pipeline is collected before a unit test"
+    flags = [2 if conftest.needs_pipeline(i) else 1 if conftest.lends_idle_cores(i) else 0
+             for i in request.session.items]
+    assert flags == sorted(flags), "a test that needs the pipeline, or lends cores, is collected before a unit test"
     assert any(flags) == ("proc" in conftest._bg or "result" in conftest._bg)
 
 
@@ -446,18 +448,6 @@ def test_widen_tree_gives_every_descendant_thread_the_wider_cores():
     the kernel's own view of each thread (/proc/<pid>/task/<tid>/status, Cpus_allowed_list)."""
     import conftest
 
-    def allowed(pid: int) -> set[frozenset]:
-        out = []
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            line = next(ln for ln in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines()
-                        if ln.startswith("Cpus_allowed_list:"))
-            cores = set()
-            for part in line.split(":")[1].strip().split(","):
-                lo, _, hi = part.partition("-")
-                cores |= set(range(int(lo), int(hi or lo) + 1))
-            out.append(frozenset(cores))
-        return set(out)
-
     every = _session_cores()
     one = {min(every)}
     pin = lambda: os.sched_setaffinity(0, one)   # noqa: E731
@@ -480,6 +470,45 @@ def test_widen_tree_gives_every_descendant_thread_the_wider_cores():
             p.kill()
         tree.wait()
         other.wait()
+
+
+def allowed(pid: int) -> set[frozenset]:
+    """The cores each thread of process ``pid`` may run on, as the kernel says (Cpus_allowed_list)."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        line = next(ln for ln in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines()
+                    if ln.startswith("Cpus_allowed_list:"))
+        cores = set()
+        for part in line.split(":")[1].strip().split(","):
+            lo, _, hi = part.partition("-")
+            cores |= set(range(int(lo), int(hi or lo) + 1))
+        out.append(frozenset(cores))
+    return set(out)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(_session_cores()) < 2,
+                    reason="needs Linux's CPU affinity and two cores")
+def test_a_waiting_test_gets_the_pipelines_core_for_its_processes_once_the_pipeline_is_done(monkeypatch):
+    """conftest.lend_idle_cores, which the rehearsal calls while it waits for its three pipelines: while the
+    background pipeline runs, a process pinned to one core stays there; once none runs, it may run on every core of
+    the session. Oracle: the kernel's Cpus_allowed_list of each of its threads."""
+    import conftest
+
+    every = _session_cores()
+    one = {min(every)}
+    mine = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: os.sched_setaffinity(0, one))
+    pipeline = subprocess.Popen(["sleep", "60"])   # stands for a background pipeline that still runs
+    try:
+        monkeypatch.setattr(conftest, "_bg", {"proc": pipeline, "affinity": every})
+        assert conftest.lend_idle_cores([mine.pid]) is False
+        assert allowed(mine.pid) == {frozenset(one)}
+        monkeypatch.setattr(conftest, "_bg", {"affinity": every})   # no pipeline (done, or never started)
+        assert conftest.lend_idle_cores([mine.pid]) is True
+        assert allowed(mine.pid) == {frozenset(every)}
+    finally:
+        for p in (mine, pipeline):
+            p.kill()
+            p.wait()
 
 
 def _ppid(pid: int) -> int:

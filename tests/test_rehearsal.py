@@ -35,6 +35,7 @@ import pytest
 import toy_archives
 import yaml
 
+import conftest
 from conftest import ROOT
 from ood.data import registry
 from ood.scorers import SCORERS
@@ -233,9 +234,15 @@ def test_paper_profile_runs_every_stage_from_its_official_formats(profile, rehea
     run = rehearsals[profile]
     copy = run["copy"]
     assert not (copy.parent / "shared").exists(), "the copy must not see ../shared/data"
-    try:
-        run["proc"].wait(timeout=max(1.0, REPRO_TIMEOUT_S - (time.monotonic() - run["start"])))
-    except subprocess.TimeoutExpired:
+    # the suite's pipeline may still hold the other core: once it is done, the three pipelines get every core
+    # (conftest.lend_idle_cores; the suite runs these tests after the other unit tests, so that it is more likely done)
+    while run["proc"].poll() is None and time.monotonic() - run["start"] < REPRO_TIMEOUT_S:
+        conftest.lend_idle_cores([r["proc"].pid for r in rehearsals.values() if r["proc"].poll() is None])
+        try:
+            run["proc"].wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+    if run["proc"].poll() is None:
         os.killpg(run["proc"].pid, signal.SIGKILL)
         run["proc"].wait()
     wall = time.monotonic() - run["start"]
