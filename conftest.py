@@ -23,9 +23,9 @@ given: what the README's test command does), else from the end of collection - a
   two cores, one each; :func:`_split_cpus` says why a priority alone does not do; ``OOD_SUITE_SPLIT_CORES=0`` turns
   the split off). Thread count, cores and priority are restored as soon as the pipeline has finished (checked before
   each test). When the unit tests are done first, the pipeline gets every core while the suite waits for it
-  (:func:`_widen_pipeline`); the other way round, the paper profiles' rehearsal, which runs last among the unit tests
-  and waits on three pipelines of its own, hands them every core once the suite's pipeline is done
-  (:func:`lend_idle_cores`). The terminal summary says how long the pipeline took;
+  (:func:`_widen_pipeline`). The paper profiles' rehearsal starts its three pipelines after the unit tests, lets
+  them run beside the pipeline's tests and waits for them last (:func:`suite_order`); they get every core once the
+  suite's pipeline is done (:func:`lend_idle_cores`). The terminal summary says how long the pipeline took;
 * the copy's data root (``data/``, git-ignored) is a link to the checkout's, so that the unit tests loading real data
   through ``OOD_ROOT`` unpack ``../shared/data`` once, where every other test finds it.
 
@@ -135,6 +135,8 @@ def pytest_configure(config):
                                        "them with `pytest -m cuda`")
     config.addinivalue_line("markers", "rehearsal: a GPU-machine or paper-profile path rehearsed on the CPU at toy "
                                        "size (`pytest -m rehearsal` runs them alone)")
+    config.addinivalue_line("markers", "starts_background: starts processes that go on in the background while the "
+                                       "pipeline's tests run; the tests that wait for them run last (conftest.py)")
     config.addinivalue_line("markers", "full_pipeline: compares the pipeline's run of every seed with the committed "
                                        "results; selecting one makes the suite run the whole pipeline instead of seed "
                                        "0 alone (`pytest -m \"\"` runs every test; docs/maintainers.md)")
@@ -151,26 +153,30 @@ def pytest_itemcollected(item):
         item.add_marker(pytest.mark.pipeline)
 
 
-def lends_idle_cores(item: pytest.Item) -> bool:
-    """A unit test that waits on several processes of its own (the paper profiles' rehearsal: three ``dvc repro`` at
-    once) and hands them the pipeline's core once it is free (:func:`lend_idle_cores`)."""
-    return "rehearsals" in getattr(item, "fixturenames", ())
+def suite_order(item: pytest.Item) -> int:
+    """Where a test runs in the session: 0 the unit tests; 1 a test marked ``starts_background``, which starts
+    processes of its own that go on in the background (the paper profiles' rehearsal: three ``dvc repro``); 2 the
+    tests that need the pipeline (mostly one process each, so the background processes have a core to run on); 3 the
+    tests that wait for those background processes (they take the ``rehearsals`` fixture)."""
+    if item.get_closest_marker("starts_background") is not None:
+        return 1
+    if needs_pipeline(item):
+        return 2
+    return 3 if "rehearsals" in getattr(item, "fixturenames", ()) else 0
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
-    """The tests that need the pipeline go last, in their collected order; without DVC they are skipped. Before them,
-    the tests that lend their processes the idle cores (:func:`lends_idle_cores`): by then the background pipeline
-    is more likely done, and its core can be theirs."""
+    """The tests in :func:`suite_order`, each group in its collected order: the tests that need the pipeline after
+    the unit tests and the start of the background processes, those that wait for them last. Without DVC the
+    pipeline's tests are skipped."""
     later = [i for i in items if needs_pipeline(i)]
     if later and not dvc_available():
         skip = pytest.mark.skip(reason=f"DVC is not importable by {sys.executable}: pip install -e '.[test]' "
                                        "installs it (the pipeline's tests run `python -m dvc`)")
         for i in later:
             i.add_marker(skip)
-    lend = [i for i in items if lends_idle_cores(i) and not needs_pipeline(i)]
-    if later or lend:
-        items[:] = [i for i in items if not needs_pipeline(i) and not lends_idle_cores(i)] + lend + later
+    items.sort(key=suite_order)   # stable: the collected order within each group
 
 
 def _wanted(config) -> bool:
@@ -342,7 +348,9 @@ def lend_idle_cores(pids) -> bool:
     """For a test waiting on processes of its own (call it in the wait loop): once the background pipeline has
     finished (or when none runs), the session gets its cores and priority back (:func:`_restore_priority`) and each
     of ``pids``, its descendants and their threads may run on all of them (:func:`widen_tree`). False while the
-    pipeline still runs: its core is taken. A failed pipeline is reported by the tests that need it, not here."""
+    pipeline still runs: its core is taken, and ``pids`` are then widened when it is done (:func:`_restore_priority`).
+    A failed pipeline is reported by the tests that need it, not here."""
+    _bg.setdefault("borrowers", set()).update(pids)
     if "proc" in _bg and "result" not in _bg:
         if _bg["proc"].poll() is None:
             return False
@@ -390,12 +398,16 @@ def widen_tree(root: int, cores: set[int]) -> None:
 
 
 def _restore_priority() -> None:
-    """Back to the thread count, the cores and the scheduling the session started with."""
+    """Back to the thread count, the cores and the scheduling the session started with; the processes a waiting test
+    registered (:func:`lend_idle_cores`) get every core too."""
     if "affinity" in _bg:
         try:
-            os.sched_setaffinity(0, _bg.pop("affinity"))
+            os.sched_setaffinity(0, cores := _bg.pop("affinity"))
         except OSError:  # pragma: no cover
             pass
+        else:
+            for pid in _bg.get("borrowers", ()):
+                widen_tree(pid, cores)
     if "threads" in _bg:
         import torch
 

@@ -413,15 +413,19 @@ def test_nbrun_skips_the_slow_iri_checker_and_stops_kernels_at_once():
 
 
 def test_pipeline_runs_in_the_background_and_its_tests_run_last(request):
-    """conftest.py: the tests that need `dvc repro` come after every other test, those that lend their processes
-    the idle cores (the rehearsal) just before them, and `dvc repro` was started at collection exactly when some
+    """conftest.py: the tests that need `dvc repro` come after the unit tests and the start of the rehearsal's
+    pipelines, the tests that wait for those last, and `dvc repro` was started at collection exactly when some
     collected test needs it."""
     import conftest
 
-    flags = [2 if conftest.needs_pipeline(i) else 1 if conftest.lends_idle_cores(i) else 0
-             for i in request.session.items]
-    assert flags == sorted(flags), "a test that needs the pipeline, or lends cores, is collected before a unit test"
-    assert any(flags) == ("proc" in conftest._bg or "result" in conftest._bg)
+    items = request.session.items
+    flags = [conftest.suite_order(i) for i in items]
+    assert flags == sorted(flags), "a test runs before a group that should come first (conftest.suite_order)"
+    assert all((f == 2) == conftest.needs_pipeline(i) for f, i in zip(flags, items))
+    waits = ["rehearsals" in getattr(i, "fixturenames", ()) and i.get_closest_marker("starts_background") is None
+             for i in items]
+    assert all((f == 3) == w for f, w in zip(flags, waits))
+    assert (2 in flags) == ("proc" in conftest._bg or "result" in conftest._bg)
 
 
 def test_the_pipeline_copy_reads_its_data_where_the_checkout_does(pipeline_root):

@@ -94,7 +94,7 @@ def _serve(www: Path):
     return f"http://127.0.0.1:{srv.server_address[1]}", log, stop
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def toy(tmp_path_factory):
     """The toy archives (one folder, ``www``) and their checksum file."""
     import hashlib
@@ -129,10 +129,12 @@ def _authors_file(num_classes: int, seed: int) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def rehearsals(toy, tmp_path_factory):
     """``dvc repro`` of every paper profile, each in its own copy with its own toy server, all started at once (a
-    stage spends most of its time starting a kernel on one core); the tests wait for theirs."""
+    stage spends most of its time starting a kernel on one core); the tests wait for theirs. Session-scoped: the
+    suite starts them after the unit tests and waits for them after the pipeline's tests (conftest.suite_order), and
+    a module-scoped fixture would be torn down in between."""
     www, checks = toy
     runs, stops = {}, []
     try:
@@ -229,13 +231,25 @@ def _env(url: str, checks: Path, copy: Path) -> dict:
     return env
 
 
+@pytest.mark.starts_background
+def test_the_rehearsals_start_each_in_a_copy_and_on_a_server_of_its_own(rehearsals):
+    """The three pipelines start here, right after the unit tests, and run on while the pipeline's tests do; the
+    tests below wait for them, last in the suite (conftest.suite_order). Each has its own copy, without the
+    checkout's outputs, and its own process."""
+    assert set(rehearsals) == set(PROFILES)
+    copies = [r["copy"] for r in rehearsals.values()]
+    assert len(set(copies)) == len(PROFILES) and not any((c / "results").exists() for c in copies)
+    assert len({r["proc"].pid for r in rehearsals.values()}) == len(PROFILES)
+    conftest.lend_idle_cores([r["proc"].pid for r in rehearsals.values()])
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 def test_paper_profile_runs_every_stage_from_its_official_formats(profile, rehearsals):
     run = rehearsals[profile]
     copy = run["copy"]
     assert not (copy.parent / "shared").exists(), "the copy must not see ../shared/data"
     # the suite's pipeline may still hold the other core: once it is done, the three pipelines get every core
-    # (conftest.lend_idle_cores; the suite runs these tests after the other unit tests, so that it is more likely done)
+    # (conftest.lend_idle_cores)
     while run["proc"].poll() is None and time.monotonic() - run["start"] < REPRO_TIMEOUT_S:
         conftest.lend_idle_cores([r["proc"].pid for r in rehearsals.values() if r["proc"].poll() is None])
         try:
