@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_stage_deps import _expected_stages  # a params.yaml's stages (the one-seed run's: its copy's params.yaml)
 
 from conftest import BIN, DVC, ENV, ROOT  # the checkout, this Python's bin/, PATH with it first, `python -m dvc`
 from ood.scorers import SCORERS
@@ -102,17 +103,6 @@ def _run_methods(pipeline_root) -> list[str]:
     return load_params(pipeline_root / "params.yaml")["pipeline"]["evaluate"]
 
 
-def _run_stages(pipeline_root) -> set[str]:
-    """The stages of the suite's pipeline run, from its params.yaml (its dvc.lock also keeps the committed entries of
-    the stages a one-seed run leaves out: DVC does not drop a lock entry whose stage is gone)."""
-    from ood.config import load_params
-
-    p = load_params(pipeline_root / "params.yaml")["pipeline"]
-    return ({"data", "tables", "figures"} | {f"published@{m}" for m in p.get("published") or {}}
-            | {f"train@{m}" for m in p["scratch"]} | {f"finetune@{m}" for m in p["finetune"]}
-            | {f"evaluate@{m}" for m in p["evaluate"]})
-
-
 def test_the_one_seed_params_keep_every_line_but_the_edited_ones_and_refuse_another_layout():
     """conftest.one_seed_params: seed 0, the left-out methods gone from the fine-tunes and the evaluated methods,
     every other line as it was (read back with PyYAML, not with the regular expressions it edits with); a
@@ -150,7 +140,7 @@ def test_the_one_seed_run_leaves_out_only_what_conftest_says(repro, pipeline_roo
     every = params["pipeline"]["evaluate"]
     gone = () if conftest._bg["full"] else conftest.ONE_SEED_LEAVES_OUT
     assert ran == [m for m in every if m not in gone] and set(gone) <= set(every)
-    stages = _run_stages(pipeline_root)
+    stages = _expected_stages(pipeline_root / "params.yaml")   # its dvc.lock also keeps the left-out stages' entries
     assert stages <= set(yaml.safe_load((pipeline_root / "dvc.lock").read_text())["stages"])
     assert {s.split("@")[0] for s in stages} >= {"data", "train", "finetune", "evaluate", "tables", "figures"}
     assert {f"evaluate@{m}" for m in ran} <= stages and not {f"finetune@{m}" for m in gone} & stages
@@ -316,8 +306,8 @@ def test_the_one_seed_run_has_the_bytes_of_the_golden_lock(pipeline_root, params
 
     if conftest._bg["full"]:
         pytest.skip("the full pipeline ran (every seed); its outputs are compared with the committed ones instead")
-    got = {stage: outs for stage, outs in _outs_of(pipeline_root / "dvc.lock").items()
-           if stage in _run_stages(pipeline_root)}
+    ran = _expected_stages(pipeline_root / "params.yaml")   # dvc.lock keeps the committed entries of the left-out
+    got = {stage: outs for stage, outs in _outs_of(pipeline_root / "dvc.lock").items() if stage in ran}
     got[BY_PRODUCTS] = _by_products(pipeline_root)
     if os.environ.get("OOD_WRITE_GOLDEN"):
         GOLDEN.parent.mkdir(exist_ok=True)

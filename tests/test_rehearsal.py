@@ -48,8 +48,9 @@ PROFILES = ("cifar10", "cifar100", "imagenet")
 REPRO_TIMEOUT_S = 1200
 #: Requests the toy server answers before it refuses (a profile asks for at most 10 files).
 MAX_REQUESTS = 100
-METHODS = {"published": {}, "scratch": ["ce"], "finetune": {"greg": "ce"}, "evaluate": ["ce", "greg"],
-           "figures": {"scores": ["ce", "greg"], "feature_norms": ["ce"], "grad_norms": ["ce", "greg"]}}
+METHODS = {"published": {}, "scratch": ["ce"], "finetune": {"greg": "ce"}}
+#: The figure lists of params.yaml's ``pipeline.figures``; each shows the profile's evaluated method (:data:`EVALUATE`).
+FIGURE_LISTS = ("scores", "feature_norms", "grad_norms")
 #: The method each profile's pipeline evaluates (every registered scorer): CIFAR-10's CE is the authors' published
 #: network, so its evaluation scores a converted checkpoint; the others score GReg's fine-tune. Every figure shows
 #: the evaluated method (a figure leaves out a method that was not evaluated, ood.pipeline.FIGURES).
@@ -198,7 +199,7 @@ def _prepare(copy: Path, profile: str) -> None:
     params_file = copy / "pipelines" / profile / "params.yaml" if own else copy / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     methods = {**METHODS, "evaluate": EVALUATE[profile],
-               "figures": {fig: EVALUATE[profile] for fig in METHODS["figures"]}}
+               "figures": {fig: EVALUATE[profile] for fig in FIGURE_LISTS}}
     if profile in PUBLISHED:
         methods.update(published={"ce": PUBLISHED[profile]}, scratch=[])
     params.update(profile=profile, seeds=[0], seed_workers=1, device="cpu", pipeline=methods)
